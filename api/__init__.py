@@ -1,0 +1,1 @@
+"""The FastAPI application: routes, auth, dependencies, error mapping."""

@@ -1,0 +1,41 @@
+"""The audit log: who did what, when, with which outcome."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Query
+
+from api.deps import CurrentPrincipal, PlatformDep
+from api.errors import ApiError
+from api.models import AuditEntryPublic, AuditLogPublic
+from infra.metadata.models import AUDIT
+
+router = APIRouter(prefix="/audit-log", tags=["audit"])
+
+
+@router.get("", response_model=AuditLogPublic)
+async def read_audit_log(
+    *,
+    platform: PlatformDep,
+    principal: CurrentPrincipal,
+    project_id: uuid.UUID | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> AuditLogPublic:
+    """A project's audit entries, newest first."""
+    project_id = project_id or principal.project_id
+    if project_id is None:
+        raise ApiError(422, "invalid_request", "project_id is required with the admin token")
+    principal.check_project(project_id)
+    async with platform.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(AUDIT)
+                .where(AUDIT.c.project_id == project_id)
+                .order_by(AUDIT.c.occurred_at.desc())
+                .limit(limit)
+            )
+        ).all()
+    entries = [AuditEntryPublic.model_validate(dict(r._mapping)) for r in rows]
+    return AuditLogPublic(data=entries, count=len(entries))

@@ -1,0 +1,40 @@
+"""Liveness and Prometheus metrics (outside /api/v1)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+from api.deps import PlatformDep
+from infra.metadata.models import OPERATIONS, OUTBOX
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz(*, platform: PlatformDep) -> dict[str, str]:
+    """Liveness: the API answers and reaches its metadata database."""
+    async with platform.engine.connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))
+    return {"status": "ok"}
+
+
+@router.get("/metrics")
+async def metrics(*, platform: PlatformDep) -> Response:
+    """Operations by kind and status, and messages waiting in the outbox."""
+    registry = CollectorRegistry()
+    operations = Gauge("pgplane_operations", "Operations by kind and status", ["kind", "status"], registry=registry)
+    pending = Gauge("pgplane_outbox_pending", "Accepted messages not yet published", registry=registry)
+    async with platform.engine.connect() as conn:
+        counts = await conn.execute(
+            sa.select(OPERATIONS.c.kind, OPERATIONS.c.status, sa.func.count()).group_by(
+                OPERATIONS.c.kind, OPERATIONS.c.status
+            )
+        )
+        for kind, status, count in counts:
+            operations.labels(kind, status).set(count)
+        pending.set(
+            (await conn.execute(sa.select(sa.func.count()).where(OUTBOX.c.published_at.is_(None)))).scalar_one()
+        )
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

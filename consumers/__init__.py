@@ -1,0 +1,1 @@
+"""Everything that acts on messages: the data-host agent and the projector."""

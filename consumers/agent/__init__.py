@@ -1,0 +1,1 @@
+"""The data-host agent: executes commands against PostgreSQL and PgBouncer as sagas."""

@@ -1,0 +1,137 @@
+"""The agent's ledger, in PostgreSQL on the data host.
+
+``ledger_events`` is both the inbox and the saga log: every event an operation emitted, in
+order. The steps reached, the outcome, and whether compensation began are all read from it,
+and a redelivered command re-publishes exactly these events (same ids).
+``host_databases`` is what this host must route in PgBouncer, and the tombstone that stops a
+stale command from resurrecting a deleted database.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from infra.pgbouncer import Route
+from schemas.envelope import Envelope
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ledger_events (
+    operation_id uuid NOT NULL,
+    sequence integer NOT NULL,
+    type text NOT NULL,
+    envelope jsonb NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (operation_id, sequence)
+);
+CREATE TABLE IF NOT EXISTS ledger_failures (
+    operation_id uuid PRIMARY KEY,
+    attempts integer NOT NULL,
+    last_error text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS host_databases (
+    database_id uuid PRIMARY KEY,
+    dbname text NOT NULL,
+    role text NOT NULL,
+    verifier text,
+    previous_verifier text,
+    max_connections integer NOT NULL,
+    routed boolean NOT NULL DEFAULT false,
+    deleted_at timestamptz
+);
+"""
+
+
+class Ledger:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def migrate(self) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('pgplane ledger schema'))")
+            await conn.execute(SCHEMA)
+
+    async def history(self, operation_id: uuid.UUID) -> list[Envelope]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT envelope FROM ledger_events WHERE operation_id = %s ORDER BY sequence", (operation_id,)
+            )
+            return [Envelope.model_validate(row[0]) for row in await cur.fetchall()]
+
+    async def record(self, envelope: Envelope) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO ledger_events (operation_id, sequence, type, envelope) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING",
+                (envelope.correlation_id, envelope.sequence, envelope.type, Jsonb(envelope.model_dump(mode="json"))),
+            )
+
+    async def note_failure(self, operation_id: uuid.UUID, error: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO ledger_failures VALUES (%s, 1, %s) ON CONFLICT (operation_id)"
+                " DO UPDATE SET attempts = ledger_failures.attempts + 1, last_error = EXCLUDED.last_error",
+                (operation_id, error[:2000]),
+            )
+
+    async def last_error(self, operation_id: uuid.UUID) -> str | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT last_error FROM ledger_failures WHERE operation_id = %s", (operation_id,))
+            row = await cur.fetchone()
+            return row[0] if row else None
+
+    async def remember_database(self, database_id: uuid.UUID, *, dbname: str, role: str, max_connections: int) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO host_databases (database_id, dbname, role, max_connections) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (database_id) DO NOTHING",
+                (database_id, dbname, role, max_connections),
+            )
+
+    async def is_deleted(self, database_id: uuid.UUID) -> bool:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT deleted_at FROM host_databases WHERE database_id = %s", (database_id,))
+            row = await cur.fetchone()
+            return row is not None and row[0] is not None
+
+    async def set_deleted(self, database_id: uuid.UUID, deleted: bool) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE host_databases SET deleted_at = CASE WHEN %s THEN coalesce(deleted_at, now()) END"
+                " WHERE database_id = %s",
+                (deleted, database_id),
+            )
+
+    async def set_route(self, database_id: uuid.UUID, *, routed: bool) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("UPDATE host_databases SET routed = %s WHERE database_id = %s", (routed, database_id))
+
+    async def set_verifier(self, database_id: uuid.UUID, verifier: str) -> None:
+        """Keep the previous verifier so a failed rotation can put it back; twice is once."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE host_databases SET previous_verifier = verifier, verifier = %s"
+                " WHERE database_id = %s AND verifier IS DISTINCT FROM %s",
+                (verifier, database_id, verifier),
+            )
+
+    async def restore_previous_verifier(self, database_id: uuid.UUID) -> str | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE host_databases SET verifier = coalesce(previous_verifier, verifier)"
+                " WHERE database_id = %s RETURNING verifier",
+                (database_id,),
+            )
+            row = await cur.fetchone()
+            return row[0] if row else None
+
+    async def routes(self) -> list[Route]:
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                "SELECT dbname, role, verifier, max_connections FROM host_databases"
+                " WHERE routed AND deleted_at IS NULL AND verifier IS NOT NULL"
+            )
+            return [Route(**row) for row in await cur.fetchall()]

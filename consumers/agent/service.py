@@ -1,0 +1,186 @@
+"""The agent process: a FastStream pull subscriber on this host's commands.
+
+Ack policy is MANUAL: success acks, a retryable error naks with a growing delay, a command
+delivered more than ``max_attempts`` times is dead-lettered (compensated, ``failed``, copied
+to the DLQ stream) and acked, and an unreadable one goes to the DLQ at once. Commands for one
+database run one at a time (``Lanes``); different databases run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
+
+from consumers.agent.ledger import Ledger
+from consumers.agent.runner import SagaRunner, _database_command
+from consumers.agent.sagas import Host
+from infra.faults import PermanentError
+from infra.host_postgres import HostPostgres
+from infra.pgbouncer import PgBouncer
+from infra.settings import Settings
+from infra.topology import ensure_topology
+from schemas.envelope import Envelope
+from schemas.subjects import Subjects
+
+log = logging.getLogger("pgplane.agent")
+PUBLISH_TIMEOUT = 10.0
+
+
+class Lanes:
+    """One FIFO lock per database: its commands run one at a time, in arrival order."""
+
+    def __init__(self) -> None:
+        self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+        self._holders: Counter[uuid.UUID] = Counter()
+
+    @asynccontextmanager
+    async def hold(self, key: uuid.UUID) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._holders[key] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._holders[key] -= 1
+            if not self._holders[key]:
+                del self._holders[key], self._locks[key]
+
+
+class Agent:
+    def __init__(self, settings: Settings, broker: NatsBroker, runner: SagaRunner, ledger: Ledger) -> None:
+        self.settings = settings
+        self.subjects = Subjects(namespace=settings.namespace)
+        self.broker = broker
+        self.runner = runner
+        self.ledger = ledger
+        self.lanes = Lanes()
+
+    async def publish_event(self, envelope: Envelope) -> None:
+        await self.broker.publish(
+            envelope.model_dump_json().encode(),
+            self.subjects.event(envelope.type),
+            stream=self.subjects.events_stream,
+            headers={"Nats-Msg-Id": envelope.msg_id},
+            timeout=PUBLISH_TIMEOUT,
+        )
+
+    async def handle(self, msg: NatsMessage) -> None:
+        try:
+            envelope = Envelope.model_validate_json(msg.body)
+            cmd = _database_command(envelope)
+        except (ValidationError, ValueError, PermanentError) as exc:
+            await self.to_dead_letters(msg, f"unreadable command: {exc}")
+            await msg.ack()
+            return
+        delivered = msg.raw_message.metadata.num_delivered
+        heartbeat = asyncio.create_task(self._keep_alive(msg))
+        try:
+            async with self.lanes.hold(cmd.database_id):
+                if delivered > self.settings.max_attempts:
+                    await self.give_up(msg, envelope)
+                else:
+                    await self.runner.run(envelope)
+            await msg.ack()
+        except Exception as exc:
+            log.warning("command %s attempt %d failed: %r", envelope.correlation_id, delivered, exc)
+            with suppress(Exception):
+                await self.ledger.note_failure(envelope.correlation_id, f"{type(exc).__name__}: {exc}")
+            await msg.nack(delay=self.settings.retry_delay_seconds * 2 ** min(delivered - 1, 5))
+        finally:
+            heartbeat.cancel()
+
+    async def give_up(self, msg: NatsMessage, envelope: Envelope) -> None:
+        last = await self.ledger.last_error(envelope.correlation_id) or "the agent stopped while running it"
+        reason = f"dead-lettered after {self.settings.max_attempts} attempts: {last}"
+        await self.runner.dead_letter(envelope, reason)
+        await self.to_dead_letters(msg, reason)
+
+    async def to_dead_letters(self, msg: NatsMessage, reason: str) -> None:
+        meta = msg.raw_message.metadata
+        log.error("dead-lettering stream sequence %d: %s", meta.sequence.stream, reason)
+        await self.broker.publish(
+            msg.body,
+            self.subjects.dead_letter(self.settings.host_id),
+            stream=self.subjects.dead_letter_stream,
+            headers={
+                "Nats-Msg-Id": f"{meta.stream}:{meta.sequence.stream}",
+                "Pgplane-Reason": reason[:1000],
+                "Pgplane-Original-Subject": msg.raw_message.subject,
+                "Pgplane-Original-Sequence": str(meta.sequence.stream),
+            },
+            timeout=PUBLISH_TIMEOUT,
+        )
+
+    async def _keep_alive(self, msg: NatsMessage) -> None:
+        while True:
+            await asyncio.sleep(self.settings.ack_wait_seconds / 3)
+            await msg.in_progress()
+
+
+async def run_agent(settings: Settings, stop: asyncio.Event) -> None:
+    subjects = Subjects(namespace=settings.namespace)
+    broker = NatsBroker(settings.nats_url)
+    nc = await broker.connect()
+    await ensure_topology(nc.jetstream(), settings)
+    size = settings.agent_concurrency + 2
+    async with (
+        AsyncConnectionPool(settings.host_admin_dsn, min_size=1, max_size=size, open=False) as admin_pool,
+        AsyncConnectionPool(settings.ledger_dsn, min_size=1, max_size=size, open=False) as ledger_pool,
+    ):
+        ledger = Ledger(ledger_pool)
+        await ledger.migrate()
+        host = Host(
+            postgres=HostPostgres(admin_pool),
+            bouncer=PgBouncer(
+                directory=settings.pgbouncer_dir,
+                port=settings.pgbouncer_port,
+                admin_password=_required(settings.pgbouncer_admin_password, "PGPLANE_PGBOUNCER_ADMIN_PASSWORD"),
+                server_host=settings.host_pg_host,
+                server_port=settings.host_pg_port,
+            ),
+            ledger=ledger,
+            bouncer_host="127.0.0.1",
+            bouncer_port=settings.pgbouncer_port,
+            private_key=_required(settings.host_private_key, "PGPLANE_HOST_PRIVATE_KEY"),
+        )
+        await host.reroute()  # PgBouncer matches the ledger before any command runs
+        runner = SagaRunner(
+            host=host,
+            ledger=ledger,
+            publish=lambda e: agent.publish_event(e),
+            crash_at=settings.crash_at,
+            fail_at=settings.fail_at,
+        )
+        agent = Agent(settings, broker, runner, ledger)
+
+        @broker.subscriber(
+            subjects.host_commands(settings.host_id),
+            stream=JStream(name=subjects.commands_stream, declare=False),
+            durable=subjects.agent_durable(settings.host_id),
+            pull_sub=PullSub(batch_size=settings.agent_concurrency, timeout=1.0),
+            max_workers=settings.agent_concurrency,
+            ack_policy=AckPolicy.MANUAL,
+        )
+        async def on_command(body: Any, msg: NatsMessage) -> None:
+            await agent.handle(msg)
+
+        await broker.start()
+        log.info("agent for host %s consuming %s", settings.host_id, subjects.host_commands(settings.host_id))
+        await stop.wait()
+        await broker.stop()
+
+
+def _required(value: Any, name: str) -> str:
+    if value is None:
+        raise SystemExit(f"{name} is required")
+    return str(value.get_secret_value())

@@ -1,0 +1,1 @@
+"""The projector: events → metadata read model and audit log, exactly once in effect."""

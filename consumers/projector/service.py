@@ -1,0 +1,83 @@
+"""The projector process: fetch a batch of events, apply them, the audit rows and the
+checkpoint in ONE transaction, and ack only after it commits.
+
+Events are "written atomically and uniquely with tracking information about the position of
+the processed event": a batch redelivered after a crash is skipped up to the checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import nats
+import sqlalchemy as sa
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from pydantic import ValidationError
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from consumers.projector.projection import apply
+from infra.metadata.engine import create_schema, make_engine
+from infra.metadata.models import CHECKPOINTS
+from infra.settings import Settings
+from infra.topology import ensure_topology
+from schemas.envelope import Envelope
+from schemas.subjects import Subjects
+
+log = logging.getLogger("pgplane.projector")
+BATCH = 256
+LIVE = "live"
+
+
+async def project_batch(conn: AsyncConnection, msgs: list[Msg], *, checkpoint_name: str = LIVE) -> int:
+    """Apply the messages above the checkpoint; returns the new checkpoint (caller commits)."""
+    await conn.execute(insert(CHECKPOINTS).values(name=checkpoint_name, last_sequence=0).on_conflict_do_nothing())
+    last = (
+        await conn.execute(
+            sa.select(CHECKPOINTS.c.last_sequence).where(CHECKPOINTS.c.name == checkpoint_name).with_for_update()
+        )
+    ).scalar_one()
+    for msg in msgs:
+        sequence = msg.metadata.sequence.stream
+        if sequence <= last:
+            continue
+        try:
+            envelope = Envelope.model_validate_json(msg.data)
+        except (ValidationError, ValueError) as exc:
+            log.error("skipping unreadable event at stream sequence %d: %s", sequence, exc)
+        else:
+            await apply(conn, envelope)
+        last = sequence
+    await conn.execute(sa.update(CHECKPOINTS).where(CHECKPOINTS.c.name == checkpoint_name).values(last_sequence=last))
+    return int(last)
+
+
+async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
+    subjects = Subjects(namespace=settings.namespace)
+    engine = make_engine(settings.metadata_dsn, pool_size=2)
+    async with engine.begin() as conn:
+        await create_schema(conn)
+    nc = await nats.connect(settings.nats_url)
+    js = nc.jetstream()
+    await ensure_topology(js, settings)
+    sub = await js.pull_subscribe_bind(durable=subjects.projector_durable, stream=subjects.events_stream)
+    log.info("projector consuming %s", subjects.events_stream)
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(BATCH, timeout=1.0)
+            except NatsTimeout:
+                continue
+            await _commit_then_ack(engine, msgs)
+    finally:
+        await nc.drain()
+        await engine.dispose()
+
+
+async def _commit_then_ack(engine: AsyncEngine, msgs: list[Msg]) -> None:
+    async with engine.begin() as conn:
+        await project_batch(conn, msgs)
+    for msg in msgs:
+        await msg.ack()

@@ -1,0 +1,1 @@
+"""Adapters and plumbing: settings, NATS topology, metadata DB, PostgreSQL admin, supervisor."""

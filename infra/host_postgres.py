@@ -1,0 +1,83 @@
+"""DDL against a data host's PostgreSQL. Every identifier goes through ``sql.Identifier``.
+
+Each function checks reality first, so running it twice does nothing twice.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+
+class HostPostgres:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def _exists(self, query: str, name: str) -> bool:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query, (name,))
+            return await cur.fetchone() is not None
+
+    async def role_exists(self, role: str) -> bool:
+        return await self._exists("SELECT 1 FROM pg_roles WHERE rolname = %s", role)
+
+    async def database_exists(self, dbname: str) -> bool:
+        return await self._exists("SELECT 1 FROM pg_database WHERE datname = %s", dbname)
+
+    async def ensure_role(self, role: str, *, verifier: str, connection_limit: int) -> None:
+        """A login role that can do nothing but own its database."""
+        verb = "ALTER" if await self.role_exists(role) else "CREATE"
+        options = sql.SQL(
+            "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"
+            " CONNECTION LIMIT {limit} PASSWORD {verifier}"
+        ).format(limit=sql.Literal(connection_limit), verifier=sql.Literal(verifier))
+        await self._ddl(
+            sql.SQL(verb + " ROLE {role} WITH {options}").format(role=sql.Identifier(role), options=options)
+        )
+
+    async def set_password(self, role: str, *, verifier: str) -> None:
+        await self._ddl(
+            sql.SQL("ALTER ROLE {role} WITH PASSWORD {verifier}").format(
+                role=sql.Identifier(role), verifier=sql.Literal(verifier)
+            )
+        )
+
+    async def drop_role(self, role: str) -> None:
+        await self._ddl(sql.SQL("DROP ROLE IF EXISTS {role}").format(role=sql.Identifier(role)))
+
+    async def ensure_database(self, dbname: str, *, owner: str) -> None:
+        if not await self.database_exists(dbname):
+            await self._ddl(
+                sql.SQL("CREATE DATABASE {db} OWNER {owner}").format(
+                    db=sql.Identifier(dbname), owner=sql.Identifier(owner)
+                )
+            )
+
+    async def revoke_public(self, dbname: str, *, owner: str) -> None:
+        """Only the owner may connect; PUBLIC keeps nothing (both are no-ops when already so)."""
+        await self._ddl(
+            sql.SQL("REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT ALL ON DATABASE {db} TO {owner}").format(
+                db=sql.Identifier(dbname), owner=sql.Identifier(owner)
+            )
+        )
+
+    async def drop_database(self, dbname: str) -> None:
+        """Ends every session on it first (``WITH (FORCE)``)."""
+        await self._ddl(sql.SQL("DROP DATABASE IF EXISTS {db} WITH (FORCE)").format(db=sql.Identifier(dbname)))
+
+    async def _ddl(self, statement: sql.Composed) -> None:
+        async with self._pool.connection() as conn:
+            await conn.set_autocommit(True)
+            await conn.execute(statement)
+
+
+async def check_login(*, host: str, port: int, dbname: str, user: str, password: str) -> None:
+    """Open a real session and ask who we are; raises ``psycopg.OperationalError`` on refusal."""
+    async with await psycopg.AsyncConnection.connect(
+        host=host, port=port, dbname=dbname, user=user, password=password, connect_timeout=5
+    ) as conn:
+        cur = await conn.execute("SELECT current_user, current_database()")
+        row = await cur.fetchone()
+        if row != (user, dbname):
+            raise psycopg.OperationalError(f"logged in as {row}, expected {(user, dbname)}")

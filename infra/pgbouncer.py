@@ -1,0 +1,104 @@
+"""PgBouncer routes: the agent owns ``databases.ini`` and ``userlist.txt`` and reloads.
+
+``pgbouncer.ini`` (written once by whoever deploys PgBouncer) ends with
+``%include databases.ini``. The files are rewritten whole from the agent's ledger, atomically
+(write + rename), then the admin console is told to ``RELOAD``: the ledger is the source of
+truth, so a rewrite is idempotent and a crash between write and reload heals on the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from infra.secrets import scram_verifier
+
+ADMIN_USER = "pgbouncer_admin"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Route:
+    dbname: str
+    role: str
+    verifier: str
+    max_connections: int
+
+
+def pgbouncer_ini(*, port: int, directory: Path, pool_mode: str = "session") -> str:
+    return f"""[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {directory / "userlist.txt"}
+admin_users = {ADMIN_USER}
+pool_mode = {pool_mode}
+max_client_conn = 2000
+default_pool_size = 10
+ignore_startup_parameters = extra_float_digits,options
+logfile = {directory / "pgbouncer.log"}
+pidfile = {directory / "pgbouncer.pid"}
+%include {directory / "databases.ini"}
+"""
+
+
+class PgBouncer:
+    def __init__(self, *, directory: Path, port: int, admin_password: str, server_host: str, server_port: int) -> None:
+        self._dir = directory
+        self._port = port
+        self._admin_password = admin_password
+        self._server = f"host={server_host} port={server_port}"
+        self._lock = asyncio.Lock()
+
+    async def apply(self, routes: list[Route]) -> None:
+        """Make PgBouncer route exactly ``routes`` (plus the admin console)."""
+        async with self._lock:
+            self.write_files(routes)
+            await self.admin("RELOAD")
+
+    def write_files(self, routes: list[Route]) -> None:
+        databases = ["[databases]"] + [
+            f"{r.dbname} = {self._server} dbname={r.dbname} max_db_connections={r.max_connections}"
+            for r in sorted(routes, key=lambda r: r.dbname)
+        ]
+        users = [f'"{ADMIN_USER}" "{scram_verifier(self._admin_password)}"'] + [
+            f'"{r.role}" "{r.verifier}"' for r in sorted(routes, key=lambda r: r.role)
+        ]
+        _replace(self._dir / "databases.ini", "\n".join(databases) + "\n", mode=0o644)
+        _replace(self._dir / "userlist.txt", "\n".join(users) + "\n", mode=0o600)
+
+    async def disconnect(self, dbname: str) -> None:
+        """Drop every client and server connection of one database, then let new ones in."""
+        async with self._lock:
+            try:
+                await self.admin(f"KILL {dbname}")
+            except psycopg.Error:
+                return  # not routed (any more): nothing to disconnect
+            await self.admin(f"RESUME {dbname}")
+
+    async def admin(self, command: str) -> None:
+        async with await psycopg.AsyncConnection.connect(
+            host="127.0.0.1",
+            port=self._port,
+            dbname="pgbouncer",
+            user=ADMIN_USER,
+            password=self._admin_password,
+            autocommit=True,
+            connect_timeout=5,
+        ) as conn:
+            await conn.execute(command)
+
+
+def _replace(path: Path, text: str, *, mode: int) -> None:
+    """Atomic rewrite that keeps the directory owner's ownership (PgBouncer may be another user)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    if os.geteuid() == 0:
+        owner = path.parent.stat()
+        os.chown(tmp, owner.st_uid, owner.st_gid)
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Everything that puts messages on the bus."""

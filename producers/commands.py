@@ -1,0 +1,140 @@
+"""Accepting an operation and getting its messages onto the bus (transactional outbox).
+
+The API writes the ``OperationRequested`` event's read-model rows, the event and the command
+into the outbox in the same transaction as the request, then publishes after commit with
+``Nats-Msg-Id`` set. A crash between commit and publish loses nothing: the relay publishes
+whatever is pending, and a duplicate publish is dropped by JetStream's duplicate window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from nats.js import JetStreamContext
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from consumers.projector.projection import apply
+from infra.metadata.models import IDEMPOTENCY, OUTBOX
+from schemas.commands import DatabaseCommand
+from schemas.envelope import Envelope, Payload
+from schemas.events import OperationRequested
+from schemas.subjects import Subjects
+
+log = logging.getLogger("pgplane.outbox")
+
+
+async def record_event(conn: AsyncConnection, subjects: Subjects, event: Envelope) -> None:
+    """Apply an API-made event to the read model now (read your writes) and queue it."""
+    await apply(conn, event)
+    await _enqueue(conn, event, subject=subjects.event(event.type), stream=subjects.events_stream)
+
+
+async def request_operation(
+    conn: AsyncConnection,
+    subjects: Subjects,
+    *,
+    command: DatabaseCommand,
+    name: str,
+    host_id: str,
+    credentials_version: int,
+    actor: str,
+    project_id: uuid.UUID,
+) -> uuid.UUID:
+    operation_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    requested = Envelope.wrap(
+        OperationRequested(
+            kind=command.KIND,
+            database_id=command.database_id,
+            name=name,
+            host_id=host_id,
+            dbname=command.dbname,
+            role=command.role,
+            credentials_version=credentials_version,
+            requested_at=now,
+        ),
+        correlation_id=operation_id,
+        sequence=0,
+        actor=actor,
+        project_id=project_id,
+        occurred_at=now,
+    )
+    await record_event(conn, subjects, requested)
+    message = Envelope.wrap(
+        command,
+        correlation_id=operation_id,
+        sequence=1,
+        actor=actor,
+        project_id=project_id,
+        causation_id=requested.id,
+        occurred_at=now,
+    )
+    await _enqueue(conn, message, subject=subjects.command(host_id, command.KIND), stream=subjects.commands_stream)
+    return operation_id
+
+
+async def _enqueue(conn: AsyncConnection, envelope: Envelope, *, subject: str, stream: str) -> None:
+    await conn.execute(
+        sa.insert(OUTBOX).values(
+            msg_id=envelope.msg_id,
+            subject=subject,
+            stream=stream,
+            payload=envelope.model_dump_json().encode(),
+            created_at=envelope.occurred_at,
+        )
+    )
+
+
+def project_event(payload: Payload, *, project_id: uuid.UUID, actor: str) -> Envelope:
+    """An event outside any operation (project or token created): it is its own correlation."""
+    return Envelope.wrap(payload, correlation_id=uuid.uuid4(), sequence=0, actor=actor, project_id=project_id)
+
+
+class OutboxRelay:
+    def __init__(self, engine: AsyncEngine, js: JetStreamContext, *, idempotency_ttl: timedelta) -> None:
+        self._engine = engine
+        self._js = js
+        self._ttl = idempotency_ttl
+
+    async def drain(self) -> int:
+        """Publish every pending message in order; rows locked by a concurrent drain are skipped."""
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(OUTBOX.c.id, OUTBOX.c.msg_id, OUTBOX.c.subject, OUTBOX.c.stream, OUTBOX.c.payload)
+                    .where(OUTBOX.c.published_at.is_(None))
+                    .order_by(OUTBOX.c.id)
+                    .limit(500)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            for row in rows:
+                await self._js.publish(
+                    row.subject, row.payload, stream=row.stream, headers={"Nats-Msg-Id": row.msg_id}, timeout=10
+                )
+            if rows:
+                await conn.execute(
+                    sa.update(OUTBOX).where(OUTBOX.c.id.in_([r.id for r in rows])).values(published_at=sa.func.now())
+                )
+            return len(rows)
+
+    async def run(self, stop: asyncio.Event, *, interval: float = 0.5) -> None:
+        while not stop.is_set():
+            try:
+                await self.drain()
+                await self._purge()
+            except Exception:
+                log.exception("outbox relay pass failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    async def _purge(self) -> None:
+        cutoff = datetime.now(UTC) - self._ttl
+        async with self._engine.begin() as conn:
+            await conn.execute(sa.delete(IDEMPOTENCY).where(IDEMPOTENCY.c.created_at < cutoff))
+            await conn.execute(sa.delete(OUTBOX).where(OUTBOX.c.published_at < cutoff))

@@ -1,0 +1,95 @@
+"""The one envelope every message travels in (CloudEvents-compatible field set)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+SOURCE = "pgplane"
+
+
+class Payload(BaseModel):
+    """Base of every command and event body; ``TYPE`` names it on the wire."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    TYPE: ClassVar[str]
+    REGISTRY: ClassVar[dict[str, type[Payload]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "TYPE" in cls.__dict__:
+            Payload.REGISTRY[cls.TYPE] = cls
+
+
+class Envelope(BaseModel):
+    """Who asked for what, on behalf of which operation, and what caused it.
+
+    ``correlation_id`` is the operation; ``sequence`` is the message's position within
+    that operation (0 for the request), which makes ids deterministic: a re-emitted
+    event carries exactly the id it had the first time.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    specversion: str = "1.0"
+    id: uuid.UUID
+    type: str
+    source: str = SOURCE
+    occurred_at: AwareDatetime
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None = None
+    sequence: int = Field(ge=0)
+    actor: str
+    project_id: uuid.UUID
+    schema_version: int = SCHEMA_VERSION
+    data: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _data_fits_type(self) -> Self:
+        self.payload()
+        return self
+
+    def payload(self) -> Payload:
+        """The typed body; unknown types and malformed bodies raise ``ValueError``."""
+        model = Payload.REGISTRY.get(self.type)
+        if model is None:
+            raise ValueError(f"unknown message type {self.type!r}")
+        return model.model_validate(self.data)
+
+    @property
+    def msg_id(self) -> str:
+        """The ``Nats-Msg-Id`` that makes a retried publish a no-op."""
+        return f"{self.correlation_id}:{self.sequence}"
+
+    @classmethod
+    def wrap(
+        cls,
+        payload: Payload,
+        *,
+        correlation_id: uuid.UUID,
+        sequence: int,
+        actor: str,
+        project_id: uuid.UUID,
+        causation_id: uuid.UUID | None = None,
+        occurred_at: datetime | None = None,
+    ) -> Envelope:
+        return cls(
+            id=message_id(correlation_id, sequence),
+            type=payload.TYPE,
+            occurred_at=occurred_at or datetime.now(UTC),
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            sequence=sequence,
+            actor=actor,
+            project_id=project_id,
+            data=payload.model_dump(mode="json"),
+        )
+
+
+def message_id(correlation_id: uuid.UUID, sequence: int) -> uuid.UUID:
+    """Deterministic message id: the same operation step always gets the same id."""
+    return uuid.uuid5(correlation_id, str(sequence))

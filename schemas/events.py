@@ -1,0 +1,107 @@
+"""Events: facts in the past tense, published to the events stream for every subscriber."""
+
+from __future__ import annotations
+
+import uuid
+
+from pydantic import AwareDatetime
+
+from schemas.commands import OperationKind
+from schemas.envelope import Payload
+
+
+class ProjectCreated(Payload):
+    TYPE = "pgplane.project.created"
+    name: str
+    plan: str
+
+
+class ApiTokenCreated(Payload):
+    TYPE = "pgplane.api_token.created"
+    token_id: uuid.UUID
+    name: str
+
+
+class OperationEvent(Payload):
+    """Every saga event names its operation kind and database."""
+
+    kind: OperationKind
+    database_id: uuid.UUID
+
+
+class OperationRequested(OperationEvent):
+    """Accepted by the API; the command is on its way to ``host_id``."""
+
+    TYPE = "pgplane.operation.requested"
+    name: str
+    host_id: str
+    dbname: str
+    role: str
+    credentials_version: int
+    requested_at: AwareDatetime
+
+
+class OperationStarted(OperationEvent):
+    TYPE = "pgplane.operation.started"
+
+
+class OperationStepCompleted(OperationEvent):
+    TYPE = "pgplane.operation.step_completed"
+    step: str
+
+
+class OperationStepCompensated(OperationEvent):
+    """A completed step was undone because a later one failed."""
+
+    TYPE = "pgplane.operation.step_compensated"
+    step: str
+
+
+class OperationStepFailed(OperationEvent):
+    """A step failed in a way retrying cannot fix; compensation follows."""
+
+    TYPE = "pgplane.operation.step_failed"
+    step: str
+    reason: str
+
+
+class OperationFailed(OperationEvent):
+    """The operation ended without effect it could undo; ``reason`` says why."""
+
+    TYPE = "pgplane.operation.failed"
+    reason: str
+    dead_lettered: bool = False
+
+
+class OperationCompensated(OperationEvent):
+    """A step failed permanently and every completed step was undone."""
+
+    TYPE = "pgplane.operation.compensated"
+    reason: str
+    failed_step: str
+
+
+class DatabaseCreated(OperationEvent):
+    TYPE = "pgplane.database.created"
+
+
+class DatabaseDeleted(OperationEvent):
+    TYPE = "pgplane.database.deleted"
+
+
+class DatabaseReset(OperationEvent):
+    TYPE = "pgplane.database.reset"
+
+
+class CredentialsRotated(OperationEvent):
+    TYPE = "pgplane.database.credentials_rotated"
+    credentials_version: int
+
+
+SUCCEEDED: dict[OperationKind, type[OperationEvent]] = {
+    OperationKind.CREATE: DatabaseCreated,
+    OperationKind.DELETE: DatabaseDeleted,
+    OperationKind.RESET: DatabaseReset,
+    OperationKind.ROTATE_CREDENTIALS: CredentialsRotated,
+}
+"""The success event of each operation kind."""

@@ -1,0 +1,51 @@
+"""Subject and stream names. Every name starts with the deployment's namespace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.commands import OperationKind
+
+
+@dataclass(frozen=True, kw_only=True)
+class Subjects:
+    namespace: str
+
+    @property
+    def commands_stream(self) -> str:
+        return f"{self.namespace.upper()}_CMDS"
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self.namespace.upper()}_EVENTS"
+
+    @property
+    def dead_letter_stream(self) -> str:
+        return f"{self.namespace.upper()}_DLQ"
+
+    def command(self, host_id: str, kind: OperationKind) -> str:
+        return f"{self.namespace}.cmd.{host_id}.database.{kind.value}"
+
+    def host_commands(self, host_id: str) -> str:
+        return f"{self.namespace}.cmd.{host_id}.>"
+
+    def all_commands(self) -> str:
+        return f"{self.namespace}.cmd.>"
+
+    def event(self, event_type: str) -> str:
+        """``pgplane.database.created`` → ``<ns>.evt.database.created``."""
+        return f"{self.namespace}.evt.{event_type.removeprefix('pgplane.')}"
+
+    def all_events(self) -> str:
+        return f"{self.namespace}.evt.>"
+
+    def dead_letter(self, host_id: str) -> str:
+        return f"{self.namespace}.dlq.{host_id}"
+
+    def all_dead_letters(self) -> str:
+        return f"{self.namespace}.dlq.>"
+
+    def agent_durable(self, host_id: str) -> str:
+        return f"agent-{host_id}"
+
+    projector_durable = "projector"
