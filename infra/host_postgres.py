@@ -29,7 +29,7 @@ class HostPostgres:
         """A login role that can do nothing but own its database."""
         verb = "ALTER" if await self.role_exists(role) else "CREATE"
         options = sql.SQL(
-            "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT"
+            "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
             " CONNECTION LIMIT {limit} PASSWORD {verifier}"
         ).format(limit=sql.Literal(connection_limit), verifier=sql.Literal(verifier))
         await self._ddl(

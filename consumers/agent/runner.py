@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from consumers.agent.ledger import Ledger
 from consumers.agent.sagas import Host, Step, steps_for
 from infra.faults import PermanentError, crash_point, injected_failure
-from schemas.commands import CreateDatabase, DatabaseCommand
+from schemas.commands import CreateDatabase, DatabaseCommand, RotateCredentials
 from schemas.envelope import Envelope
 from schemas.events import (
     SUCCEEDED,
@@ -129,7 +129,8 @@ class _Run:
             crash_point(self.runner.crash_at, f"{kind}.{step.name}.done")
             await self.emit(OperationStepCompleted, step=step.name)
             crash_point(self.runner.crash_at, f"{kind}.{step.name}.recorded")
-        await self.emit(SUCCEEDED[self.cmd.KIND])
+        extra = {"credentials_version": self.cmd.credentials_version} if isinstance(self.cmd, RotateCredentials) else {}
+        await self.emit(SUCCEEDED[self.cmd.KIND], **extra)
         return True
 
     async def undo_completed(self) -> None:

@@ -72,7 +72,7 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
                 continue
             await _commit_then_ack(engine, msgs)
     finally:
-        await nc.drain()
+        await nc.close()
         await engine.dispose()
 
 

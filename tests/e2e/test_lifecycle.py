@@ -1,0 +1,81 @@
+"""What a new user does: create, connect, rotate, reset, delete, all through HTTP and PgBouncer."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.platform_client import PlatformClient, new_key
+from tests.replay import replay_matches
+
+
+def connect(uri: str) -> psycopg.Connection:
+    return psycopg.connect(uri, connect_timeout=5, autocommit=True)
+
+
+async def test_database_lifecycle(client: PlatformClient) -> None:
+    tenant = await client.tenant()
+    key = new_key()
+    accepted = await client.create_database(tenant, "app", key=key)
+    again = await client.create_database(tenant, "app", key=key)
+    assert again["operation"]["id"] == accepted["operation"]["id"]
+    database_id = accepted["database"]["id"]
+
+    # read your writes: the operation is there right after the 202
+    first = await client.http.get(f"/operations/{accepted['operation']['id']}", headers=tenant.headers)
+    assert first.status_code == 200
+    created = await client.wait(tenant, accepted["operation"]["id"])
+    assert created["status"] == "succeeded", created
+    assert [s["name"] for s in created["steps"]] == [
+        "role_created", "database_created", "public_revoked", "route_added", "login_verified"
+    ]
+    database = (await client.http.get(f"/databases/{database_id}", headers=tenant.headers)).json()
+    assert database["status"] == "available" and database["port"] == client.stack.pgbouncer_port
+
+    old = await client.credentials(tenant, database_id)
+    with connect(old["uri"]) as conn:
+        conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+        conn.execute("INSERT INTO notes VALUES (1, 'hello')")
+        assert conn.execute("SELECT body FROM notes").fetchone() == ("hello",)
+
+    rotate = await client.http.post(f"/databases/{database_id}/rotate-credentials", headers=tenant.headers)
+    assert rotate.status_code == 202, rotate.text
+    await client.succeeded(tenant, rotate.json()["operation"]["id"])
+    new = await client.credentials(tenant, database_id)
+    assert new["password"] != old["password"]
+    with pytest.raises(psycopg.OperationalError):
+        connect(old["uri"]).close()
+    with connect(new["uri"]) as conn:
+        assert conn.execute("SELECT body FROM notes").fetchone() == ("hello",)
+
+    reset = await client.http.post(f"/databases/{database_id}/reset", headers=tenant.headers)
+    assert reset.status_code == 202, reset.text
+    await client.succeeded(tenant, reset.json()["operation"]["id"])
+    with connect(new["uri"]) as conn:
+        assert conn.execute("SELECT to_regclass('notes')").fetchone() == (None,)
+
+    delete = await client.http.delete(f"/databases/{database_id}", headers=tenant.headers)
+    assert delete.status_code == 202, delete.text
+    await client.succeeded(tenant, delete.json()["operation"]["id"])
+    with pytest.raises(psycopg.OperationalError):
+        connect(new["uri"]).close()
+    assert client.host_has(database["dbname"], database["user"]) == (0, 0)
+    assert (await client.http.get(f"/databases/{database_id}", headers=tenant.headers)).json()["status"] == "deleted"
+
+    audit = (await client.http.get("/audit-log", headers=tenant.headers)).json()
+    outcomes = {(e["action"], e["outcome"]) for e in audit["data"]}
+    for action in ("database.create", "database.rotate_credentials", "database.reset", "database.delete"):
+        assert (action, "requested") in outcomes and (action, "succeeded") in outcomes
+    assert "password" not in str(audit).lower()
+    replay_matches(client.stack)
+
+
+async def test_second_operation_waits_for_the_first(client: PlatformClient) -> None:
+    tenant = await client.tenant()
+    accepted = await client.create_database(tenant, "busy")
+    response = await client.http.post(f"/databases/{accepted['database']['id']}/reset", headers=tenant.headers)
+    if response.status_code != 409:  # the create may already have finished on a fast machine
+        assert response.status_code == 202
+    else:
+        assert response.json()["error"]["code"] == "operation_in_progress"
+    await client.wait(tenant, accepted["operation"]["id"])
