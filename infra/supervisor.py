@@ -326,12 +326,18 @@ class Stack:
     def start_process(self, name: str, overrides: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         if name == "api" and not self.api_port:
             self.api_port = free_port()
-        log = self.cluster.root / "logs" / f"{self.namespace}-{name}.log"
+        log = self.log_path(name)
         proc = spawn([sys.executable, "-m", "infra.cli", name], log, env=self.env(name, overrides))
         self.procs[name] = proc
         if name == "api":
             wait_for_port(self.api_port, proc, log, "the API")
         return proc
+
+    def log_path(self, name: str) -> Path:
+        return self.cluster.root / "logs" / f"{self.namespace}-{name}.log"
+
+    def log_tail(self, name: str) -> str:
+        return _tail(self.log_path(name))
 
     def stop_process(self, name: str, *, sig: int = signal.SIGTERM) -> None:
         stop(self.procs.pop(name, None), sig=sig)

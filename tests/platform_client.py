@@ -58,7 +58,9 @@ class PlatformClient:
             operation: dict[str, Any] = response.json()
             if operation["status"] in TERMINAL:
                 return operation
-            assert time.monotonic() < deadline, f"operation still {operation['status']}: {operation}"
+            assert time.monotonic() < deadline, (
+                f"operation still {operation['status']}: {operation}\nagent log:\n{self.stack.log_tail('agent')}"
+            )
             await asyncio.sleep(0.1)
 
     async def succeeded(self, tenant: Tenant, operation_id: str) -> dict[str, Any]:

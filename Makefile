@@ -1,0 +1,35 @@
+# pgplane: `make run` starts the whole platform, `make test` runs the whole suite.
+SHELL := /bin/bash
+UV := python3 -m uv
+PY := .venv/bin/python
+
+.PHONY: run test lint bench deps system-deps
+
+run: deps
+	$(PY) -m infra.cli dev
+
+test: deps lint
+	.venv/bin/pytest -q -p no:cacheprovider tests
+
+lint: deps
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+bench: deps
+	$(PY) -m bench.provision
+
+deps: system-deps
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen --quiet
+
+# PostgreSQL server binaries and PgBouncer come from the OS.
+system-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && ! command -v postgres >/dev/null 2>&1 \
+	   || ! command -v pgbouncer >/dev/null 2>&1 && ! test -x /usr/sbin/pgbouncer; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql pgbouncer >/dev/null; \
+	  else \
+	    echo "missing PostgreSQL server or PgBouncer: run 'sudo apt-get install postgresql pgbouncer'"; exit 1; \
+	  fi; \
+	fi
