@@ -59,7 +59,7 @@ class PlatformClient:
             if operation["status"] in TERMINAL:
                 return operation
             assert time.monotonic() < deadline, (
-                f"operation still {operation['status']}: {operation}\nagent log:\n{self.stack.log_tail('agent')}"
+                f"operation still {operation['status']}: {operation}\nagent log:\n{self.stack.log_tail('agent')}\nprojector log:\n{self.stack.log_tail('projector')}"
             )
             await asyncio.sleep(0.1)
 

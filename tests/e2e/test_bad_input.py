@@ -1,0 +1,90 @@
+"""Bad input gets a 422 with a message and changes nothing: no message on the bus, no DDL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import psycopg
+import pytest
+
+from infra.supervisor import Stack
+from schemas.subjects import Subjects
+from tests.platform_client import PlatformClient, new_key
+
+BAD_NAMES = [
+    "x'; DROP DATABASE postgres; --",
+    'a"b',
+    "semi;colon",
+    "ünïcode",
+    "数据库",
+    "a" * 64,
+    "Upper",
+    "1starts-with-digit",
+    "",
+    "postgres",
+    "template1",
+    "pgbouncer",
+    "pg_catalog",
+]
+
+
+def host_database_count(stack: Stack) -> int:
+    with psycopg.connect(stack.cluster.superuser_dsn()) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_database").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def commands_on_bus(stack: Stack) -> int:
+    nc = await nats.connect(stack.cluster.nats_url)
+    try:
+        info = await nc.jetstream().stream_info(Subjects(namespace=stack.namespace).commands_stream)
+        return int(info.state.messages)
+    finally:
+        await nc.close()
+
+
+async def test_bad_names_and_bodies_are_refused(client: PlatformClient, stack: Stack) -> None:
+    tenant = await client.tenant()
+    before = host_database_count(stack)
+    bodies = [{"project_id": tenant.project_id, "name": name} for name in BAD_NAMES]
+    bodies += [
+        {"project_id": tenant.project_id, "name": "ok", "owner": "postgres"},  # unknown field
+        {"project_id": "not-a-uuid", "name": "ok"},
+        {"name": "ok"},
+    ]
+    for body in bodies:
+        response = await client.http.post("/databases", json=body, headers=tenant.headers | {"Idempotency-Key": new_key()})
+        assert response.status_code == 422, (body, response.text)
+        assert response.json()["error"]["message"], body
+    assert (await client.http.get("/databases", headers=tenant.headers)).json()["count"] == 0
+    assert await commands_on_bus(stack) == 0
+    assert host_database_count(stack) == before
+
+
+async def test_idempotency_key_reused_with_another_body(client: PlatformClient) -> None:
+    tenant = await client.tenant()
+    key = new_key()
+    await client.create_database(tenant, "one", key=key)
+    response = await client.http.post(
+        "/databases", json={"project_id": tenant.project_id, "name": "two"}, headers=tenant.headers | {"Idempotency-Key": key}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "idempotency_key_reused"
+
+
+@pytest.fixture
+def stack_env() -> dict[str, str]:
+    return {"PGPLANE_DATABASES_PER_PROJECT": "3"}
+
+
+async def test_quota_holds_under_concurrent_creates(client: PlatformClient) -> None:
+    tenant = await client.tenant()
+    responses = await asyncio.gather(*(
+        client.http.post("/databases", json={"project_id": tenant.project_id, "name": f"db{i}"}, headers=tenant.headers)
+        for i in range(8)
+    ))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [202] * 3 + [409] * 5, codes
+    assert {r.json()["error"]["code"] for r in responses if r.status_code == 409} == {"quota_exceeded"}

@@ -1,0 +1,103 @@
+"""At-least-once delivery: duplicates, poison messages, dead letters, a crash after accept."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import nats
+import psycopg
+
+from infra.faults import CRASH_EXIT_CODE
+from infra.supervisor import Stack
+from schemas.envelope import Envelope
+from schemas.subjects import Subjects
+from tests.platform_client import PlatformClient, new_key
+from tests.replay import replay_matches
+
+
+def outbox_command(stack: Stack, operation_id: str) -> tuple[str, bytes]:
+    with psycopg.connect(stack.cluster.superuser_dsn(stack.meta_db)) as conn:
+        row = conn.execute(
+            "SELECT subject, payload FROM outbox WHERE msg_id = %s", (f"{operation_id}:1",)
+        ).fetchone()
+    assert row is not None
+    return row[0], bytes(row[1])
+
+
+async def test_same_command_five_times_has_one_effect(client: PlatformClient, stack: Stack) -> None:
+    tenant = await client.tenant()
+    accepted = await client.create_database(tenant, "dup")
+    await client.succeeded(tenant, accepted["operation"]["id"])
+    subject, payload = outbox_command(stack, accepted["operation"]["id"])
+    nc = await nats.connect(stack.cluster.nats_url)
+    js = nc.jetstream()
+    for i in range(4):  # distinct Nats-Msg-Ids defeat the server's dedupe: the agent must cope
+        await js.publish(subject, payload, headers={"Nats-Msg-Id": f"again-{i}"})
+    await nc.close()
+    await asyncio.sleep(2)
+    database = accepted["database"]
+    assert client.host_has(database["dbname"], database["user"]) == (1, 1)
+    operation = await client.succeeded(tenant, accepted["operation"]["id"])
+    assert len(operation["steps"]) == 5
+    replay_matches(stack)
+
+
+async def test_poison_message_is_dead_lettered_without_blocking(client: PlatformClient, stack: Stack) -> None:
+    subjects = Subjects(namespace=stack.namespace)
+    nc = await nats.connect(stack.cluster.nats_url)
+    js = nc.jetstream()
+    await js.publish(f"{stack.namespace}.cmd.{stack.host_id}.database.create", b"{not json")
+    tenant = await client.tenant()
+    accepted = await client.create_database(tenant, "healthy")
+    await client.succeeded(tenant, accepted["operation"]["id"])
+    dead = await js.get_last_msg(subjects.dead_letter_stream, subjects.dead_letter(stack.host_id))
+    assert dead.data == b"{not json"
+    assert dead.headers is not None and "unreadable" in dead.headers["Pgplane-Reason"]
+    await nc.close()
+
+
+async def test_retries_exhausted_dead_letter_and_fail(client: PlatformClient, stack: Stack) -> None:
+    stack.stop_process("agent")
+    stack.start_process("agent", {"PGPLANE_FAIL_AT": "create.database_created:transient"})
+    tenant = await client.tenant()
+    doomed = await client.create_database(tenant, "doomed")
+    operation = await client.wait(tenant, doomed["operation"]["id"])
+    assert operation["status"] == "failed"
+    assert "dead-lettered after 3 attempts" in operation["error"]
+    database = doomed["database"]
+    assert client.host_has(database["dbname"], database["user"]) == (0, 0)  # the role was undone
+    subjects = Subjects(namespace=stack.namespace)
+    nc = await nats.connect(stack.cluster.nats_url)
+    dead = await nc.jetstream().get_last_msg(subjects.dead_letter_stream, subjects.dead_letter(stack.host_id))
+    assert Envelope.model_validate_json(dead.data).correlation_id.hex == doomed["operation"]["id"].replace("-", "")
+    await nc.close()
+    stack.stop_process("agent")
+    stack.start_process("agent")  # other commands keep flowing
+    fine = await client.create_database(tenant, "fine")
+    await client.succeeded(tenant, fine["operation"]["id"])
+    listed = (await client.http.get("/databases", headers=tenant.headers)).json()
+    assert {d["name"]: d["status"] for d in listed["data"]} == {"doomed": "failed", "fine": "available"}
+    replay_matches(stack)
+
+
+async def test_crash_between_accept_and_publish(client: PlatformClient, stack: Stack) -> None:
+    tenant = await client.tenant()
+    stack.stop_process("api")
+    stack.start_process("api", {"PGPLANE_CRASH_AT": "api.accepted"})
+    key = new_key()
+    body = {"project_id": tenant.project_id, "name": "survivor"}
+    try:
+        await client.http.post("/databases", json=body, headers=tenant.headers | {"Idempotency-Key": key})
+    except httpx.HTTPError:
+        pass  # the API died before answering
+    assert stack.procs["api"].wait(timeout=30) == CRASH_EXIT_CODE
+    with psycopg.connect(stack.cluster.superuser_dsn(stack.meta_db)) as conn:
+        pending = conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()
+    assert pending == (2,)  # accepted and committed, not yet on the bus
+    stack.start_process("api")
+    retry = await client.http.post("/databases", json=body, headers=tenant.headers | {"Idempotency-Key": key})
+    assert retry.status_code == 202
+    await client.succeeded(tenant, retry.json()["operation"]["id"])
+    listed = (await client.http.get("/databases", headers=tenant.headers)).json()
+    assert listed["count"] == 1
