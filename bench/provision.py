@@ -59,8 +59,11 @@ async def measure(fn: Callable[[], Awaitable[None]]) -> dict[str, Any]:
 async def raw_path(stack: Stack) -> dict[str, Any]:
     cluster = stack.cluster
     bouncer = PgBouncer(
-        directory=stack.pgbouncer_dir, port=stack.pgbouncer_port,
-        admin_password=cluster.secrets["pgbouncer_admin_password"], server_host="127.0.0.1", server_port=cluster.pg_port,
+        directory=stack.pgbouncer_dir,
+        port=stack.pgbouncer_port,
+        admin_password=cluster.secrets["pgbouncer_admin_password"],
+        server_host="127.0.0.1",
+        server_port=cluster.pg_port,
     )
     routes: list[Route] = []
     async with AsyncConnectionPool(cluster.superuser_dsn(), min_size=2, max_size=12, open=False) as pool:
@@ -104,9 +107,17 @@ async def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="pgplane-bench-"))
     cluster = Cluster(root)
     cluster.start()
-    raw_stack = Stack(cluster, root / "raw", namespace="benchraw", meta_db="bench_raw_meta", ledger_db="bench_raw_ledger")
-    ours = Stack(cluster, root / "ours", namespace="bench", meta_db="bench_meta", ledger_db="bench_ledger",
-                 extra_env={"PGPLANE_DATABASES_PER_PROJECT": "100000"})
+    raw_stack = Stack(
+        cluster, root / "raw", namespace="benchraw", meta_db="bench_raw_meta", ledger_db="bench_raw_ledger"
+    )
+    ours = Stack(
+        cluster,
+        root / "ours",
+        namespace="bench",
+        meta_db="bench_meta",
+        ledger_db="bench_ledger",
+        extra_env={"PGPLANE_DATABASES_PER_PROJECT": "100000"},
+    )
     try:
         raw_stack.start_servers()
         ours.start()
@@ -117,13 +128,18 @@ async def main() -> None:
         ours.stop()
         raw_stack.stop()
         cluster.stop()
-    print(json.dumps({
-        "benchmark": "provision",
-        "raw": raw,
-        "ours": our,
-        "ratio_p50_sequential": round(our["sequential"]["p50_ms"] / raw["sequential"]["p50_ms"], 2),
-        "ratio_p50_concurrent": round(our["concurrent"]["p50_ms"] / raw["concurrent"]["p50_ms"], 2),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "provision",
+                "raw": raw,
+                "ours": our,
+                "ratio_p50_sequential": round(our["sequential"]["p50_ms"] / raw["sequential"]["p50_ms"], 2),
+                "ratio_p50_concurrent": round(our["concurrent"]["p50_ms"] / raw["concurrent"]["p50_ms"], 2),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -45,7 +45,9 @@ class PlatformClient:
 
     async def create_database(self, tenant: Tenant, name: str, *, key: str | None = None) -> dict[str, Any]:
         headers = tenant.headers | ({"Idempotency-Key": key} if key else {})
-        response = await self.http.post("/databases", json={"project_id": tenant.project_id, "name": name}, headers=headers)
+        response = await self.http.post(
+            "/databases", json={"project_id": tenant.project_id, "name": name}, headers=headers
+        )
         assert response.status_code == 202, response.text
         accepted: dict[str, Any] = response.json()
         return accepted
@@ -59,7 +61,8 @@ class PlatformClient:
             if operation["status"] in TERMINAL:
                 return operation
             assert time.monotonic() < deadline, (
-                f"operation still {operation['status']}: {operation}\nagent log:\n{self.stack.log_tail('agent')}\nprojector log:\n{self.stack.log_tail('projector')}"
+                f"operation still {operation['status']}: {operation}\n"
+                f"agent log:\n{self.stack.log_tail('agent')}\nprojector log:\n{self.stack.log_tail('projector')}"
             )
             await asyncio.sleep(0.1)
 

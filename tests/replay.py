@@ -15,7 +15,10 @@ def replay_matches(stack: Stack, *, settle: float = 30) -> None:
     while True:
         result = subprocess.run(
             [sys.executable, "-m", "infra.cli", "replay", "projection"],
-            env=stack.env("projector"), capture_output=True, text=True, timeout=120,
+            env=stack.env("projector"),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         if result.returncode == 0:
             return

@@ -55,7 +55,9 @@ async def test_bad_names_and_bodies_are_refused(client: PlatformClient, stack: S
         {"name": "ok"},
     ]
     for body in bodies:
-        response = await client.http.post("/databases", json=body, headers=tenant.headers | {"Idempotency-Key": new_key()})
+        response = await client.http.post(
+            "/databases", json=body, headers=tenant.headers | {"Idempotency-Key": new_key()}
+        )
         assert response.status_code == 422, (body, response.text)
         assert response.json()["error"]["message"], body
     assert (await client.http.get("/databases", headers=tenant.headers)).json()["count"] == 0
@@ -68,7 +70,9 @@ async def test_idempotency_key_reused_with_another_body(client: PlatformClient) 
     key = new_key()
     await client.create_database(tenant, "one", key=key)
     response = await client.http.post(
-        "/databases", json={"project_id": tenant.project_id, "name": "two"}, headers=tenant.headers | {"Idempotency-Key": key}
+        "/databases",
+        json={"project_id": tenant.project_id, "name": "two"},
+        headers=tenant.headers | {"Idempotency-Key": key},
     )
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "idempotency_key_reused"
@@ -81,10 +85,14 @@ def stack_env() -> dict[str, str]:
 
 async def test_quota_holds_under_concurrent_creates(client: PlatformClient) -> None:
     tenant = await client.tenant()
-    responses = await asyncio.gather(*(
-        client.http.post("/databases", json={"project_id": tenant.project_id, "name": f"db{i}"}, headers=tenant.headers)
-        for i in range(8)
-    ))
+    responses = await asyncio.gather(
+        *(
+            client.http.post(
+                "/databases", json={"project_id": tenant.project_id, "name": f"db{i}"}, headers=tenant.headers
+            )
+            for i in range(8)
+        )
+    )
     codes = sorted(r.status_code for r in responses)
     assert codes == [202] * 3 + [409] * 5, codes
     assert {r.json()["error"]["code"] for r in responses if r.status_code == 409} == {"quota_exceeded"}

@@ -19,8 +19,12 @@ async def test_tenants_are_isolated(client: PlatformClient) -> None:
 
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(
-            host=alice_creds["host"], port=alice_creds["port"], dbname=bob_db["dbname"], user=alice_creds["user"],
-            password=alice_creds["password"], connect_timeout=5,
+            host=alice_creds["host"],
+            port=alice_creds["port"],
+            dbname=bob_db["dbname"],
+            user=alice_creds["user"],
+            password=alice_creds["password"],
+            connect_timeout=5,
         ).close()
 
     for method, path in [
@@ -36,6 +40,8 @@ async def test_tenants_are_isolated(client: PlatformClient) -> None:
         response = await client.http.request(method, path, headers=alice.headers)
         assert response.status_code == 404, (method, path, response.text)
         assert response.json()["error"]["code"] == "not_found"
-    created = await client.http.post("/databases", json={"project_id": bob.project_id, "name": "x"}, headers=alice.headers)
+    created = await client.http.post(
+        "/databases", json={"project_id": bob.project_id, "name": "x"}, headers=alice.headers
+    )
     assert created.status_code == 404
     assert (await client.http.get("/databases", headers={"Authorization": "Bearer nope"})).status_code == 401

@@ -27,7 +27,11 @@ async def test_database_lifecycle(client: PlatformClient) -> None:
     created = await client.wait(tenant, accepted["operation"]["id"])
     assert created["status"] == "succeeded", created
     assert [s["name"] for s in created["steps"]] == [
-        "role_created", "database_created", "public_revoked", "route_added", "login_verified"
+        "role_created",
+        "database_created",
+        "public_revoked",
+        "route_added",
+        "login_verified",
     ]
     database = (await client.http.get(f"/databases/{database_id}", headers=tenant.headers)).json()
     assert database["status"] == "available" and database["port"] == client.stack.pgbouncer_port

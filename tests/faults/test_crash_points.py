@@ -3,6 +3,8 @@ one database and role exist (or none after compensation) and the projection repl
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from infra.faults import CRASH_EXIT_CODE
@@ -15,7 +17,9 @@ FORWARD_POINTS = [f"create.{step}.{when}" for step in CREATE_STEPS for when in (
 UNDO_POINTS = [f"create.{step}.undone" for step in CREATE_STEPS[:4]]
 
 
-async def crash_and_restart(client: PlatformClient, stack: Stack, crash_at: str, fail_at: str | None = None) -> dict:
+async def crash_and_restart(
+    client: PlatformClient, stack: Stack, crash_at: str, fail_at: str | None = None
+) -> dict[str, Any]:
     faults = {"PGPLANE_CRASH_AT": crash_at} | ({"PGPLANE_FAIL_AT": fail_at} if fail_at else {})
     stack.stop_process("agent")
     stack.start_process("agent", faults)

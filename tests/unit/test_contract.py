@@ -17,7 +17,7 @@ from schemas.export import json_schemas
 
 def test_envelope_ids_are_deterministic() -> None:
     op, project = uuid.uuid4(), uuid.uuid4()
-    event = OperationStarted(kind="create", database_id=uuid.uuid4())  # type: ignore[arg-type]
+    event = OperationStarted(kind="create", database_id=uuid.uuid4())
     a = Envelope.wrap(event, correlation_id=op, sequence=3, actor="admin", project_id=project)
     b = Envelope.wrap(event, correlation_id=op, sequence=3, actor="admin", project_id=project)
     assert a.id == b.id and a.msg_id == f"{op}:3"
@@ -25,8 +25,14 @@ def test_envelope_ids_are_deterministic() -> None:
 
 
 def test_envelope_refuses_unknown_types_and_bad_bodies() -> None:
-    base = {"id": str(uuid.uuid4()), "occurred_at": "2026-01-01T00:00:00Z", "correlation_id": str(uuid.uuid4()),
-            "sequence": 1, "actor": "a", "project_id": str(uuid.uuid4())}
+    base = {
+        "id": str(uuid.uuid4()),
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "correlation_id": str(uuid.uuid4()),
+        "sequence": 1,
+        "actor": "a",
+        "project_id": str(uuid.uuid4()),
+    }
     with pytest.raises(ValidationError):
         Envelope.model_validate(base | {"type": "pgplane.command.nope", "data": {}})
     with pytest.raises(ValidationError):
