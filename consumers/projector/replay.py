@@ -66,7 +66,7 @@ async def replay_projection(settings: Settings, *, keep: bool = False) -> Replay
         while reached < live_position:
             try:
                 msgs = [m for m in await sub.fetch(256, timeout=2.0) if m.metadata.sequence.stream <= live_position]
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):
                 break
             if not msgs:
                 break

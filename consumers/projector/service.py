@@ -68,9 +68,13 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(BATCH, timeout=1.0)
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):  # nats-py raises either on an empty fetch
                 continue
-            await _commit_then_ack(engine, msgs)
+            try:
+                await _commit_then_ack(engine, msgs)
+            except Exception:  # the batch is not acked: redelivered after ack_wait, skipped to the checkpoint
+                log.exception("projecting a batch failed; retrying")
+                await asyncio.sleep(1)
     finally:
         await nc.close()
         await engine.dispose()
