@@ -70,14 +70,21 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
                 msgs = await sub.fetch(BATCH, timeout=1.0)
             except (NatsTimeout, TimeoutError):  # nats-py raises either on an empty fetch
                 continue
-            try:
-                await _commit_then_ack(engine, msgs)
-            except Exception:  # the batch is not acked: redelivered after ack_wait, skipped to the checkpoint
-                log.exception("projecting a batch failed; retrying")
-                await asyncio.sleep(1)
+            await _apply_until_committed(engine, msgs, stop)
     finally:
         await nc.close()
         await engine.dispose()
+
+
+async def _apply_until_committed(engine: AsyncEngine, msgs: list[Msg], stop: asyncio.Event) -> None:
+    """Retry the same batch: fetching past it could move the checkpoint over unapplied events."""
+    while not stop.is_set():
+        try:
+            await _commit_then_ack(engine, msgs)
+            return
+        except Exception:
+            log.exception("projecting a batch failed; retrying it")
+            await asyncio.sleep(1)
 
 
 async def _commit_then_ack(engine: AsyncEngine, msgs: list[Msg]) -> None:
