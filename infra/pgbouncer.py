@@ -51,6 +51,7 @@ class PgBouncer:
         self._dir = directory
         self._port = port
         self._admin_password = admin_password
+        self._admin_verifier = scram_verifier(admin_password)
         self._server = f"host={server_host} port={server_port}"
         self._lock = asyncio.Lock()
 
@@ -65,7 +66,7 @@ class PgBouncer:
             f"{r.dbname} = {self._server} dbname={r.dbname} max_db_connections={r.max_connections}"
             for r in sorted(routes, key=lambda r: r.dbname)
         ]
-        users = [f'"{ADMIN_USER}" "{scram_verifier(self._admin_password)}"'] + [
+        users = [f'"{ADMIN_USER}" "{self._admin_verifier}"'] + [
             f'"{r.role}" "{r.verifier}"' for r in sorted(routes, key=lambda r: r.role)
         ]
         _replace(self._dir / "databases.ini", "\n".join(databases) + "\n", mode=0o644)

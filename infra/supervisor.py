@@ -174,7 +174,6 @@ class Cluster:
             owned_dir(data).chmod(0o700)
             pwfile = self.root / "postgres.pw"
             pwfile.write_text(self.secrets["superuser_password"] + "\n")
-            owned_dir(self.root / "postgres")
             user = service_user()
             if user:
                 os.chown(pwfile, user.pw_uid, user.pw_gid)

@@ -40,7 +40,7 @@ class SagaRunner:
     fail_at: str | None = None
 
     async def run(self, command: Envelope) -> None:
-        cmd = _database_command(command)
+        cmd = database_command(command)
         run = _Run(self, command, cmd, await self.ledger.history(command.correlation_id))
         await run.republish()
         if run.finished:
@@ -57,7 +57,7 @@ class SagaRunner:
 
     async def dead_letter(self, command: Envelope, reason: str) -> None:
         """Give up on a command that kept failing: undo what it did, then say ``failed``."""
-        cmd = _database_command(command)
+        cmd = database_command(command)
         run = _Run(self, command, cmd, await self.ledger.history(command.correlation_id))
         await run.republish()
         if run.finished:
@@ -69,7 +69,7 @@ class SagaRunner:
         await run.emit(OperationFailed, reason=reason, dead_lettered=True)
 
 
-def _database_command(command: Envelope) -> DatabaseCommand:
+def database_command(command: Envelope) -> DatabaseCommand:
     cmd = command.payload()
     if not isinstance(cmd, DatabaseCommand):
         raise PermanentError(f"{command.type} is not a database command")

@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
 from consumers.agent.ledger import Ledger
-from consumers.agent.runner import SagaRunner, _database_command
+from consumers.agent.runner import SagaRunner, database_command
 from consumers.agent.sagas import Host
 from infra.faults import PermanentError
 from infra.host_postgres import HostPostgres
@@ -77,7 +77,7 @@ class Agent:
     async def handle(self, msg: NatsMessage) -> None:
         try:
             envelope = Envelope.model_validate_json(msg.body)
-            cmd = _database_command(envelope)
+            cmd = database_command(envelope)
         except (ValidationError, ValueError, PermanentError) as exc:
             await self.to_dead_letters(msg, f"unreadable command: {exc}")
             await msg.ack()

@@ -117,8 +117,6 @@ class ProjectorCheckpoint(SQLModel, table=True):
     last_sequence: int
 
 
-READ_MODEL: list[sa.Table] = []  # filled below; the tables `pgplane replay projection` compares
-
 # --- write side (API only) ----------------------------------------------------------------
 
 
@@ -175,4 +173,5 @@ PROJECTS, DATABASES, OPERATIONS, STEPS, AUDIT, CHECKPOINTS = (
 TOKENS, CREDENTIALS, IDEMPOTENCY, OUTBOX = (
     table(m) for m in (ApiToken, DatabaseCredential, IdempotencyKey, OutboxMessage)
 )
-READ_MODEL.extend([PROJECTS, DATABASES, OPERATIONS, STEPS, AUDIT])
+READ_MODEL = [PROJECTS, DATABASES, OPERATIONS, STEPS, AUDIT]
+"""The projected tables: `pgplane replay projection` rebuilds and compares exactly these."""
