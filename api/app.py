@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from api.deps import Platform
 from api.errors import install_error_handlers
-from api.routes import audit, databases, health, operations, projects
+from api.routes import audit, backups, databases, health, operations, projects
 from infra.metadata.engine import create_schema, make_engine
 from infra.secrets import SecretBox
 from infra.settings import Settings
@@ -35,8 +35,14 @@ def create_app(settings: Settings) -> FastAPI:
         relay = OutboxRelay(engine, js, idempotency_ttl=timedelta(hours=settings.idempotency_ttl_hours))
         secret_key = settings.secret_key
         assert secret_key is not None
+        store = settings.open_store()
         app.state.platform = Platform(
-            settings=settings, engine=engine, relay=relay, box=SecretBox(secret_key.get_secret_value())
+            settings=settings,
+            engine=engine,
+            relay=relay,
+            box=SecretBox(secret_key.get_secret_value()),
+            store=store,
+            backup_keys=settings.keys(),
         )
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop))
@@ -46,13 +52,14 @@ def create_app(settings: Settings) -> FastAPI:
             stop.set()
             await relay_task
             await nc.drain()
+            await store.close()
             await engine.dispose()
 
     app = FastAPI(
         title="pgplane", version="1.0.0", lifespan=lifespan, docs_url="/api/docs", openapi_url="/api/openapi.json"
     )
     install_error_handlers(app)
-    for module in (projects, databases, operations, audit):
+    for module in (projects, databases, backups, operations, audit):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(health.router)
     return app

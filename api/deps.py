@@ -13,7 +13,9 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.errors import ApiError, not_found
+from infra.backup_crypto import BackupKeys
 from infra.metadata.models import TOKENS
+from infra.object_store import ObjectStore
 from infra.secrets import SecretBox, token_digest
 from infra.settings import Settings
 from producers.commands import OutboxRelay
@@ -24,12 +26,15 @@ TOKEN_FORMAT = re.compile(r"^pgp_([0-9a-f]{32})_([A-Za-z0-9_-]{20,})$")
 
 @dataclass(frozen=True, kw_only=True)
 class Platform:
-    """What the API process holds: settings, the metadata engine, the outbox relay, the key."""
+    """What the API process holds: settings, the metadata engine, the outbox relay, the key that
+    encrypts passwords at rest, and the object store and keys that serve backup downloads."""
 
     settings: Settings
     engine: AsyncEngine
     relay: OutboxRelay
     box: SecretBox
+    store: ObjectStore
+    backup_keys: BackupKeys
 
     @property
     def subjects(self) -> Subjects:
@@ -44,6 +49,9 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.project_id is None
+
+    def sees(self, project_id: uuid.UUID) -> bool:
+        return self.is_admin or project_id == self.project_id
 
     def check_project(self, project_id: uuid.UUID) -> None:
         """Another tenant's project is indistinguishable from a missing one."""

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 RESERVED_NAMES = frozenset(
     {"postgres", "template0", "template1", "pgbouncer", "pgplane", "admin", "root", "public", "default", "system"}
 )
+
+
+def _not_reserved(name: str) -> str:
+    if name in RESERVED_NAMES or name.startswith(("pg_", "db_", "u_", "rs_", "ro_")):
+        raise ValueError(f"{name!r} is reserved")
+    return name
 
 
 class Strict(BaseModel):
@@ -49,9 +55,7 @@ class DatabaseCreate(Strict):
     @field_validator("name")
     @classmethod
     def _not_reserved(cls, name: str) -> str:
-        if name in RESERVED_NAMES or name.startswith(("pg_", "db_", "u_")):
-            raise ValueError(f"{name!r} is reserved")
-        return name
+        return _not_reserved(name)
 
 
 class DatabasePublic(BaseModel):
@@ -64,6 +68,8 @@ class DatabasePublic(BaseModel):
     dbname: str
     user: str
     last_operation_id: uuid.UUID
+    last_verified_backup_id: uuid.UUID | None = Field(description="The backup of the last passed restore drill.")
+    last_verified_restore_at: datetime | None = Field(description="When a restore drill last passed.")
     created_at: datetime
     updated_at: datetime
 
@@ -94,6 +100,7 @@ class OperationPublic(BaseModel):
     database_id: uuid.UUID
     kind: str
     status: str
+    backup_id: uuid.UUID | None
     error: str | None
     steps: list[StepPublic]
     created_at: datetime
@@ -103,6 +110,67 @@ class OperationPublic(BaseModel):
 class Accepted(BaseModel):
     operation: OperationPublic
     database: DatabasePublic
+
+
+class BackupPublic(BaseModel):
+    id: uuid.UUID
+    project_id: uuid.UUID
+    database_id: uuid.UUID
+    status: str = Field(description="pending, running, completed, failed, deleting or deleted.")
+    trigger: str = Field(description="api or schedule.")
+    operation_id: uuid.UUID
+    size_bytes: int | None = Field(description="Stored (compressed, encrypted) size.")
+    dump_bytes: int | None = Field(description="Size of the pg_dump output before encryption.")
+    sha256: str | None = Field(description="SHA-256 of the stored object, checked before every restore.")
+    key_id: str | None = Field(description="Which backup key sealed it.")
+    duration_ms: int | None
+    error: str | None
+    last_verified_at: datetime | None = Field(description="When a restore drill of this backup last passed.")
+    verify_duration_ms: int | None
+    verified_tables: int | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class BackupsPublic(BaseModel):
+    data: list[BackupPublic]
+    count: int
+
+
+class BackupAccepted(BaseModel):
+    operation: OperationPublic
+    backup: BackupPublic
+
+
+class RestoreRequest(Strict):
+    target: Literal["in_place", "new_database"]
+    name: str | None = Field(default=None, pattern=NAME_PATTERN, description="The new database's name.")
+
+    @model_validator(mode="after")
+    def _name_fits_target(self) -> RestoreRequest:
+        if self.target == "new_database":
+            if self.name is None:
+                raise ValueError("name is required when target is new_database")
+            _not_reserved(self.name)
+        elif self.name is not None:
+            raise ValueError("name is only allowed when target is new_database")
+        return self
+
+
+class BackupPolicyUpdate(Strict):
+    schedule: str | None = Field(
+        default="daily", max_length=100, description="'daily' (00:00 UTC), a cron expression in UTC, or null for off."
+    )
+    retain_days: int = Field(default=7, ge=1, le=3650, description="Backups older than this are deleted...")
+    keep_last: int = Field(default=7, ge=0, le=1000, description="...except the newest keep_last completed ones.")
+
+
+class BackupPolicyPublic(BaseModel):
+    database_id: uuid.UUID
+    schedule: str | None
+    retain_days: int
+    keep_last: int
+    updated_at: datetime
 
 
 class AuditEntryPublic(BaseModel):

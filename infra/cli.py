@@ -50,6 +50,12 @@ def cmd_projector(settings: Settings, _: argparse.Namespace) -> None:
     _run_until_signal(run_projector, settings)
 
 
+def cmd_scheduler(settings: Settings, _: argparse.Namespace) -> None:
+    from producers.scheduler import run_scheduler
+
+    _run_until_signal(run_scheduler, settings)
+
+
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
     from consumers.projector.replay import replay_projection
 
@@ -99,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     agent.add_argument("--host", help="data host id (default PGPLANE_HOST_ID)")
     agent.set_defaults(func=cmd_agent)
     sub.add_parser("projector", help="events → metadata read model and audit log").set_defaults(func=cmd_projector)
+    sub.add_parser("scheduler", help="scheduled backups, missed slots, retention").set_defaults(func=cmd_scheduler)
     sub.add_parser("dev", help="the whole platform locally").set_defaults(func=cmd_dev)
     replay = sub.add_parser("replay", help="operator replays")
     replay.add_argument("what", choices=["projection"])

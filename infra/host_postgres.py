@@ -5,6 +5,8 @@ Each function checks reality first, so running it twice does nothing twice.
 
 from __future__ import annotations
 
+import asyncio
+
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
@@ -65,6 +67,35 @@ class HostPostgres:
     async def drop_database(self, dbname: str) -> None:
         """Ends every session on it first (``WITH (FORCE)``)."""
         await self._ddl(sql.SQL("DROP DATABASE IF EXISTS {db} WITH (FORCE)").format(db=sql.Identifier(dbname)))
+
+    async def rename_database(self, name: str, new_name: str) -> None:
+        await self._ddl(
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(new_name))
+        )
+
+    async def swap_databases(self, *, live: str, replacement: str, keep_as: str) -> None:
+        """In ONE transaction: ``live`` becomes ``keep_as`` and ``replacement`` becomes ``live``.
+
+        Renaming needs both databases free of sessions, so they are ended first; a session that
+        races in makes the transaction fail whole, and it is tried again.
+        """
+        for attempt in range(50):
+            async with self._pool.connection() as conn:
+                await conn.set_autocommit(True)
+                await conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ANY(%s)",
+                    ([live, replacement],),
+                )
+                try:
+                    async with conn.transaction():
+                        rename = sql.SQL("ALTER DATABASE {} RENAME TO {}")
+                        await conn.execute(rename.format(sql.Identifier(live), sql.Identifier(keep_as)))
+                        await conn.execute(rename.format(sql.Identifier(replacement), sql.Identifier(live)))
+                    return
+                except psycopg.errors.ObjectInUse:
+                    if attempt == 49:
+                        raise
+            await asyncio.sleep(0.1)
 
     async def _ddl(self, statement: sql.Composed) -> None:
         async with self._pool.connection() as conn:

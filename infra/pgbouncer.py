@@ -9,7 +9,9 @@ truth, so a rewrite is idempotent and a crash between write and reload heals on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +82,21 @@ class PgBouncer:
             except psycopg.Error:
                 return  # not routed (any more): nothing to disconnect
             await self.admin(f"RESUME {dbname}")
+
+    @contextlib.asynccontextmanager
+    async def paused(self, dbname: str) -> AsyncIterator[None]:
+        """Inside the block no session reaches ``dbname`` through PgBouncer: existing ones are
+        dropped and new clients wait (they are let in on exit, even after an error)."""
+        async with self._lock:
+            try:
+                await self.admin(f"KILL {dbname}")
+            except psycopg.Error:
+                yield  # not routed: nobody reaches it through us
+                return
+            try:
+                yield
+            finally:
+                await self.admin(f"RESUME {dbname}")
 
     async def admin(self, command: str) -> None:
         async with await psycopg.AsyncConnection.connect(

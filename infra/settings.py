@@ -7,6 +7,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infra.backup_crypto import BackupKeys
+from infra.object_store import ObjectStore, S3Options, open_store
+
 
 class Settings(BaseSettings):
     """One settings class for every process; each process reads the fields it needs."""
@@ -44,6 +47,28 @@ class Settings(BaseSettings):
     tenant_connection_limit: int = 20
     agent_concurrency: int = 8
 
+    # backups: the object store (file:///dir or s3://bucket/prefix) and the keys that seal them
+    object_store_url: str = Field(default="", description="Default: file://<state_dir>/backups.")
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    backup_keys: SecretStr | None = Field(
+        default=None, description="'kid:<base64 32 bytes>,...'; the last (or backup_key_id) seals new backups."
+    )
+    backup_key_id: str | None = None
+    agent_work_dir: Path = Path(".pgplane/agent-work")
+    backup_deadline_seconds: float = Field(default=6 * 3600, gt=0, description="A backup or restore step's limit.")
+    backup_max_bytes_free: int = 10 * 2**30
+    backup_max_bytes_pro: int = 100 * 2**30
+
+    # backup scheduler
+    scheduler_interval_seconds: float = Field(default=30.0, gt=0)
+    backup_min_interval_seconds: int = Field(default=3600, ge=1, description="Shortest schedule a policy may set.")
+    backup_missed_after_seconds: int = Field(
+        default=3600, ge=1, description="A slot with no completed backup this long after it is reported missed."
+    )
+
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -57,3 +82,26 @@ class Settings(BaseSettings):
     # tests only: the crash point at which the process kills itself, the step that fails
     crash_at: str | None = None
     fail_at: str | None = None
+
+    def store_url(self) -> str:
+        return self.object_store_url or (self.state_dir.resolve() / "backups").as_uri()
+
+    def s3_options(self) -> S3Options:
+        secret = self.s3_secret_access_key
+        return S3Options(
+            endpoint_url=self.s3_endpoint_url,
+            region=self.s3_region,
+            access_key_id=self.s3_access_key_id,
+            secret_access_key=secret.get_secret_value() if secret else None,
+        )
+
+    def keys(self) -> BackupKeys:
+        if self.backup_keys is None:
+            raise SystemExit("PGPLANE_BACKUP_KEYS is required")
+        return BackupKeys.parse(self.backup_keys.get_secret_value(), self.backup_key_id)
+
+    def open_store(self) -> ObjectStore:
+        return open_store(self.store_url(), s3=self.s3_options())
+
+    def backup_max_bytes(self, plan: str) -> int:
+        return self.backup_max_bytes_pro if plan == "pro" else self.backup_max_bytes_free

@@ -23,12 +23,15 @@ from typing import IO
 import psycopg
 from psycopg import sql
 
+from infra.backup_crypto import new_backup_key_spec
+from infra.pg_tools import pg_bindir
 from infra.pgbouncer import PgBouncer, pgbouncer_ini
 from infra.secrets import new_host_key, new_password, new_secret_key, scram_verifier
 
 CONTROL_ROLE = "pgplane_control"
 SUPERUSER = "postgres"
 STARTUP_TIMEOUT = 60.0
+PROCESSES = ("projector", "agent", "scheduler", "api")
 
 
 def free_port() -> int:
@@ -61,19 +64,6 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, what: str
 
 def _tail(log: Path) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-30:]) if log.exists() else "(no log)"
-
-
-def pg_bindir() -> Path:
-    """PostgreSQL server binaries: ``PGPLANE_PG_BINDIR``, else the newest Debian install, else PATH."""
-    if configured := os.environ.get("PGPLANE_PG_BINDIR"):
-        return Path(configured)
-    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
-    if installed:
-        return installed[-1].parent
-    found = shutil.which("postgres")
-    if found:
-        return Path(found).parent
-    raise RuntimeError("PostgreSQL server binaries not found: apt-get install postgresql (or set PGPLANE_PG_BINDIR)")
 
 
 def service_user() -> pwd.struct_passwd | None:
@@ -268,6 +258,7 @@ class Stack:
     api_port: int = 0
     host_id: str = "host-1"
     extra_env: dict[str, str] = field(default_factory=dict)
+    object_store_url: str = ""
     pgbouncer_port: int = 0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -290,7 +281,7 @@ class Stack:
 
     def start(self) -> None:
         self.start_servers()
-        for name in ("projector", "agent", "api"):
+        for name in PROCESSES:
             self.start_process(name)
 
     def env(self, name: str, overrides: dict[str, str] | None = None) -> dict[str, str]:
@@ -302,14 +293,20 @@ class Stack:
             "PGPLANE_PGBOUNCER_PORT": str(self.pgbouncer_port),
             "PGPLANE_HOST_PUBLIC_KEY": s["host_public_key"],
         }
+        backups = {
+            "PGPLANE_OBJECT_STORE_URL": self.object_store_url or (self.root / "backups").resolve().as_uri(),
+            "PGPLANE_BACKUP_KEYS": s["backup_keys"],
+        }
         own = {
             "api": {
                 "PGPLANE_METADATA_DSN": c.control_dsn(self.meta_db),
                 "PGPLANE_SECRET_KEY": s["secret_key"],
                 "PGPLANE_ADMIN_TOKEN": s["admin_token"],
                 "PGPLANE_API_PORT": str(self.api_port),
-            },
+            }
+            | backups,
             "projector": {"PGPLANE_METADATA_DSN": c.control_dsn(self.meta_db)},
+            "scheduler": {"PGPLANE_METADATA_DSN": c.control_dsn(self.meta_db)},
             "agent": {
                 "PGPLANE_HOST_ADMIN_DSN": c.superuser_dsn(),
                 "PGPLANE_LEDGER_DSN": c.superuser_dsn(self.ledger_db),
@@ -317,7 +314,9 @@ class Stack:
                 "PGPLANE_PGBOUNCER_ADMIN_PASSWORD": s["pgbouncer_admin_password"],
                 "PGPLANE_HOST_PG_PORT": str(c.pg_port),
                 "PGPLANE_HOST_PRIVATE_KEY": s["host_private_key"],
-            },
+                "PGPLANE_AGENT_WORK_DIR": str(self.root / "agent-work"),
+            }
+            | backups,
         }[name]
         base = {k: v for k, v in os.environ.items() if not k.startswith("PGPLANE_")}
         return base | common | own | self.extra_env | (overrides or {})
@@ -342,7 +341,7 @@ class Stack:
         stop(self.procs.pop(name, None), sig=sig)
 
     def stop(self) -> None:
-        for name in ("api", "agent", "projector", "pgbouncer"):
+        for name in (*reversed(PROCESSES), "pgbouncer"):
             self.stop_process(name)
 
     def _start_pgbouncer(self) -> None:
@@ -381,8 +380,10 @@ def _load_secrets(path: Path) -> dict[str, str]:
             "host_public_key": public,
             "admin_token": "pgpadmin_" + new_password(40),
         }
-        path.touch(mode=0o600)
-        path.write_text(json.dumps(saved, indent=2))
+    if "backup_keys" not in saved:  # state made before backups existed
+        saved["backup_keys"] = new_backup_key_spec("k1")
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(saved, indent=2))
     if token := os.environ.get("PGPLANE_ADMIN_TOKEN"):
         saved["admin_token"] = token
     return saved

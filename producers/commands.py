@@ -44,8 +44,12 @@ async def request_operation(
     credentials_version: int,
     actor: str,
     project_id: uuid.UUID,
+    backup_id: uuid.UUID | None = None,
+    trigger: str = "api",
+    operation_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    operation_id = uuid.uuid4()
+    """Record an operation and queue its command; a given ``operation_id`` makes it deterministic."""
+    operation_id = operation_id or uuid.uuid4()
     now = datetime.now(UTC)
     requested = Envelope.wrap(
         OperationRequested(
@@ -57,6 +61,8 @@ async def request_operation(
             role=command.role,
             credentials_version=credentials_version,
             requested_at=now,
+            backup_id=backup_id,
+            trigger=trigger,
         ),
         correlation_id=operation_id,
         sequence=0,

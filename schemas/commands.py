@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
 from schemas.envelope import Payload
 
 SCRAM_VERIFIER = r"^SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$"
+OBJECT_KEY = r"^backups/[0-9a-f-]{36}/[0-9a-f-]{36}/[0-9a-f-]{36}\.pgdump\.enc$"
+SHA256_HEX = r"^[0-9a-f]{64}$"
+KEY_ID = r"^[a-z0-9-]{1,32}$"
+
+
+def backup_object_key(project_id: uuid.UUID, database_id: uuid.UUID, backup_id: uuid.UUID) -> str:
+    """Deterministic per backup: a redelivered backup command rewrites the same object."""
+    return f"backups/{project_id}/{database_id}/{backup_id}.pgdump.enc"
+
+
+def encryption_context(project_id: uuid.UUID, database_id: uuid.UUID, backup_id: uuid.UUID) -> str:
+    """What every encrypted chunk of a backup is bound to: another backup's object cannot pass for it."""
+    return f"pgplane-backup:{project_id}:{database_id}:{backup_id}"
 
 
 class OperationKind(StrEnum):
@@ -24,6 +37,16 @@ class OperationKind(StrEnum):
     """All data dropped; name, role and credentials kept."""
     ROTATE_CREDENTIALS = "rotate_credentials"
     """New password verifier; the old password stops working."""
+    BACKUP = "backup"
+    """``pg_dump -Fc`` streamed through encryption into the object store."""
+    RESTORE = "restore"
+    """A backup restored into a scratch database, then swapped in for the database in place."""
+    RESTORE_NEW_DATABASE = "restore_new_database"
+    """A new database (own role and password) made from a backup; the source is untouched."""
+    VERIFY_BACKUP = "verify_backup"
+    """A restore drill: the backup restored into a scratch database, checked, dropped."""
+    DELETE_BACKUP = "delete_backup"
+    """The backup's object removed from the store (on request or by retention)."""
 
 
 class DatabaseCommand(Payload):
@@ -31,6 +54,10 @@ class DatabaseCommand(Payload):
     database_id: uuid.UUID
     dbname: str = Field(pattern=r"^db_[0-9a-f]{32}$")
     role: str = Field(pattern=r"^u_[0-9a-f]{32}$")
+
+    def outcome(self) -> dict[str, Any]:
+        """Fields of the success event that come from the command itself."""
+        return {}
 
 
 class CreateDatabase(DatabaseCommand):
@@ -57,3 +84,57 @@ class RotateCredentials(DatabaseCommand):
     password_verifier: str = Field(pattern=SCRAM_VERIFIER, repr=False)
     sealed_password: str = Field(repr=False, description="Sealed to the host key; for the login check only.")
     credentials_version: int = Field(ge=2)
+
+    def outcome(self) -> dict[str, Any]:
+        return {"credentials_version": self.credentials_version}
+
+
+class BackupCommand(DatabaseCommand):
+    """Every backup command names the backup and its deterministic object key."""
+
+    backup_id: uuid.UUID
+    object_key: str = Field(pattern=OBJECT_KEY)
+
+    def outcome(self) -> dict[str, Any]:
+        return {"backup_id": self.backup_id}
+
+
+class BackupDatabase(BackupCommand):
+    TYPE = "pgplane.command.backup_database"
+    KIND = OperationKind.BACKUP
+    max_bytes: int = Field(ge=1, description="The plan's backup size limit (dump bytes).")
+
+
+class StoredBackupCommand(BackupCommand):
+    """Acts on a completed backup: what the stored object must hash to and which key sealed it."""
+
+    source_database_id: uuid.UUID
+    sha256: str = Field(pattern=SHA256_HEX)
+    key_id: str = Field(pattern=KEY_ID)
+
+
+class RestoreBackup(StoredBackupCommand):
+    TYPE = "pgplane.command.restore_backup"
+    KIND = OperationKind.RESTORE
+
+
+class RestoreBackupToNewDatabase(StoredBackupCommand):
+    TYPE = "pgplane.command.restore_backup_to_new_database"
+    KIND = OperationKind.RESTORE_NEW_DATABASE
+    password_verifier: str = Field(pattern=SCRAM_VERIFIER, repr=False)
+    sealed_password: str = Field(repr=False, description="Sealed to the host key; for the login check only.")
+    connection_limit: int = Field(ge=1, le=1000)
+
+
+class VerifyBackup(StoredBackupCommand):
+    TYPE = "pgplane.command.verify_backup"
+    KIND = OperationKind.VERIFY_BACKUP
+
+
+class DeleteBackup(BackupCommand):
+    TYPE = "pgplane.command.delete_backup"
+    KIND = OperationKind.DELETE_BACKUP
+    reason: str = Field(pattern=r"^(requested|retention)$")
+
+    def outcome(self) -> dict[str, Any]:
+        return {"backup_id": self.backup_id, "reason": self.reason}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, Field
 
 from schemas.commands import OperationKind
 from schemas.envelope import Payload
@@ -39,6 +39,10 @@ class OperationRequested(OperationEvent):
     role: str
     credentials_version: int
     requested_at: AwareDatetime
+    backup_id: uuid.UUID | None = None
+    """The backup made, restored, verified or deleted by a backup operation."""
+    trigger: str = "api"
+    """``api``, ``schedule`` or ``retention``: who asked."""
 
 
 class OperationStarted(OperationEvent):
@@ -48,6 +52,8 @@ class OperationStarted(OperationEvent):
 class OperationStepCompleted(OperationEvent):
     TYPE = "pgplane.operation.step_completed"
     step: str
+    outputs: dict[str, str | int] = Field(default_factory=dict)
+    """What the step produced that later steps or the success event need (never a secret)."""
 
 
 class OperationStepCompensated(OperationEvent):
@@ -98,10 +104,64 @@ class CredentialsRotated(OperationEvent):
     credentials_version: int
 
 
+class BackupCompleted(OperationEvent):
+    TYPE = "pgplane.backup.completed"
+    backup_id: uuid.UUID
+    object_key: str
+    size_bytes: int
+    dump_bytes: int
+    sha256: str
+    key_id: str
+    duration_ms: int
+
+
+class DatabaseRestored(OperationEvent):
+    TYPE = "pgplane.database.restored"
+    backup_id: uuid.UUID
+
+
+class BackupVerified(OperationEvent):
+    """A restore drill passed: the backup restored into a scratch database that was then dropped."""
+
+    TYPE = "pgplane.backup.verified"
+    backup_id: uuid.UUID
+    duration_ms: int
+    tables: int
+
+
+class BackupDeleted(OperationEvent):
+    TYPE = "pgplane.backup.deleted"
+    backup_id: uuid.UUID
+    reason: str
+
+
+class BackupPolicySet(Payload):
+    TYPE = "pgplane.backup.policy_set"
+    database_id: uuid.UUID
+    schedule: str | None
+    """``daily`` or a cron expression (UTC); ``None`` turns scheduled backups off."""
+    retain_days: int
+    keep_last: int
+
+
+class BackupMissed(Payload):
+    """A scheduled slot passed without a completed backup."""
+
+    TYPE = "pgplane.backup.missed"
+    database_id: uuid.UUID
+    slot: AwareDatetime
+    reason: str
+
+
 SUCCEEDED: dict[OperationKind, type[OperationEvent]] = {
     OperationKind.CREATE: DatabaseCreated,
     OperationKind.DELETE: DatabaseDeleted,
     OperationKind.RESET: DatabaseReset,
     OperationKind.ROTATE_CREDENTIALS: CredentialsRotated,
+    OperationKind.BACKUP: BackupCompleted,
+    OperationKind.RESTORE: DatabaseRestored,
+    OperationKind.RESTORE_NEW_DATABASE: DatabaseRestored,
+    OperationKind.VERIFY_BACKUP: BackupVerified,
+    OperationKind.DELETE_BACKUP: BackupDeleted,
 }
 """The success event of each operation kind."""

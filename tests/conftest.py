@@ -15,6 +15,9 @@ import pytest
 
 from infra.supervisor import Cluster, Stack
 from tests.platform_client import PlatformClient
+from tests.s3 import s3_server
+
+__all__ = ["s3_server"]
 
 FAST_RETRIES = {
     "PGPLANE_MAX_ATTEMPTS": "3",

@@ -36,6 +36,8 @@ def to_public(platform: Platform, row: Row[Any]) -> DatabasePublic:
         dbname=row.dbname,
         user=row.role,
         last_operation_id=row.last_operation_id,
+        last_verified_backup_id=row.last_verified_backup_id,
+        last_verified_restore_at=row.last_verified_restore_at,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -51,7 +53,32 @@ async def load_database(
     return row
 
 
-async def _store_password(
+async def reserve_name(platform: Platform, conn: AsyncConnection, project_id: uuid.UUID, name: str) -> str:
+    """Lock the project, then check the quota and that ``name`` is free; returns the project's plan."""
+    project = (
+        await conn.execute(sa.select(PROJECTS.c.plan).where(PROJECTS.c.id == project_id).with_for_update())
+    ).first()
+    if project is None:
+        raise not_found("project")
+    live = sa.and_(DATABASES.c.project_id == project_id, DATABASES.c.status.not_in(GONE))
+    count = (await conn.execute(sa.select(sa.func.count()).where(live))).scalar_one()
+    if count >= platform.settings.databases_per_project:
+        raise ApiError(
+            409, "quota_exceeded", f"a project holds at most {platform.settings.databases_per_project} databases"
+        )
+    if (await conn.execute(sa.select(DATABASES.c.id).where(live, DATABASES.c.name == name))).first():
+        raise ApiError(409, "name_taken", f"this project already has a database named {name!r}")
+    return str(project.plan)
+
+
+async def ensure_idle(conn: AsyncConnection, database_id: uuid.UUID) -> None:
+    """409 while another operation on this database has not finished."""
+    busy = sa.and_(OPERATIONS.c.database_id == database_id, OPERATIONS.c.status.in_(IN_FLIGHT))
+    if (await conn.execute(sa.select(OPERATIONS.c.id).where(busy))).first():
+        raise ApiError(409, "operation_in_progress", "another operation on this database has not finished yet")
+
+
+async def store_password(
     platform: Platform, conn: AsyncConnection, database_id: uuid.UUID, version: int
 ) -> tuple[str, str]:
     """A fresh password: stored encrypted, returned as (SCRAM verifier, sealed for the host)."""
@@ -102,21 +129,9 @@ async def create_database(
     principal.check_project(body.project_id)
 
     async def change(conn: AsyncConnection) -> Accepted:
-        project = (
-            await conn.execute(sa.select(PROJECTS.c.id).where(PROJECTS.c.id == body.project_id).with_for_update())
-        ).first()
-        if project is None:
-            raise not_found("project")
-        live = sa.and_(DATABASES.c.project_id == body.project_id, DATABASES.c.status.not_in(GONE))
-        count = (await conn.execute(sa.select(sa.func.count()).where(live))).scalar_one()
-        if count >= platform.settings.databases_per_project:
-            raise ApiError(
-                409, "quota_exceeded", f"a project holds at most {platform.settings.databases_per_project} databases"
-            )
-        if (await conn.execute(sa.select(DATABASES.c.id).where(live, DATABASES.c.name == body.name))).first():
-            raise ApiError(409, "name_taken", f"this project already has a database named {body.name!r}")
+        await reserve_name(platform, conn, body.project_id, body.name)
         database_id = uuid.uuid4()
-        verifier, sealed = await _store_password(platform, conn, database_id, 1)
+        verifier, sealed = await store_password(platform, conn, database_id, 1)
         command = CreateDatabase(
             database_id=database_id,
             dbname=f"db_{database_id.hex}",
@@ -209,9 +224,7 @@ async def _change_database(
         db = await load_database(conn, database_id, principal, for_update=True)
         if db.status in GONE:
             raise not_found("database")
-        busy = sa.and_(OPERATIONS.c.database_id == database_id, OPERATIONS.c.status.in_(IN_FLIGHT))
-        if (await conn.execute(sa.select(OPERATIONS.c.id).where(busy))).first():
-            raise ApiError(409, "operation_in_progress", "another operation on this database has not finished yet")
+        await ensure_idle(conn, database_id)
         version = db.credentials_version
         fields: dict[str, Any] = {"database_id": database_id, "dbname": db.dbname, "role": db.role}
         if build is RotateCredentials:
@@ -221,7 +234,7 @@ async def _change_database(
                 )
             ).scalar_one()
             version = latest + 1
-            fields["password_verifier"], fields["sealed_password"] = await _store_password(
+            fields["password_verifier"], fields["sealed_password"] = await store_password(
                 platform, conn, database_id, version
             )
             fields["credentials_version"] = version

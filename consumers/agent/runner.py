@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+from consumers.agent.backups import backup_steps
 from consumers.agent.ledger import Ledger
 from consumers.agent.sagas import Host, Step, steps_for
 from infra.faults import PermanentError, crash_point, injected_failure
-from schemas.commands import CreateDatabase, DatabaseCommand, RotateCredentials
+from schemas.commands import BackupCommand, CreateDatabase, DatabaseCommand
 from schemas.envelope import Envelope
 from schemas.events import (
     SUCCEEDED,
@@ -82,7 +84,9 @@ class _Run:
         self.command = command
         self.cmd = cmd
         self.history = history
-        self.steps: list[Step] = steps_for(runner.host, cmd)
+        self.steps: list[Step] = (
+            backup_steps(runner.host, cmd, command) if isinstance(cmd, BackupCommand) else steps_for(runner.host, cmd)
+        )
 
     @property
     def finished(self) -> bool:
@@ -113,6 +117,14 @@ class _Run:
         self.history.append(envelope)
         await self.runner.publish(envelope)
 
+    def outputs(self) -> dict[str, Any]:
+        """What the completed steps produced, merged in step order."""
+        merged: dict[str, Any] = {}
+        for event in self.history:
+            if event.type == OperationStepCompleted.TYPE:
+                merged |= event.data.get("outputs", {})
+        return merged
+
     async def forward(self) -> bool:
         """Run the remaining steps; ``False`` when one failed permanently."""
         done = set(self._steps_with(OperationStepCompleted.TYPE))
@@ -122,15 +134,16 @@ class _Run:
                 continue
             try:
                 injected_failure(self.runner.fail_at, f"{kind}.{step.name}")
-                await step.do()
+                outputs = await step.do()
             except PermanentError as exc:
                 await self.emit(OperationStepFailed, step=step.name, reason=str(exc))
                 return False
             crash_point(self.runner.crash_at, f"{kind}.{step.name}.done")
-            await self.emit(OperationStepCompleted, step=step.name)
+            await self.emit(OperationStepCompleted, step=step.name, outputs=outputs or {})
             crash_point(self.runner.crash_at, f"{kind}.{step.name}.recorded")
-        extra = {"credentials_version": self.cmd.credentials_version} if isinstance(self.cmd, RotateCredentials) else {}
-        await self.emit(SUCCEEDED[self.cmd.KIND], **extra)
+        success = SUCCEEDED[self.cmd.KIND]
+        fields = {k: v for k, v in self.outputs().items() if k in success.model_fields}
+        await self.emit(success, **fields | self.cmd.outcome())
         return True
 
     async def undo_completed(self) -> None:

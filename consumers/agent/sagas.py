@@ -5,29 +5,43 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 
 from consumers.agent.ledger import Ledger
+from infra.backup_crypto import BackupKeys
 from infra.faults import PermanentError
 from infra.host_postgres import HostPostgres, check_login
+from infra.object_store import ObjectStore
 from infra.pgbouncer import PgBouncer
 from infra.secrets import unseal
-from schemas.commands import CreateDatabase, DatabaseCommand, DeleteDatabase, ResetDatabase, RotateCredentials
+from schemas.commands import (
+    CreateDatabase,
+    DatabaseCommand,
+    DeleteDatabase,
+    ResetDatabase,
+    RestoreBackupToNewDatabase,
+    RotateCredentials,
+)
 
 Action = Callable[[], Awaitable[None]]
+Outputs = dict[str, str | int]
 
 
 @dataclass(frozen=True)
 class Step:
+    """``do`` may return outputs: recorded with the step, they end up in the success event."""
+
     name: str
-    do: Action
+    do: Callable[[], Awaitable[Outputs | None]]
     undo: Action | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class Host:
-    """What a saga acts on: this host's PostgreSQL, its PgBouncer and the agent's ledger."""
+    """What a saga acts on: this host's PostgreSQL, its PgBouncer, the agent's ledger, the object
+    store and backup keys, and a work directory for downloads."""
 
     postgres: HostPostgres
     bouncer: PgBouncer
@@ -35,12 +49,18 @@ class Host:
     bouncer_host: str
     bouncer_port: int
     private_key: str
+    admin_dsn: str
+    store: ObjectStore
+    backup_keys: BackupKeys
+    work_dir: Path
+    deadline_seconds: float
+    crash_at: str | None = None
     login_attempts: int = 5
 
     async def reroute(self) -> None:
         await self.bouncer.apply(await self.ledger.routes())
 
-    async def verify_login(self, command: CreateDatabase | RotateCredentials) -> None:
+    async def verify_login(self, command: CreateDatabase | RestoreBackupToNewDatabase | RotateCredentials) -> None:
         password = unseal(command.sealed_password, private_key_b64=self.private_key, context=str(command.database_id))
         for attempt in range(self.login_attempts):
             try:
@@ -58,7 +78,7 @@ class Host:
         raise PermanentError(f"login through PgBouncer failed: {error}")
 
 
-def create_steps(host: Host, cmd: CreateDatabase) -> list[Step]:
+def create_steps(host: Host, cmd: CreateDatabase | RestoreBackupToNewDatabase) -> list[Step]:
     async def create_role() -> None:
         await host.ledger.remember_database(
             cmd.database_id, dbname=cmd.dbname, role=cmd.role, max_connections=cmd.connection_limit

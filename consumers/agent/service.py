@@ -133,6 +133,7 @@ async def run_agent(settings: Settings, stop: asyncio.Event) -> None:
     nc = await broker.connect()
     await ensure_topology(nc.jetstream(), settings)
     size = settings.agent_concurrency + 2
+    store = settings.open_store()
     async with (
         AsyncConnectionPool(settings.host_admin_dsn, min_size=1, max_size=size, open=False) as admin_pool,
         AsyncConnectionPool(settings.ledger_dsn, min_size=1, max_size=size, open=False) as ledger_pool,
@@ -152,6 +153,12 @@ async def run_agent(settings: Settings, stop: asyncio.Event) -> None:
             bouncer_host="127.0.0.1",
             bouncer_port=settings.pgbouncer_port,
             private_key=_required(settings.host_private_key, "PGPLANE_HOST_PRIVATE_KEY"),
+            admin_dsn=settings.host_admin_dsn,
+            store=store,
+            backup_keys=settings.keys(),
+            work_dir=settings.agent_work_dir.resolve(),
+            deadline_seconds=settings.backup_deadline_seconds,
+            crash_at=settings.crash_at,
         )
         await host.reroute()  # PgBouncer matches the ledger before any command runs
         runner = SagaRunner(
@@ -178,6 +185,7 @@ async def run_agent(settings: Settings, stop: asyncio.Event) -> None:
         log.info("agent for host %s consuming %s", settings.host_id, subjects.host_commands(settings.host_id))
         await stop.wait()
         await broker.stop()
+        await store.close()
 
 
 def _required(value: Any, name: str) -> str:

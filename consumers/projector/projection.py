@@ -15,18 +15,26 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from infra.metadata.models import (
     AUDIT,
+    BACKUPS,
     DATABASES,
     OPERATIONS,
+    POLICIES,
     PROJECTS,
     STEPS,
+    BackupStatus,
     DatabaseStatus,
     OperationStatus,
 )
-from schemas.commands import OperationKind
+from schemas.commands import OperationKind, backup_object_key
 from schemas.envelope import Envelope
 from schemas.events import (
     SUCCEEDED,
     ApiTokenCreated,
+    BackupCompleted,
+    BackupDeleted,
+    BackupMissed,
+    BackupPolicySet,
+    BackupVerified,
     CredentialsRotated,
     OperationCompensated,
     OperationEvent,
@@ -44,11 +52,26 @@ BUSY = {
     OperationKind.DELETE: DatabaseStatus.DELETING,
     OperationKind.RESET: DatabaseStatus.RESETTING,
     OperationKind.ROTATE_CREDENTIALS: DatabaseStatus.ROTATING,
+    OperationKind.RESTORE: DatabaseStatus.RESTORING,
+    OperationKind.RESTORE_NEW_DATABASE: DatabaseStatus.RESTORING,
 }
+"""Kinds that change the database, and its status meanwhile; backups and drills leave it alone."""
+CREATES_DATABASE = {OperationKind.CREATE, OperationKind.RESTORE_NEW_DATABASE}
 AFTER_SUCCESS = {
-    kind: DatabaseStatus.DELETED if kind is OperationKind.DELETE else DatabaseStatus.AVAILABLE for kind in OperationKind
+    kind: DatabaseStatus.DELETED if kind is OperationKind.DELETE else DatabaseStatus.AVAILABLE for kind in BUSY
 }
 SUCCESS_TYPES = {event.TYPE for event in SUCCEEDED.values()}
+ACTIONS = {
+    OperationKind.BACKUP: "backup.create",
+    OperationKind.RESTORE: "backup.restore",
+    OperationKind.RESTORE_NEW_DATABASE: "backup.restore_new_database",
+    OperationKind.VERIFY_BACKUP: "backup.verify",
+    OperationKind.DELETE_BACKUP: "backup.delete",
+}
+
+
+def action(kind: OperationKind) -> str:
+    return ACTIONS.get(kind, f"database.{kind.value}")
 
 
 async def apply(conn: AsyncConnection, env: Envelope) -> None:
@@ -63,6 +86,11 @@ async def apply(conn: AsyncConnection, env: Envelope) -> None:
             await _audit(conn, env, "project.create", "project", env.project_id, "succeeded", {"name": event.name})
         case ApiTokenCreated():
             await _audit(conn, env, "api_token.create", "api_token", event.token_id, "succeeded", {"name": event.name})
+        case BackupPolicySet():
+            await _policy(conn, env, event)
+        case BackupMissed():
+            detail = {"slot": event.slot.isoformat(), "reason": event.reason}
+            await _audit(conn, env, "backup.missed", "database", event.database_id, "missed", detail)
         case OperationRequested():
             await _requested(conn, env, event)
         case OperationEvent():
@@ -79,6 +107,7 @@ async def _requested(conn: AsyncConnection, env: Envelope, event: OperationReque
             database_id=event.database_id,
             kind=event.kind.value,
             status=OperationStatus.ACCEPTED.value,
+            backup_id=event.backup_id,
             actor=env.actor,
             last_sequence=env.sequence,
             created_at=env.occurred_at,
@@ -88,7 +117,23 @@ async def _requested(conn: AsyncConnection, env: Envelope, event: OperationReque
     )
     if not created.rowcount:
         return
-    if event.kind is OperationKind.CREATE:
+    if event.kind is OperationKind.BACKUP and event.backup_id is not None:
+        await conn.execute(
+            insert(BACKUPS).values(
+                id=event.backup_id,
+                project_id=env.project_id,
+                database_id=event.database_id,
+                status=BackupStatus.PENDING.value,
+                trigger=event.trigger,
+                object_key=backup_object_key(env.project_id, event.database_id, event.backup_id),
+                operation_id=env.correlation_id,
+                created_at=env.occurred_at,
+                updated_at=env.occurred_at,
+            )
+        )
+    elif event.kind is OperationKind.DELETE_BACKUP:
+        await _set_backup(conn, env, event.backup_id, status=BackupStatus.DELETING)
+    if event.kind in CREATES_DATABASE:
         await conn.execute(
             insert(DATABASES).values(
                 id=event.database_id,
@@ -104,11 +149,12 @@ async def _requested(conn: AsyncConnection, env: Envelope, event: OperationReque
                 updated_at=env.occurred_at,
             )
         )
-    else:
+    elif event.kind in BUSY:
         await _set_database(conn, env, event, status=BUSY[event.kind])
-    await _audit(
-        conn, env, f"database.{event.kind.value}", "database", event.database_id, "requested", {"name": event.name}
-    )
+    detail: dict[str, Any] = {"name": event.name, "trigger": event.trigger}
+    if event.backup_id:
+        detail["backup_id"] = str(event.backup_id)
+    await _audit(conn, env, action(event.kind), "database", event.database_id, "requested", detail)
 
 
 async def _advance(conn: AsyncConnection, env: Envelope, event: OperationEvent) -> bool:
@@ -133,6 +179,8 @@ async def _advance(conn: AsyncConnection, env: Envelope, event: OperationEvent) 
     if not moved.rowcount:
         return False
     match event:
+        case OperationStarted() if event.kind is OperationKind.BACKUP:
+            await _set_backup(conn, env, None, status=BackupStatus.RUNNING)
         case OperationStepCompleted():
             await _step(conn, env, event.step, "completed", None)
         case OperationStepFailed():
@@ -140,15 +188,78 @@ async def _advance(conn: AsyncConnection, env: Envelope, event: OperationEvent) 
         case OperationStepCompensated():
             await _step(conn, env, event.step, "compensated", None)
         case OperationFailed() | OperationCompensated():
-            after = DatabaseStatus.FAILED if event.kind is OperationKind.CREATE else DatabaseStatus.AVAILABLE
-            await _set_database(conn, env, event, status=after)
+            await _failed(conn, env, event)
         case CredentialsRotated():
             await _set_database(
                 conn, env, event, status=AFTER_SUCCESS[event.kind], credentials_version=event.credentials_version
             )
-        case _ if env.type in SUCCESS_TYPES:
+        case BackupCompleted():
+            await _set_backup(
+                conn,
+                env,
+                event.backup_id,
+                status=BackupStatus.COMPLETED,
+                size_bytes=event.size_bytes,
+                dump_bytes=event.dump_bytes,
+                sha256=event.sha256,
+                key_id=event.key_id,
+                duration_ms=event.duration_ms,
+                completed_at=env.occurred_at,
+            )
+        case BackupVerified():
+            await _set_backup(
+                conn,
+                env,
+                event.backup_id,
+                last_verified_at=env.occurred_at,
+                verify_duration_ms=event.duration_ms,
+                verified_tables=event.tables,
+            )
+            await conn.execute(
+                sa.update(DATABASES)
+                .where(DATABASES.c.id == event.database_id)
+                .values(last_verified_backup_id=event.backup_id, last_verified_restore_at=env.occurred_at)
+            )
+        case BackupDeleted():
+            await _set_backup(conn, env, event.backup_id, status=BackupStatus.DELETED)
+        case _ if env.type in SUCCESS_TYPES and event.kind in BUSY:
             await _set_database(conn, env, event, status=AFTER_SUCCESS[event.kind])
     return True
+
+
+async def _failed(conn: AsyncConnection, env: Envelope, event: OperationFailed | OperationCompensated) -> None:
+    if event.kind in BUSY:
+        failed = DatabaseStatus.FAILED if event.kind in CREATES_DATABASE else DatabaseStatus.AVAILABLE
+        await _set_database(conn, env, event, status=failed)
+    elif event.kind is OperationKind.BACKUP:
+        await _set_backup(conn, env, None, status=BackupStatus.FAILED, error=event.reason)
+    elif event.kind is OperationKind.DELETE_BACKUP:
+        await _set_backup(conn, env, None, status=BackupStatus.COMPLETED)
+
+
+async def _set_backup(conn: AsyncConnection, env: Envelope, backup_id: Any, **values: Any) -> None:
+    """Update a backup by id, or (``backup_id=None``) the one the operation is about."""
+    if "status" in values:
+        values["status"] = values["status"].value
+    if backup_id is None:
+        backup_id = sa.select(OPERATIONS.c.backup_id).where(OPERATIONS.c.id == env.correlation_id).scalar_subquery()
+    await conn.execute(sa.update(BACKUPS).where(BACKUPS.c.id == backup_id).values(updated_at=env.occurred_at, **values))
+
+
+async def _policy(conn: AsyncConnection, env: Envelope, event: BackupPolicySet) -> None:
+    values = {
+        "schedule": event.schedule,
+        "retain_days": event.retain_days,
+        "keep_last": event.keep_last,
+        "updated_at": env.occurred_at,
+    }
+    await conn.execute(
+        insert(POLICIES)
+        .values(database_id=event.database_id, project_id=env.project_id, **values)
+        .on_conflict_do_update(index_elements=[POLICIES.c.database_id], set_=values)
+    )
+    detail = {"schedule": event.schedule, "retain_days": event.retain_days, "keep_last": event.keep_last}
+    await _audit(conn, env, "backup.policy_set", "database", event.database_id, "succeeded", detail)
 
 
 async def _step(conn: AsyncConnection, env: Envelope, name: str, status: str, detail: str | None) -> None:
@@ -178,7 +289,7 @@ async def _audit_outcome(conn: AsyncConnection, env: Envelope, event: OperationE
         outcome, detail = "succeeded", {}
     else:
         return
-    await _audit(conn, env, f"database.{event.kind.value}", "database", event.database_id, outcome, detail)
+    await _audit(conn, env, action(event.kind), "database", event.database_id, outcome, detail)
 
 
 async def _audit(

@@ -20,10 +20,22 @@ class DatabaseStatus(StrEnum):
     AVAILABLE = "available"
     RESETTING = "resetting"
     ROTATING = "rotating"
+    RESTORING = "restoring"
     DELETING = "deleting"
     DELETED = "deleted"
     FAILED = "failed"
-    """The create did not finish; nothing of it is left on the host."""
+    """The create (or restore into a new database) did not finish; nothing of it is left on the host."""
+
+
+class BackupStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    """The object is stored whole; only now can it be restored, verified or downloaded."""
+    FAILED = "failed"
+    """Nothing was stored (a partial upload is always removed)."""
+    DELETING = "deleting"
+    DELETED = "deleted"
 
 
 class OperationStatus(StrEnum):
@@ -69,7 +81,42 @@ class Database(SQLModel, table=True):
     status: str
     credentials_version: int
     last_operation_id: uuid.UUID
+    last_verified_backup_id: uuid.UUID | None = None
+    last_verified_restore_at: datetime | None = Field(default=None, sa_type=TZ)
     created_at: datetime = Field(sa_type=TZ)
+    updated_at: datetime = Field(sa_type=TZ)
+
+
+class Backup(SQLModel, table=True):
+    __tablename__ = "backups"
+    id: uuid.UUID = Field(primary_key=True)
+    project_id: uuid.UUID = Field(index=True)
+    database_id: uuid.UUID = Field(index=True)
+    status: str
+    trigger: str
+    object_key: str
+    operation_id: uuid.UUID
+    size_bytes: int | None = Field(default=None, sa_type=sa.BigInteger)
+    dump_bytes: int | None = Field(default=None, sa_type=sa.BigInteger)
+    sha256: str | None = None
+    key_id: str | None = None
+    duration_ms: int | None = None
+    error: str | None = None
+    last_verified_at: datetime | None = Field(default=None, sa_type=TZ)
+    verify_duration_ms: int | None = None
+    verified_tables: int | None = None
+    created_at: datetime = Field(sa_type=TZ)
+    completed_at: datetime | None = Field(default=None, sa_type=TZ)
+    updated_at: datetime = Field(sa_type=TZ)
+
+
+class BackupPolicy(SQLModel, table=True):
+    __tablename__ = "backup_policies"
+    database_id: uuid.UUID = Field(primary_key=True)
+    project_id: uuid.UUID = Field(index=True)
+    schedule: str | None = None
+    retain_days: int
+    keep_last: int
     updated_at: datetime = Field(sa_type=TZ)
 
 
@@ -80,6 +127,7 @@ class Operation(SQLModel, table=True):
     database_id: uuid.UUID = Field(index=True)
     kind: str
     status: str
+    backup_id: uuid.UUID | None = None
     error: str | None = None
     actor: str
     last_sequence: int
@@ -163,15 +211,26 @@ class OutboxMessage(SQLModel, table=True):
     published_at: datetime | None = Field(default=None, sa_type=TZ, index=True)
 
 
+class BackupSlot(SQLModel, table=True):
+    """Scheduler bookkeeping: one row per (database, slot) claimed, whichever replica got there first."""
+
+    __tablename__ = "backup_slots"
+    database_id: uuid.UUID = Field(primary_key=True)
+    slot: datetime = Field(primary_key=True, sa_type=TZ)
+    operation_id: uuid.UUID | None = None
+    missed_at: datetime | None = Field(default=None, sa_type=TZ)
+
+
 def table(model: type[SQLModel]) -> sa.Table:
     return cast(sa.Table, model.__table__)  # type: ignore[attr-defined]
 
 
-PROJECTS, DATABASES, OPERATIONS, STEPS, AUDIT, CHECKPOINTS = (
-    table(m) for m in (Project, Database, Operation, OperationStep, AuditEntry, ProjectorCheckpoint)
+PROJECTS, DATABASES, BACKUPS, POLICIES, OPERATIONS, STEPS, AUDIT, CHECKPOINTS = (
+    table(m)
+    for m in (Project, Database, Backup, BackupPolicy, Operation, OperationStep, AuditEntry, ProjectorCheckpoint)
 )
-TOKENS, CREDENTIALS, IDEMPOTENCY, OUTBOX = (
-    table(m) for m in (ApiToken, DatabaseCredential, IdempotencyKey, OutboxMessage)
+TOKENS, CREDENTIALS, IDEMPOTENCY, OUTBOX, SLOTS = (
+    table(m) for m in (ApiToken, DatabaseCredential, IdempotencyKey, OutboxMessage, BackupSlot)
 )
-READ_MODEL = [PROJECTS, DATABASES, OPERATIONS, STEPS, AUDIT]
+READ_MODEL = [PROJECTS, DATABASES, BACKUPS, POLICIES, OPERATIONS, STEPS, AUDIT]
 """The projected tables: `pgplane replay projection` rebuilds and compares exactly these."""

@@ -1,0 +1,265 @@
+"""The backup sagas: back up, restore in place, restore into a new database, drill, delete.
+
+A backup streams ``pg_dump -Fc`` → AES-256-GCM chunks → SHA-256 → the object store, never
+holding more than a chunk in memory, under a deterministic object key: a redelivered command
+rewrites the same object, it can never leave two. The store only shows an object once it is
+complete, so a crashed upload leaves nothing but an incomplete upload, which the retry aborts.
+
+A restore first downloads the object into the operation's work directory and checks it whole
+(SHA-256 recorded at backup time, then every chunk's authentication tag) before it touches any
+database. It restores into a scratch database, then swaps that in with two renames in one
+transaction; the original is kept under another name until the swap has succeeded, and undoing
+the swap puts it back. Every step can run again after a crash: it starts from scratch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from consumers.agent.sagas import Host, Outputs, Step, create_steps
+from infra.backup_crypto import BackupIntegrityError, decrypt_stream, encrypt_stream
+from infra.faults import PermanentError, crash_point
+from infra.object_store import ObjectNotFound
+from infra.pg_tools import PgToolError, pg_dump, pg_restore
+from schemas.commands import (
+    BackupCommand,
+    BackupDatabase,
+    DeleteBackup,
+    RestoreBackup,
+    RestoreBackupToNewDatabase,
+    StoredBackupCommand,
+    VerifyBackup,
+    encryption_context,
+)
+from schemas.envelope import Envelope
+
+READ_SIZE = 1024 * 1024
+UPLOAD_CRASH_AFTER = 9 * 1024 * 1024
+"""The ``backup.uploading`` crash point fires past this many bytes: a first S3 part is stored."""
+
+T = TypeVar("T")
+
+
+async def _within(deadline: float, what: str, work: Awaitable[T]) -> T:
+    try:
+        async with asyncio.timeout(deadline):
+            return await work
+    except TimeoutError:
+        raise PermanentError(f"{what} did not finish within its deadline of {deadline:g} s") from None
+
+
+class _Saga:
+    """What every backup saga needs: the host, the command and its envelope."""
+
+    def __init__(self, host: Host, cmd: BackupCommand, envelope: Envelope) -> None:
+        self.host = host
+        self.cmd = cmd
+        self.envelope = envelope
+        operation = envelope.correlation_id.hex
+        self.work_dir = host.work_dir / operation
+        self.download = self.work_dir / "backup.enc"
+        self.scratch = f"rs_{operation}"
+        self.kept = f"ro_{operation}"
+        source = cmd.source_database_id if isinstance(cmd, StoredBackupCommand) else cmd.database_id
+        self.context = encryption_context(envelope.project_id, source, cmd.backup_id)
+
+    def crash_point(self, name: str) -> None:
+        crash_point(self.host.crash_at, f"{self.cmd.KIND.value}.{name}")
+
+    # --- backup -------------------------------------------------------------------------
+
+    async def dump_and_upload(self) -> Outputs:
+        assert isinstance(self.cmd, BackupDatabase)
+        cmd, started = self.cmd, time.monotonic()
+        hasher, dumped = hashlib.sha256(), 0
+
+        async def upload() -> int:
+            async with pg_dump(self.host.admin_dsn, cmd.dbname) as dump:
+
+                async def plaintext() -> AsyncIterator[bytes]:
+                    nonlocal dumped
+                    async for piece in dump:
+                        dumped += len(piece)
+                        if dumped > cmd.max_bytes:
+                            raise PermanentError(f"the backup exceeds the plan limit of {_size(cmd.max_bytes)}")
+                        yield piece
+
+                async def ciphertext() -> AsyncIterator[bytes]:
+                    handed = 0
+                    async for piece in encrypt_stream(plaintext(), keys=self.host.backup_keys, context=self.context):
+                        hasher.update(piece)
+                        yield piece
+                        handed += len(piece)
+                        if handed > UPLOAD_CRASH_AFTER:
+                            self.crash_point("uploading")
+
+                await self.host.store.abort_incomplete(cmd.object_key)  # left by a crashed attempt
+                return await self.host.store.put(cmd.object_key, ciphertext())
+
+        try:
+            size = await _within(self.host.deadline_seconds, "the backup", upload())
+        except PgToolError as exc:
+            raise PermanentError(str(exc)) from exc
+        return {
+            "object_key": cmd.object_key,
+            "size_bytes": size,
+            "dump_bytes": dumped,
+            "sha256": hasher.hexdigest(),
+            "key_id": self.host.backup_keys.current,
+            "duration_ms": round((time.monotonic() - started) * 1000),
+        }
+
+    async def delete_object(self) -> None:
+        await self.host.store.abort_incomplete(self.cmd.object_key)
+        await self.host.store.delete(self.cmd.object_key)
+
+    # --- restore ------------------------------------------------------------------------
+
+    async def _read_download(self) -> AsyncIterator[bytes]:
+        with self.download.open("rb") as file:
+            while piece := await asyncio.to_thread(file.read, READ_SIZE):
+                yield piece
+
+    async def download_and_check(self) -> None:
+        """Fetch the object and prove it is intact and this backup's before anything changes."""
+        assert isinstance(self.cmd, StoredBackupCommand)
+        await asyncio.to_thread(self.work_dir.mkdir, parents=True, exist_ok=True)
+        hasher = hashlib.sha256()
+        try:
+            with self.download.open("wb") as file:
+                async for piece in self.host.store.get(self.cmd.object_key):
+                    hasher.update(piece)
+                    await asyncio.to_thread(file.write, piece)
+        except ObjectNotFound:
+            raise PermanentError("the backup's object is missing from the object store") from None
+        if hasher.hexdigest() != self.cmd.sha256:
+            raise PermanentError(
+                "the stored backup failed its checksum (it is damaged or not this backup's object):"
+                f" sha256 {hasher.hexdigest()}, expected {self.cmd.sha256}"
+            )
+        try:
+            async for _ in decrypt_stream(self._read_download(), keys=self.host.backup_keys, context=self.context):
+                pass
+        except BackupIntegrityError as exc:
+            raise PermanentError(f"the stored backup failed authentication: {exc}") from None
+
+    async def _plaintext(self) -> AsyncIterator[bytes]:
+        fed = 0
+        async for piece in decrypt_stream(self._read_download(), keys=self.host.backup_keys, context=self.context):
+            yield piece
+            fed += 1
+            if fed == 2:
+                self.crash_point("restoring")
+
+    async def restore_scratch(self, owner: str | None) -> None:
+        """The backup, restored into a fresh scratch database (again from zero on a retry)."""
+        pg = self.host.postgres
+        await pg.drop_database(self.scratch)
+        await pg.ensure_database(self.scratch, owner=owner or "postgres")
+        if owner:
+            await pg.revoke_public(self.scratch, owner=owner)
+        restore = pg_restore(self.host.admin_dsn, self.scratch, self._plaintext(), role=owner)
+        try:
+            await _within(self.host.deadline_seconds, "the restore", restore)
+        except PgToolError as exc:
+            raise PermanentError(f"the backup does not restore: {exc}") from exc
+
+    async def swap_in(self) -> None:
+        pg = self.host.postgres
+        if await pg.database_exists(self.kept) and not await pg.database_exists(self.scratch):
+            return  # swapped before a crash
+        async with self.host.bouncer.paused(self.cmd.dbname):
+            await pg.swap_databases(live=self.cmd.dbname, replacement=self.scratch, keep_as=self.kept)
+
+    async def swap_back(self) -> None:
+        pg = self.host.postgres
+        if not await pg.database_exists(self.kept):
+            return  # never swapped, or already swapped back
+        async with self.host.bouncer.paused(self.cmd.dbname):
+            await pg.swap_databases(live=self.cmd.dbname, replacement=self.kept, keep_as=self.scratch)
+
+    async def rename_into_place(self) -> None:
+        pg = self.host.postgres
+        if not await pg.database_exists(self.cmd.dbname):
+            await pg.rename_database(self.scratch, self.cmd.dbname)
+
+    async def remove_work_dir(self) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
+
+    # --- drill --------------------------------------------------------------------------
+
+    async def drill(self) -> Outputs:
+        """Download, check, restore into scratch, count what came back, drop it: the whole drill."""
+        started = time.monotonic()
+        try:
+            await self.download_and_check()
+            await self.restore_scratch(owner=None)
+            tables = await self._count_tables()
+        finally:
+            await self.undo_drill()
+        return {"duration_ms": round((time.monotonic() - started) * 1000), "tables": tables}
+
+    async def _count_tables(self) -> int:
+        conninfo = make_conninfo(self.host.admin_dsn, dbname=self.scratch)
+        async with await psycopg.AsyncConnection.connect(conninfo, connect_timeout=10) as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+                " AND n.nspname NOT LIKE 'pg_toast%'"
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            return int(row[0])
+
+    async def undo_drill(self) -> None:
+        await self.host.postgres.drop_database(self.scratch)
+        await self.remove_work_dir()
+
+
+def _size(count: int) -> str:
+    gib = count / 2**30
+    return f"{gib:g} GiB" if gib >= 1 else f"{count} bytes"
+
+
+def backup_steps(host: Host, cmd: BackupCommand, envelope: Envelope) -> list[Step]:
+    saga = _Saga(host, cmd, envelope)
+    match cmd:
+        case BackupDatabase():
+            return [Step("dump_uploaded", saga.dump_and_upload, saga.delete_object)]
+        case RestoreBackup():
+            return [
+                Step("backup_downloaded", saga.download_and_check, saga.remove_work_dir),
+                Step("scratch_restored", lambda: saga.restore_scratch(cmd.role), lambda: _drop(host, saga.scratch)),
+                Step("swapped_in", saga.swap_in, saga.swap_back),
+                Step("original_dropped", lambda: _drop(host, saga.kept)),
+                Step("work_cleaned", saga.remove_work_dir),
+            ]
+        case RestoreBackupToNewDatabase():
+            create = {step.name: step for step in create_steps(host, cmd)}
+            return [
+                Step("backup_downloaded", saga.download_and_check, saga.remove_work_dir),
+                create["role_created"],
+                Step("scratch_restored", lambda: saga.restore_scratch(cmd.role), lambda: _drop(host, saga.scratch)),
+                Step("database_created", saga.rename_into_place, lambda: _drop(host, cmd.dbname)),
+                create["public_revoked"],
+                create["route_added"],
+                create["login_verified"],
+                Step("work_cleaned", saga.remove_work_dir),
+            ]
+        case VerifyBackup():
+            return [Step("restore_drilled", saga.drill, saga.undo_drill)]
+        case DeleteBackup():
+            return [Step("object_deleted", saga.delete_object)]
+    raise PermanentError(f"no saga for {type(cmd).__name__}")
+
+
+async def _drop(host: Host, dbname: str) -> None:
+    await host.postgres.drop_database(dbname)

@@ -1,0 +1,187 @@
+"""The backup scheduler: one backup command per schedule slot, ``backup.missed`` for slots that
+passed without a completed backup, and retention.
+
+Any number of replicas may run. A slot is claimed by inserting ``(database, slot)`` into
+``backup_slots`` in the same transaction that queues the backup (outbox): the primary key lets
+exactly one replica win, the others' inserts do nothing. Ids derive from the slot, so even a
+replayed claim would publish the same messages, which the bus drops as duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import nats
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from infra.metadata.engine import create_schema, make_engine
+from infra.metadata.models import BACKUPS, DATABASES, GONE, POLICIES, PROJECTS, SLOTS, BackupStatus, DatabaseStatus
+from infra.settings import Settings
+from infra.topology import ensure_topology
+from producers.backup_schedule import slots_between
+from producers.backups import request_backup, request_backup_deletion
+from producers.commands import OutboxRelay, record_event
+from schemas.envelope import Envelope
+from schemas.events import BackupMissed
+from schemas.subjects import Subjects
+
+log = logging.getLogger("pgplane.scheduler")
+ACTOR = "scheduler"
+
+
+class BackupScheduler:
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._subjects = Subjects(namespace=settings.namespace)
+
+    async def tick(self, now: datetime) -> None:
+        """One pass over every policy with a schedule: claim due slots, report missed, retain."""
+        async with self._engine.connect() as conn:
+            policies = (
+                await conn.execute(
+                    sa.select(POLICIES, DATABASES.c.status, PROJECTS.c.plan)
+                    .join(DATABASES, DATABASES.c.id == POLICIES.c.database_id)
+                    .join(PROJECTS, PROJECTS.c.id == POLICIES.c.project_id)
+                    .where(DATABASES.c.status.not_in([*GONE, DatabaseStatus.CREATING]))
+                )
+            ).all()
+        for policy in policies:
+            try:
+                async with self._engine.begin() as conn:
+                    if policy.schedule is not None:
+                        await self._claim_slots(conn, policy, now)
+                        await self._report_missed(conn, policy, now)
+                    await self._retain(conn, policy, now)
+            except Exception:
+                log.exception("scheduling database %s failed; next pass retries", policy.database_id)
+
+    async def _claim_slots(self, conn: AsyncConnection, policy: Row[Any], now: datetime) -> None:
+        last = (
+            await conn.execute(sa.select(sa.func.max(SLOTS.c.slot)).where(SLOTS.c.database_id == policy.database_id))
+        ).scalar()
+        start = max(policy.updated_at, last) if last else policy.updated_at
+        due = slots_between(policy.schedule, start, now)
+        for slot in due:
+            latest = slot == due[-1]
+            claimed = await conn.execute(
+                insert(SLOTS)
+                .values(database_id=policy.database_id, slot=slot, missed_at=None if latest else now)
+                .on_conflict_do_nothing()
+            )
+            if not claimed.rowcount:
+                continue  # another replica has it
+            if not latest:
+                await self._missed(conn, policy, slot, "the scheduler was not running at this slot")
+                continue
+            database = (await conn.execute(sa.select(DATABASES).where(DATABASES.c.id == policy.database_id))).one()
+            backup_id = uuid.uuid5(policy.database_id, f"backup@{slot.isoformat()}")
+            operation_id, _ = await request_backup(
+                conn,
+                self._subjects,
+                database=database,
+                max_bytes=self._settings.backup_max_bytes(policy.plan),
+                actor=ACTOR,
+                trigger="schedule",
+                backup_id=backup_id,
+                operation_id=uuid.uuid5(backup_id, "backup"),
+            )
+            await conn.execute(
+                sa.update(SLOTS)
+                .where(SLOTS.c.database_id == policy.database_id, SLOTS.c.slot == slot)
+                .values(operation_id=operation_id)
+            )
+
+    async def _report_missed(self, conn: AsyncConnection, policy: Row[Any], now: datetime) -> None:
+        overdue = now - timedelta(seconds=self._settings.backup_missed_after_seconds)
+        rows = (
+            await conn.execute(
+                sa.select(SLOTS.c.slot, BACKUPS.c.status, BACKUPS.c.error)
+                .join(BACKUPS, BACKUPS.c.operation_id == SLOTS.c.operation_id, isouter=True)
+                .where(
+                    SLOTS.c.database_id == policy.database_id,
+                    SLOTS.c.missed_at.is_(None),
+                    SLOTS.c.slot < overdue,
+                    sa.or_(BACKUPS.c.status.is_(None), BACKUPS.c.status != BackupStatus.COMPLETED),
+                )
+                .with_for_update(of=SLOTS, skip_locked=True)
+            )
+        ).all()
+        for row in rows:
+            if row.status in (BackupStatus.DELETING, BackupStatus.DELETED):
+                continue  # it did complete; retention removed it since
+            reason = f"the backup {row.status}" + (f": {row.error}" if row.error else "") if row.status else ""
+            await conn.execute(
+                sa.update(SLOTS)
+                .where(SLOTS.c.database_id == policy.database_id, SLOTS.c.slot == row.slot)
+                .values(missed_at=now)
+            )
+            await self._missed(conn, policy, row.slot, reason or "no backup was taken")
+
+    async def _missed(self, conn: AsyncConnection, policy: Row[Any], slot: datetime, reason: str) -> None:
+        event = Envelope.wrap(
+            BackupMissed(database_id=policy.database_id, slot=slot, reason=reason),
+            correlation_id=uuid.uuid5(policy.database_id, f"missed@{slot.isoformat()}"),
+            sequence=0,
+            actor=ACTOR,
+            project_id=policy.project_id,
+        )
+        await record_event(conn, self._subjects, event)
+
+    async def _retain(self, conn: AsyncConnection, policy: Row[Any], now: datetime) -> None:
+        """Completed backups past ``retain_days``, except the newest ``keep_last``, are deleted."""
+        completed = (
+            await conn.execute(
+                sa.select(BACKUPS)
+                .where(BACKUPS.c.database_id == policy.database_id, BACKUPS.c.status == BackupStatus.COMPLETED)
+                .order_by(BACKUPS.c.created_at.desc())
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        cutoff = now - timedelta(days=policy.retain_days)
+        expired = [b for b in completed[policy.keep_last :] if b.created_at < cutoff]
+        if not expired:
+            return
+        database = (await conn.execute(sa.select(DATABASES).where(DATABASES.c.id == policy.database_id))).one()
+        for backup in expired:
+            await request_backup_deletion(
+                conn,
+                self._subjects,
+                backup=backup,
+                database=database,
+                actor=ACTOR,
+                reason="retention",
+                operation_id=uuid.uuid5(backup.id, "retention"),
+            )
+
+
+async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
+    engine = make_engine(settings.metadata_dsn, pool_size=2)
+    async with engine.begin() as conn:
+        await create_schema(conn)
+    nc = await nats.connect(settings.nats_url)
+    js = nc.jetstream()
+    await ensure_topology(js, settings)
+    relay = OutboxRelay(engine, js, idempotency_ttl=timedelta(hours=settings.idempotency_ttl_hours))
+    scheduler = BackupScheduler(engine, settings)
+    log.info("backup scheduler running every %g s", settings.scheduler_interval_seconds)
+    try:
+        while not stop.is_set():
+            await scheduler.tick(datetime.now(UTC))
+            try:
+                await relay.drain()
+            except Exception:
+                log.exception("publishing scheduled commands failed; the next pass retries")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.scheduler_interval_seconds)
+    finally:
+        await nc.close()
+        await engine.dispose()
