@@ -18,7 +18,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import psycopg
 from psycopg import sql
@@ -92,17 +91,17 @@ def spawn(
     args: list[str], log: Path, *, as_service_user: bool = False, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     user = service_user() if as_service_user else None
-    out: IO[bytes] = log.open("ab")
-    return subprocess.Popen(
-        args,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
-        user=user.pw_uid if user else None,
-        group=user.pw_gid if user else None,
-    )
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+        )
 
 
 def stop(proc: subprocess.Popen[bytes] | None, *, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:

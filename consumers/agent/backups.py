@@ -130,6 +130,13 @@ class _Saga:
 
     async def download_and_check(self) -> None:
         """Fetch the object and prove it is intact and this backup's before anything changes."""
+        try:
+            await self._download_and_check()
+        except BaseException:
+            await self.remove_work_dir()  # a refused download leaves nothing behind either
+            raise
+
+    async def _download_and_check(self) -> None:
         assert isinstance(self.cmd, StoredBackupCommand)
         await asyncio.to_thread(self.work_dir.mkdir, parents=True, exist_ok=True)
         hasher = hashlib.sha256()

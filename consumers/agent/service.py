@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 from faststream import AckPolicy
@@ -22,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
 from consumers.agent.ledger import Ledger
-from consumers.agent.runner import SagaRunner, database_command
+from consumers.agent.runner import TERMINAL, SagaRunner, database_command
 from consumers.agent.sagas import Host
 from infra.faults import PermanentError
 from infra.host_postgres import HostPostgres
@@ -161,6 +163,7 @@ async def run_agent(settings: Settings, stop: asyncio.Event) -> None:
             crash_at=settings.crash_at,
         )
         await host.reroute()  # PgBouncer matches the ledger before any command runs
+        await sweep_work_dir(host.work_dir, ledger)
         runner = SagaRunner(
             host=host,
             ledger=ledger,
@@ -186,6 +189,16 @@ async def run_agent(settings: Settings, stop: asyncio.Event) -> None:
         await stop.wait()
         await broker.stop()
         await store.close()
+
+
+async def sweep_work_dir(work_dir: Path, ledger: Ledger) -> None:
+    """Remove the downloads of operations that have ended: a crash or a dead letter can end an
+    operation without the step that cleans up after it."""
+    for entry in await asyncio.to_thread(lambda: list(work_dir.glob("*"))):
+        with suppress(ValueError):
+            history = await ledger.history(uuid.UUID(entry.name))
+            if history and history[-1].type in TERMINAL:
+                await asyncio.to_thread(shutil.rmtree, entry, True)
 
 
 def _required(value: Any, name: str) -> str:
