@@ -104,10 +104,7 @@ class _Saga:
                 await self.host.store.abort_incomplete(cmd.object_key)  # left by a crashed attempt
                 return await self.host.store.put(cmd.object_key, ciphertext())
 
-        try:
-            size = await _within(self.host.deadline_seconds, "the backup", upload())
-        except PgToolError as exc:
-            raise PermanentError(str(exc)) from exc
+        size = await _within(self.host.deadline_seconds, "the backup", upload())  # pg_dump errors are retried
         return {
             "object_key": cmd.object_key,
             "size_bytes": size,
@@ -131,7 +128,7 @@ class _Saga:
     async def download_and_check(self) -> None:
         """Fetch the object and prove it is intact and this backup's before anything changes."""
         try:
-            await self._download_and_check()
+            await _within(self.host.deadline_seconds, "the download", self._download_and_check())
         except BaseException:
             await self.remove_work_dir()  # a refused download leaves nothing behind either
             raise
