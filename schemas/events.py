@@ -135,6 +135,14 @@ class BackupDeleted(OperationEvent):
     reason: str
 
 
+class BackupDownloaded(Payload):
+    """Someone took the decrypted dump out through the API."""
+
+    TYPE = "pgplane.backup.downloaded"
+    database_id: uuid.UUID
+    backup_id: uuid.UUID
+
+
 class BackupPolicySet(Payload):
     TYPE = "pgplane.backup.policy_set"
     database_id: uuid.UUID

@@ -40,7 +40,7 @@ from schemas.commands import (
     VerifyBackup,
     encryption_context,
 )
-from schemas.events import BackupPolicySet
+from schemas.events import BackupDownloaded, BackupPolicySet
 
 router = APIRouter(tags=["backups"])
 
@@ -308,6 +308,11 @@ async def download_backup(*, platform: PlatformDep, principal: CurrentPrincipal,
         async for piece in plaintext:
             yield piece
 
+    async with platform.engine.begin() as conn:  # the audit log says who took the data out
+        event = BackupDownloaded(database_id=backup.database_id, backup_id=backup.id)
+        await record_event(
+            conn, platform.subjects, project_event(event, project_id=backup.project_id, actor=principal.actor)
+        )
     filename = f"{name}-{backup.id}.pgdump"
     return StreamingResponse(
         body(),

@@ -32,6 +32,7 @@ from schemas.events import (
     ApiTokenCreated,
     BackupCompleted,
     BackupDeleted,
+    BackupDownloaded,
     BackupMissed,
     BackupPolicySet,
     BackupVerified,
@@ -88,6 +89,9 @@ async def apply(conn: AsyncConnection, env: Envelope) -> None:
             await _audit(conn, env, "api_token.create", "api_token", event.token_id, "succeeded", {"name": event.name})
         case BackupPolicySet():
             await _policy(conn, env, event)
+        case BackupDownloaded():
+            detail = {"backup_id": str(event.backup_id)}
+            await _audit(conn, env, "backup.download", "database", event.database_id, "succeeded", detail)
         case BackupMissed():
             detail = {"slot": event.slot.isoformat(), "reason": event.reason}
             await _audit(conn, env, "backup.missed", "database", event.database_id, "missed", detail)

@@ -100,4 +100,5 @@ async def test_backup_restore_in_place_and_to_new_database(backup_client: Platfo
     outcomes = {(e["action"], e["outcome"]) for e in audit["data"]}
     for action in ("backup.create", "backup.restore", "backup.restore_new_database", "backup.verify"):
         assert (action, "requested") in outcomes and (action, "succeeded") in outcomes
+    assert ("backup.download", "succeeded") in outcomes
     replay_matches(stack)
