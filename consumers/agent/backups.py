@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
@@ -24,7 +23,8 @@ from typing import TypeVar
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from consumers.agent.sagas import Host, Outputs, Step, create_steps
+from consumers.agent.sagas import Host, Outputs, Step
+from consumers.agent.swap import Swap
 from infra.backup_crypto import BackupIntegrityError, decrypt_stream, encrypt_stream
 from infra.faults import PermanentError, crash_point
 from infra.object_store import ObjectNotFound
@@ -62,12 +62,10 @@ class _Saga:
     def __init__(self, host: Host, cmd: BackupCommand, envelope: Envelope) -> None:
         self.host = host
         self.cmd = cmd
-        self.envelope = envelope
-        operation = envelope.correlation_id.hex
-        self.work_dir = host.work_dir / operation
+        self.swap = Swap(host, cmd, envelope)
+        self.work_dir = self.swap.work_dir
         self.download = self.work_dir / "backup.enc"
-        self.scratch = f"rs_{operation}"
-        self.kept = f"ro_{operation}"
+        self.scratch = self.swap.scratch
         source = cmd.source_database_id if isinstance(cmd, StoredBackupCommand) else cmd.database_id
         self.context = encryption_context(envelope.project_id, source, cmd.backup_id)
 
@@ -165,38 +163,15 @@ class _Saga:
 
     async def restore_scratch(self, owner: str | None) -> None:
         """The backup, restored into a fresh scratch database (again from zero on a retry)."""
-        pg = self.host.postgres
-        await pg.drop_database(self.scratch)
-        await pg.ensure_database(self.scratch, owner=owner or "postgres")
-        if owner:
-            await pg.revoke_public(self.scratch, owner=owner)
+        await self.swap.create_scratch(owner)
         restore = pg_restore(self.host.admin_dsn, self.scratch, self._plaintext(), role=owner)
         try:
             await _within(self.host.deadline_seconds, "the restore", restore)
         except PgToolError as exc:
             raise PermanentError(f"the backup does not restore: {exc}") from exc
 
-    async def swap_in(self) -> None:
-        pg = self.host.postgres
-        if await pg.database_exists(self.kept) and not await pg.database_exists(self.scratch):
-            return  # swapped before a crash
-        async with self.host.bouncer.paused(self.cmd.dbname):
-            await pg.swap_databases(live=self.cmd.dbname, replacement=self.scratch, keep_as=self.kept)
-
-    async def swap_back(self) -> None:
-        pg = self.host.postgres
-        if not await pg.database_exists(self.kept):
-            return  # never swapped, or already swapped back
-        async with self.host.bouncer.paused(self.cmd.dbname):
-            await pg.swap_databases(live=self.cmd.dbname, replacement=self.kept, keep_as=self.scratch)
-
-    async def rename_into_place(self) -> None:
-        pg = self.host.postgres
-        if not await pg.database_exists(self.cmd.dbname):
-            await pg.rename_database(self.scratch, self.cmd.dbname)
-
     async def remove_work_dir(self) -> None:
-        await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
+        await self.swap.remove_work_dir()
 
     # --- drill --------------------------------------------------------------------------
 
@@ -235,35 +210,24 @@ def _size(count: int) -> str:
 
 def backup_steps(host: Host, cmd: BackupCommand, envelope: Envelope) -> list[Step]:
     saga = _Saga(host, cmd, envelope)
+    swap = saga.swap
     match cmd:
         case BackupDatabase():
             return [Step("dump_uploaded", saga.dump_and_upload, saga.delete_object)]
         case RestoreBackup():
             return [
                 Step("backup_downloaded", saga.download_and_check, saga.remove_work_dir),
-                Step("scratch_restored", lambda: saga.restore_scratch(cmd.role), lambda: _drop(host, saga.scratch)),
-                Step("swapped_in", saga.swap_in, saga.swap_back),
-                Step("original_dropped", lambda: _drop(host, saga.kept)),
-                Step("work_cleaned", saga.remove_work_dir),
+                Step("scratch_restored", lambda: saga.restore_scratch(cmd.role), swap.drop_scratch),
+                *swap.in_place(),
             ]
         case RestoreBackupToNewDatabase():
-            create = {step.name: step for step in create_steps(host, cmd)}
-            return [
-                Step("backup_downloaded", saga.download_and_check, saga.remove_work_dir),
-                create["role_created"],
-                Step("scratch_restored", lambda: saga.restore_scratch(cmd.role), lambda: _drop(host, saga.scratch)),
-                Step("database_created", saga.rename_into_place, lambda: _drop(host, cmd.dbname)),
-                create["public_revoked"],
-                create["route_added"],
-                create["login_verified"],
-                Step("work_cleaned", saga.remove_work_dir),
-            ]
+            return swap.new_database(
+                cmd,
+                [Step("backup_downloaded", saga.download_and_check, saga.remove_work_dir)],
+                [Step("scratch_restored", lambda: saga.restore_scratch(cmd.role), swap.drop_scratch)],
+            )
         case VerifyBackup():
             return [Step("restore_drilled", saga.drill, saga.undo_drill)]
         case DeleteBackup():
             return [Step("object_deleted", saga.delete_object)]
     raise PermanentError(f"no saga for {type(cmd).__name__}")
-
-
-async def _drop(host: Host, dbname: str) -> None:
-    await host.postgres.drop_database(dbname)
