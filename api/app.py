@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from api.deps import Platform
 from api.errors import install_error_handlers
-from api.routes import audit, backups, databases, health, operations, projects
+from api.routes import audit, backups, databases, health, operations, point_in_time, projects
 from infra.metadata.engine import create_schema, make_engine
 from infra.secrets import SecretBox
 from infra.settings import Settings
@@ -59,7 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
         title="pgplane", version="1.0.0", lifespan=lifespan, docs_url="/api/docs", openapi_url="/api/openapi.json"
     )
     install_error_handlers(app)
-    for module in (projects, databases, backups, operations, audit):
+    for module in (projects, databases, backups, point_in_time, operations, audit):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(health.router)
     return app

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 RESERVED_NAMES = frozenset(
@@ -101,6 +101,7 @@ class OperationPublic(BaseModel):
     kind: str
     status: str
     backup_id: uuid.UUID | None
+    point_in_time: datetime | None
     error: str | None
     steps: list[StepPublic]
     created_at: datetime
@@ -142,12 +143,12 @@ class BackupAccepted(BaseModel):
     backup: BackupPublic
 
 
-class RestoreRequest(Strict):
+class RestoreTarget(Strict):
     target: Literal["in_place", "new_database"]
     name: str | None = Field(default=None, pattern=NAME_PATTERN, description="The new database's name.")
 
     @model_validator(mode="after")
-    def _name_fits_target(self) -> RestoreRequest:
+    def _name_fits_target(self) -> RestoreTarget:
         if self.target == "new_database":
             if self.name is None:
                 raise ValueError("name is required when target is new_database")
@@ -155,6 +156,24 @@ class RestoreRequest(Strict):
         elif self.name is not None:
             raise ValueError("name is only allowed when target is new_database")
         return self
+
+
+class RestoreRequest(RestoreTarget):
+    """Restore a backup over its database or into a new one."""
+
+
+class PointInTimeRestoreRequest(RestoreTarget):
+    point_in_time: AwareDatetime = Field(description="RFC 3339, with a time zone.")
+
+
+class RestoreWindowPublic(BaseModel):
+    database_id: uuid.UUID
+    earliest: datetime | None = Field(description="null until a base backup and its WAL are archived.")
+    latest: datetime | None
+    last_archived_segment: str | None
+    last_archived_at: datetime | None
+    archive_lag_seconds: int | None = Field(description="Seconds since the host last archived a WAL segment.")
+    base_backups: int
 
 
 class BackupPolicyUpdate(Strict):

@@ -279,7 +279,7 @@ async def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="pgplane-bench-backup-"))
     raw_dir = root / "raw"
     raw_dir.mkdir()
-    cluster = Cluster(root)
+    cluster = Cluster(root, wal_archive=False)
     stack = Stack(
         cluster,
         root / "ours",

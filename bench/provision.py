@@ -105,7 +105,7 @@ async def our_path(stack: Stack) -> dict[str, Any]:
 
 async def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="pgplane-bench-"))
-    cluster = Cluster(root)
+    cluster = Cluster(root, wal_archive=False)
     cluster.start()
     raw_stack = Stack(
         cluster, root / "raw", namespace="benchraw", meta_db="bench_raw_meta", ledger_db="bench_raw_ledger"

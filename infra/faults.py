@@ -17,6 +17,10 @@ class PermanentError(Exception):
     """A failure that retrying cannot fix: the saga compensates."""
 
 
+class DeadlineExceeded(PermanentError):
+    """A step ran past its deadline: undone like any permanent failure, the operation ends ``failed``."""
+
+
 class TransientError(Exception):
     """A failure worth retrying: the message is redelivered later."""
 

@@ -68,6 +68,16 @@ class HostPostgres:
         """Ends every session on it first (``WITH (FORCE)``)."""
         await self._ddl(sql.SQL("DROP DATABASE IF EXISTS {db} WITH (FORCE)").format(db=sql.Identifier(dbname)))
 
+    async def seal_wal(self) -> str:
+        """Commit a transaction, switch WAL segments; returns the name of the segment just finished."""
+        async with self._pool.connection() as conn:
+            await conn.set_autocommit(True)
+            await conn.execute("SELECT txid_current()")
+            cur = await conn.execute("SELECT pg_walfile_name(pg_switch_wal())")
+            row = await cur.fetchone()
+            assert row is not None
+            return str(row[0])
+
     async def rename_database(self, name: str, new_name: str) -> None:
         await self._ddl(
             sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(new_name))

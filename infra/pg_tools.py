@@ -67,37 +67,65 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
             proc.kill()
 
 
+class ToolOutput:
+    """A running tool's stdout as a stream of pieces, which raises at its end if the tool failed."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, what: str) -> None:
+        self._proc = proc
+        self._what = what
+        self._stderr = asyncio.create_task(_collect(proc.stderr))
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        assert self._proc.stdout is not None
+        while piece := await self._proc.stdout.read(READ_SIZE):
+            yield piece
+        await _finish(self._proc, self._stderr, self._what)
+
+    async def close(self) -> None:
+        _kill(self._proc)
+        await self._proc.wait()
+        self._stderr.cancel()
+
+
 @contextlib.asynccontextmanager
-async def pg_dump(dsn: str, dbname: str) -> AsyncIterator[AsyncIterator[bytes]]:
+async def _streamed(what: str, args: list[str], env: dict[str, str]) -> AsyncIterator[ToolOutput]:
+    proc = await asyncio.create_subprocess_exec(
+        str(pg_bindir() / what),
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    output = ToolOutput(proc, what)
+    try:
+        yield output
+    finally:
+        await output.close()
+
+
+@contextlib.asynccontextmanager
+async def pg_dump(dsn: str, dbname: str) -> AsyncIterator[ToolOutput]:
     """``pg_dump -Fc`` of one database as a byte stream; leaving the block early kills it.
 
     The stream raises ``PgToolError`` at its end when pg_dump failed, so a truncated dump can
     never pass for a complete one.
     """
     conninfo, env = tool_args(dsn, dbname)
-    proc = await asyncio.create_subprocess_exec(
-        str(pg_bindir() / "pg_dump"),
-        "--format=custom",
-        f"--dbname={conninfo}",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    stderr = asyncio.create_task(_collect(proc.stderr))
+    async with _streamed("pg_dump", ["--format=custom", f"--dbname={conninfo}"], env) as output:
+        yield output
 
-    async def output() -> AsyncIterator[bytes]:
-        assert proc.stdout is not None
-        while piece := await proc.stdout.read(READ_SIZE):
-            yield piece
-        await _finish(proc, stderr, "pg_dump")
 
-    try:
-        yield output()
-    finally:
-        _kill(proc)
-        await proc.wait()
-        stderr.cancel()
+@contextlib.asynccontextmanager
+async def pg_basebackup(dsn: str) -> AsyncIterator[ToolOutput]:
+    """A gzipped tar of the whole cluster (``pg_basebackup -Ft -z -X none``) as a byte stream.
+
+    Its WAL is not included: archiving delivers it.
+    """
+    conninfo, env = tool_args(dsn, "postgres")
+    args = ["--pgdata=-", "--format=tar", "--gzip", "--wal-method=none", "--checkpoint=fast", "--no-manifest"]
+    async with _streamed("pg_basebackup", [*args, f"--dbname={conninfo}"], env) as output:
+        yield output
 
 
 async def pg_restore(dsn: str, dbname: str, dump: AsyncIterable[bytes], *, role: str | None) -> None:

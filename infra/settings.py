@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     backup_max_bytes_free: int = 10 * 2**30
     backup_max_bytes_pro: int = 100 * 2**30
 
+    # point-in-time restore: WAL archived by PostgreSQL into the spool, uploaded by the agent
+    wal_spool_dir: Path | None = Field(default=None, description="Where basic_archive puts WAL; unset: no PITR.")
+    base_backup_interval_seconds: float = Field(default=24 * 3600, gt=0)
+    wal_retention_days: int = Field(default=30, ge=1, description="Longest restore window any plan has.")
+    wal_lag_alert_seconds: float = Field(default=300, gt=0, description="Spooled WAL older than this is lagging.")
+    pitr_window_days_free: int = 7
+    pitr_window_days_pro: int = 30
+
     # backup scheduler
     scheduler_interval_seconds: float = Field(default=30.0, gt=0)
     backup_min_interval_seconds: int = Field(default=3600, ge=1, description="Shortest schedule a policy may set.")
@@ -102,6 +110,9 @@ class Settings(BaseSettings):
 
     def open_store(self) -> ObjectStore:
         return open_store(self.store_url(), s3=self.s3_options())
+
+    def pitr_window_days(self, plan: str) -> int:
+        return self.pitr_window_days_pro if plan == "pro" else self.pitr_window_days_free
 
     def backup_max_bytes(self, plan: str) -> int:
         return self.backup_max_bytes_pro if plan == "pro" else self.backup_max_bytes_free

@@ -120,6 +120,8 @@ class Cluster:
     """The shared servers: one PostgreSQL cluster (data host + metadata) and one NATS."""
 
     root: Path
+    wal_archive: bool = True
+    """PostgreSQL archives finished WAL segments into ``wal_spool`` for point-in-time restore."""
     secrets: dict[str, str] = field(default_factory=dict)
     pg_port: int = 0
     nats_port: int = 0
@@ -137,6 +139,10 @@ class Cluster:
     @property
     def nats_url(self) -> str:
         return f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def wal_spool(self) -> Path:
+        return self.root / "wal-spool"
 
     def superuser_dsn(self, dbname: str = "postgres") -> str:
         return f"postgresql://{SUPERUSER}:{self.secrets['superuser_password']}@127.0.0.1:{self.pg_port}/{dbname}"
@@ -191,21 +197,19 @@ class Cluster:
                     "password_encryption = 'scram-sha-256'\nwal_level = replica\n"
                 )
         self.pg_port = free_port()
-        proc = spawn(
-            [
-                str(bindir / "postgres"),
-                "-D",
-                str(data),
-                "-p",
-                str(self.pg_port),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "unix_socket_directories=",
-            ],
-            log,
-            as_service_user=True,
-        )
+        options = ["listen_addresses=127.0.0.1", "unix_socket_directories="]
+        if self.wal_archive:
+            owned_dir(self.wal_spool)
+            options += [
+                "archive_mode=on",
+                "archive_library=basic_archive",
+                f"basic_archive.archive_directory={self.wal_spool}",
+                "archive_timeout=60",
+            ]
+        args = [str(bindir / "postgres"), "-D", str(data), "-p", str(self.pg_port)]
+        for option in options:
+            args += ["-c", option]
+        proc = spawn(args, log, as_service_user=True)
         self._procs.append(proc)
         wait_for_port(self.pg_port, proc, log, "PostgreSQL")
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -315,6 +319,7 @@ class Stack:
                 "PGPLANE_HOST_PRIVATE_KEY": s["host_private_key"],
                 "PGPLANE_AGENT_WORK_DIR": str(self.root / "agent-work"),
             }
+            | ({"PGPLANE_WAL_SPOOL_DIR": str(c.wal_spool)} if c.wal_archive else {})
             | backups,
         }[name]
         base = {k: v for k, v in os.environ.items() if not k.startswith("PGPLANE_")}

@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumers.projector.projection import apply
 from infra.metadata.models import IDEMPOTENCY, OUTBOX
-from schemas.commands import DatabaseCommand
+from schemas.commands import CancelOperation, DatabaseCommand
 from schemas.envelope import Envelope, Payload
-from schemas.events import OperationRequested
+from schemas.events import CancelRequested, OperationRequested
 from schemas.subjects import Subjects
 
 log = logging.getLogger("pgplane.outbox")
@@ -47,6 +47,7 @@ async def request_operation(
     backup_id: uuid.UUID | None = None,
     trigger: str = "api",
     operation_id: uuid.UUID | None = None,
+    point_in_time: datetime | None = None,
 ) -> uuid.UUID:
     """Record an operation and queue its command; a given ``operation_id`` makes it deterministic."""
     operation_id = operation_id or uuid.uuid4()
@@ -63,6 +64,7 @@ async def request_operation(
             requested_at=now,
             backup_id=backup_id,
             trigger=trigger,
+            point_in_time=point_in_time,
         ),
         correlation_id=operation_id,
         sequence=0,
@@ -94,6 +96,33 @@ async def _enqueue(conn: AsyncConnection, envelope: Envelope, *, subject: str, s
             created_at=envelope.occurred_at,
         )
     )
+
+
+async def request_cancel(
+    conn: AsyncConnection,
+    subjects: Subjects,
+    *,
+    command: CancelOperation,
+    host_id: str,
+    actor: str,
+    project_id: uuid.UUID,
+) -> None:
+    """Record who asked to stop an operation and send the order to its host."""
+    requested = project_event(
+        CancelRequested(database_id=command.database_id, operation_id=command.operation_id),
+        project_id=project_id,
+        actor=actor,
+    )
+    await record_event(conn, subjects, requested)
+    message = Envelope.wrap(
+        command,
+        correlation_id=requested.correlation_id,
+        sequence=1,
+        actor=actor,
+        project_id=project_id,
+        causation_id=requested.id,
+    )
+    await _enqueue(conn, message, subject=subjects.command(host_id, command.KIND), stream=subjects.commands_stream)
 
 
 def project_event(payload: Payload, *, project_id: uuid.UUID, actor: str) -> Envelope:

@@ -6,13 +6,14 @@ import uuid
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from schemas.envelope import Payload
 
 SCRAM_VERIFIER = r"^SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$"
 OBJECT_KEY = r"^backups/[0-9a-f-]{36}/[0-9a-f-]{36}/[0-9a-f-]{36}\.pgdump\.enc$"
 SHA256_HEX = r"^[0-9a-f]{64}$"
+WAL_SEGMENT = r"^[0-9A-F]{24}$"
 KEY_ID = r"^[a-z0-9-]{1,32}$"
 
 
@@ -47,6 +48,12 @@ class OperationKind(StrEnum):
     """A restore drill: the backup restored into a scratch database, checked, dropped."""
     DELETE_BACKUP = "delete_backup"
     """The backup's object removed from the store (on request or by retention)."""
+    PITR_RESTORE = "pitr_restore"
+    """The database as it was at a point in time (base backup + archived WAL), swapped in in place."""
+    PITR_RESTORE_NEW_DATABASE = "pitr_restore_new_database"
+    """A new database made from the database as it was at a point in time."""
+    CANCEL = "cancel"
+    """Not an operation of its own: asks the agent to stop another one."""
 
 
 class DatabaseCommand(Payload):
@@ -138,3 +145,36 @@ class DeleteBackup(BackupCommand):
 
     def outcome(self) -> dict[str, Any]:
         return {"backup_id": self.backup_id, "reason": self.reason}
+
+
+class PointInTimeCommand(DatabaseCommand):
+    """Restore ``source_dbname`` as it was at ``point_in_time`` from a base backup and archived WAL."""
+
+    point_in_time: AwareDatetime
+    base_backup_id: uuid.UUID
+    source_database_id: uuid.UUID
+    source_dbname: str = Field(pattern=r"^db_[0-9a-f]{32}$")
+
+    def outcome(self) -> dict[str, Any]:
+        return {"point_in_time": self.point_in_time}
+
+
+class RestorePointInTime(PointInTimeCommand):
+    TYPE = "pgplane.command.restore_point_in_time"
+    KIND = OperationKind.PITR_RESTORE
+
+
+class RestorePointInTimeToNewDatabase(PointInTimeCommand):
+    TYPE = "pgplane.command.restore_point_in_time_to_new_database"
+    KIND = OperationKind.PITR_RESTORE_NEW_DATABASE
+    password_verifier: str = Field(pattern=SCRAM_VERIFIER, repr=False)
+    sealed_password: str = Field(repr=False, description="Sealed to the host key; for the login check only.")
+    connection_limit: int = Field(ge=1, le=1000)
+
+
+class CancelOperation(DatabaseCommand):
+    """Stop a running operation; it undoes what it did and ends ``compensated``."""
+
+    TYPE = "pgplane.command.cancel_operation"
+    KIND = OperationKind.CANCEL
+    operation_id: uuid.UUID

@@ -43,6 +43,8 @@ class OperationRequested(OperationEvent):
     """The backup made, restored, verified or deleted by a backup operation."""
     trigger: str = "api"
     """``api``, ``schedule`` or ``retention``: who asked."""
+    point_in_time: AwareDatetime | None = None
+    """The moment a point-in-time restore brings the database back to."""
 
 
 class OperationStarted(OperationEvent):
@@ -69,6 +71,8 @@ class OperationStepFailed(OperationEvent):
     TYPE = "pgplane.operation.step_failed"
     step: str
     reason: str
+    ends_failed: bool = False
+    """The operation ends ``failed`` rather than ``compensated`` (a deadline passed) once undone."""
 
 
 class OperationFailed(OperationEvent):
@@ -117,7 +121,8 @@ class BackupCompleted(OperationEvent):
 
 class DatabaseRestored(OperationEvent):
     TYPE = "pgplane.database.restored"
-    backup_id: uuid.UUID
+    backup_id: uuid.UUID | None = None
+    point_in_time: AwareDatetime | None = None
 
 
 class BackupVerified(OperationEvent):
@@ -143,6 +148,14 @@ class BackupDownloaded(Payload):
     backup_id: uuid.UUID
 
 
+class CancelRequested(Payload):
+    """Someone asked to stop a running operation; it ends ``compensated`` if it could be stopped."""
+
+    TYPE = "pgplane.operation.cancel_requested"
+    database_id: uuid.UUID
+    operation_id: uuid.UUID
+
+
 class BackupPolicySet(Payload):
     TYPE = "pgplane.backup.policy_set"
     database_id: uuid.UUID
@@ -161,6 +174,54 @@ class BackupMissed(Payload):
     reason: str
 
 
+PLATFORM_PROJECT = uuid.UUID(int=0)
+"""The ``project_id`` of host events, which belong to no tenant."""
+
+
+class WalSegmentArchived(Payload):
+    TYPE = "pgplane.wal.segment_archived"
+    host_id: str
+    segment: str
+    size_bytes: int
+    archived_at: AwareDatetime
+
+
+class WalArchiveFailed(Payload):
+    TYPE = "pgplane.wal.archive_failed"
+    host_id: str
+    segment: str
+    reason: str
+
+
+class WalArchiveLagging(Payload):
+    """Segments wait in the spool longer than the alert threshold."""
+
+    TYPE = "pgplane.wal.archive_lagging"
+    host_id: str
+    pending_segments: int
+    oldest_pending_seconds: int
+
+
+class BaseBackupCompleted(Payload):
+    TYPE = "pgplane.base_backup.completed"
+    host_id: str
+    base_backup_id: uuid.UUID
+    start_segment: str
+    stop_segment: str
+    started_at: AwareDatetime
+    finished_at: AwareDatetime
+    size_bytes: int
+
+
+class BaseBackupDeleted(Payload):
+    """Retention removed a base backup and the WAL only it needed (segments before ``wal_kept_from``)."""
+
+    TYPE = "pgplane.base_backup.deleted"
+    host_id: str
+    base_backup_id: uuid.UUID
+    wal_kept_from: str
+
+
 SUCCEEDED: dict[OperationKind, type[OperationEvent]] = {
     OperationKind.CREATE: DatabaseCreated,
     OperationKind.DELETE: DatabaseDeleted,
@@ -171,5 +232,7 @@ SUCCEEDED: dict[OperationKind, type[OperationEvent]] = {
     OperationKind.RESTORE_NEW_DATABASE: DatabaseRestored,
     OperationKind.VERIFY_BACKUP: BackupVerified,
     OperationKind.DELETE_BACKUP: BackupDeleted,
+    OperationKind.PITR_RESTORE: DatabaseRestored,
+    OperationKind.PITR_RESTORE_NEW_DATABASE: DatabaseRestored,
 }
 """The success event of each operation kind."""

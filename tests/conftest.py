@@ -29,7 +29,7 @@ FAST_RETRIES = {
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="pgplane-test-"))
-    servers = Cluster(root)
+    servers = Cluster(root, wal_archive=False)  # point-in-time tests have their own archiving host
     try:
         servers.start()
         yield servers

@@ -66,6 +66,12 @@ class PlatformClient:
             )
             await asyncio.sleep(0.1)
 
+    async def wait_steps(self, tenant: Tenant, operation_id: str) -> list[dict[str, Any]]:
+        """The steps an operation has completed so far."""
+        response = await self.http.get(f"/operations/{operation_id}", headers=tenant.headers)
+        assert response.status_code == 200, response.text
+        return [s for s in response.json()["steps"] if s["status"] == "completed"]
+
     async def succeeded(self, tenant: Tenant, operation_id: str) -> dict[str, Any]:
         operation = await self.wait(tenant, operation_id)
         assert operation["status"] == "succeeded", operation

@@ -6,12 +6,16 @@ import uuid
 
 import sqlalchemy as sa
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.deps import CurrentPrincipal, PlatformDep, Principal
-from api.errors import not_found
+from api.errors import ApiError, not_found
 from api.models import OperationPublic, StepPublic
-from infra.metadata.models import OPERATIONS, STEPS
+from api.mutations import mutate
+from infra.metadata.models import DATABASES, IN_FLIGHT, OPERATIONS, STEPS
+from producers.commands import request_cancel
+from schemas.commands import CancelOperation
 
 router = APIRouter(prefix="/operations", tags=["operations"])
 
@@ -40,3 +44,39 @@ async def read_operation(
     """Status, steps and error of one operation."""
     async with platform.engine.connect() as conn:
         return await load_operation(conn, operation_id, principal)
+
+
+@router.post("/{operation_id}/cancel", status_code=202, response_model=OperationPublic)
+async def cancel_operation(
+    *, platform: PlatformDep, principal: CurrentPrincipal, operation_id: uuid.UUID
+) -> JSONResponse:
+    """Stop a running operation: it undoes what it did and ends ``compensated``."""
+
+    async def change(conn: AsyncConnection) -> OperationPublic:
+        operation = await load_operation(conn, operation_id, principal)
+        if operation.status not in IN_FLIGHT:
+            raise ApiError(409, "operation_finished", f"the operation already ended {operation.status}")
+        database = (await conn.execute(sa.select(DATABASES).where(DATABASES.c.id == operation.database_id))).one()
+        command = CancelOperation(
+            database_id=database.id, dbname=database.dbname, role=database.role, operation_id=operation_id
+        )
+        await request_cancel(
+            conn,
+            platform.subjects,
+            command=command,
+            host_id=database.host_id,
+            actor=principal.actor,
+            project_id=operation.project_id,
+        )
+        return operation
+
+    return await mutate(
+        platform,
+        principal,
+        key=None,
+        method="POST",
+        path=f"/operations/{operation_id}/cancel",
+        body=None,
+        status_code=202,
+        change=change,
+    )

@@ -168,7 +168,11 @@ class _Saga:
         try:
             await _within(self.host.deadline_seconds, "the restore", restore)
         except PgToolError as exc:
+            await self.swap.drop_scratch()
             raise PermanentError(f"the backup does not restore: {exc}") from exc
+        except BaseException:
+            await self.swap.drop_scratch()  # nothing half-restored stays behind
+            raise
 
     async def remove_work_dir(self) -> None:
         await self.swap.remove_work_dir()

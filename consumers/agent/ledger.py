@@ -10,8 +10,10 @@ stale command from resurrecting a deleted database.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -41,6 +43,28 @@ CREATE TABLE IF NOT EXISTS host_databases (
     max_connections integer NOT NULL,
     routed boolean NOT NULL DEFAULT false,
     deleted_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS wal_archive (
+    segment text PRIMARY KEY,
+    size_bytes bigint NOT NULL,
+    sha256 text NOT NULL,
+    archived_at timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS base_backups (
+    id uuid PRIMARY KEY,
+    object_key text NOT NULL,
+    sha256 text NOT NULL,
+    size_bytes bigint NOT NULL,
+    start_segment text NOT NULL,
+    stop_segment text NOT NULL,
+    started_at timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL,
+    deleted_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS cancel_requests (
+    operation_id uuid PRIMARY KEY,
+    actor text NOT NULL,
+    requested_at timestamptz NOT NULL DEFAULT now()
 );
 """
 
@@ -135,3 +159,90 @@ class Ledger:
                 " WHERE routed AND deleted_at IS NULL AND verifier IS NOT NULL"
             )
             return [Route(**row) for row in await cur.fetchall()]
+
+    # --- WAL archive and base backups (point-in-time restore) -------------------------------
+
+    async def record_segment(self, segment: str, *, size_bytes: int, sha256: str, archived_at: datetime) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO wal_archive VALUES (%s, %s, %s, %s) ON CONFLICT (segment) DO UPDATE"
+                " SET size_bytes = EXCLUDED.size_bytes, sha256 = EXCLUDED.sha256, archived_at = EXCLUDED.archived_at",
+                (segment, size_bytes, sha256, archived_at),
+            )
+
+    async def segments_from(self, first: str) -> list[ArchivedSegment]:
+        async with self._pool.connection() as conn, conn.cursor(row_factory=class_row(ArchivedSegment)) as cur:
+            await cur.execute(
+                "SELECT segment, size_bytes, sha256, archived_at FROM wal_archive WHERE segment >= %s ORDER BY segment",
+                (first,),
+            )
+            return await cur.fetchall()
+
+    async def forget_segments_before(self, segment: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("DELETE FROM wal_archive WHERE segment < %s", (segment,))
+
+    async def record_base_backup(self, base: BaseBackup) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO base_backups VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL) ON CONFLICT (id) DO NOTHING",
+                (
+                    base.id,
+                    base.object_key,
+                    base.sha256,
+                    base.size_bytes,
+                    base.start_segment,
+                    base.stop_segment,
+                    base.started_at,
+                    base.finished_at,
+                ),
+            )
+
+    async def base_backups(self) -> list[BaseBackup]:
+        """Live base backups, oldest first."""
+        async with self._pool.connection() as conn, conn.cursor(row_factory=class_row(BaseBackup)) as cur:
+            await cur.execute(
+                "SELECT id, object_key, sha256, size_bytes, start_segment, stop_segment, started_at, finished_at"
+                " FROM base_backups WHERE deleted_at IS NULL ORDER BY finished_at"
+            )
+            return await cur.fetchall()
+
+    async def base_backup(self, base_id: uuid.UUID) -> BaseBackup | None:
+        return next((b for b in await self.base_backups() if b.id == base_id), None)
+
+    async def delete_base_backup(self, base_id: uuid.UUID) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("UPDATE base_backups SET deleted_at = now() WHERE id = %s", (base_id,))
+
+    async def request_cancel(self, operation_id: uuid.UUID, actor: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO cancel_requests VALUES (%s, %s) ON CONFLICT DO NOTHING", (operation_id, actor)
+            )
+
+    async def cancel_requested(self, operation_id: uuid.UUID) -> str | None:
+        """Who asked to cancel the operation, if anyone did."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT actor FROM cancel_requests WHERE operation_id = %s", (operation_id,))
+            row = await cur.fetchone()
+            return row[0] if row else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArchivedSegment:
+    segment: str
+    size_bytes: int
+    sha256: str
+    archived_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaseBackup:
+    id: uuid.UUID
+    object_key: str
+    sha256: str
+    size_bytes: int
+    start_segment: str
+    stop_segment: str
+    started_at: datetime
+    finished_at: datetime

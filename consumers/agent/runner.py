@@ -13,9 +13,10 @@ from typing import Any
 
 from consumers.agent.backups import backup_steps
 from consumers.agent.ledger import Ledger
+from consumers.agent.pitr import pitr_steps
 from consumers.agent.sagas import Host, Step, steps_for
-from infra.faults import PermanentError, crash_point, injected_failure
-from schemas.commands import BackupCommand, CreateDatabase, DatabaseCommand
+from infra.faults import DeadlineExceeded, PermanentError, crash_point, injected_failure
+from schemas.commands import BackupCommand, CreateDatabase, DatabaseCommand, PointInTimeCommand
 from schemas.envelope import Envelope
 from schemas.events import (
     SUCCEEDED,
@@ -78,15 +79,21 @@ def database_command(command: Envelope) -> DatabaseCommand:
     return cmd
 
 
+def _steps(host: Host, cmd: DatabaseCommand, command: Envelope) -> list[Step]:
+    if isinstance(cmd, BackupCommand):
+        return backup_steps(host, cmd, command)
+    if isinstance(cmd, PointInTimeCommand):
+        return pitr_steps(host, cmd, command)
+    return steps_for(host, cmd)
+
+
 class _Run:
     def __init__(self, runner: SagaRunner, command: Envelope, cmd: DatabaseCommand, history: list[Envelope]) -> None:
         self.runner = runner
         self.command = command
         self.cmd = cmd
         self.history = history
-        self.steps: list[Step] = (
-            backup_steps(runner.host, cmd, command) if isinstance(cmd, BackupCommand) else steps_for(runner.host, cmd)
-        )
+        self.steps: list[Step] = _steps(runner.host, cmd, command)
 
     @property
     def finished(self) -> bool:
@@ -133,10 +140,13 @@ class _Run:
             if step.name in done:
                 continue
             try:
+                if actor := await self.runner.ledger.cancel_requested(self.command.correlation_id):
+                    raise PermanentError(f"cancelled by {actor}")
                 injected_failure(self.runner.fail_at, f"{kind}.{step.name}")
                 outputs = await step.do()
             except PermanentError as exc:
-                await self.emit(OperationStepFailed, step=step.name, reason=str(exc))
+                ends_failed = isinstance(exc, DeadlineExceeded)
+                await self.emit(OperationStepFailed, step=step.name, reason=str(exc), ends_failed=ends_failed)
                 return False
             crash_point(self.runner.crash_at, f"{kind}.{step.name}.done")
             await self.emit(OperationStepCompleted, step=step.name, outputs=outputs or {})
@@ -161,4 +171,7 @@ class _Run:
     async def compensate(self) -> None:
         await self.undo_completed()
         failed = self.history[[e.type for e in self.history].index(OperationStepFailed.TYPE)]
-        await self.emit(OperationCompensated, reason=failed.data["reason"], failed_step=failed.data["step"])
+        if failed.data.get("ends_failed"):
+            await self.emit(OperationFailed, reason=failed.data["reason"])
+        else:
+            await self.emit(OperationCompensated, reason=failed.data["reason"], failed_step=failed.data["step"])

@@ -77,6 +77,8 @@ class Host:
     backup_keys: BackupKeys
     work_dir: Path
     deadline_seconds: float
+    host_id: str = "host-1"
+    wal_spool: Path | None = None
     crash_at: str | None = None
     login_attempts: int = 5
 

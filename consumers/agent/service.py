@@ -23,14 +23,18 @@ from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
+from consumers.agent.base_backups import BaseBackups
 from consumers.agent.ledger import Ledger
 from consumers.agent.runner import TERMINAL, SagaRunner, database_command
 from consumers.agent.sagas import Host
+from consumers.agent.temp_cluster import TempCluster
+from consumers.agent.wal_archiver import WalArchiver
 from infra.faults import PermanentError
 from infra.host_postgres import HostPostgres
 from infra.pgbouncer import PgBouncer
 from infra.settings import Settings
 from infra.topology import ensure_topology
+from schemas.commands import CancelOperation
 from schemas.envelope import Envelope
 from schemas.subjects import Subjects
 
@@ -66,6 +70,7 @@ class Agent:
         self.runner = runner
         self.ledger = ledger
         self.lanes = Lanes()
+        self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     async def publish_event(self, envelope: Envelope) -> None:
         await self.broker.publish(
@@ -85,13 +90,19 @@ class Agent:
             await msg.ack()
             return
         delivered = msg.raw_message.metadata.num_delivered
+        if isinstance(cmd, CancelOperation):  # not in the lane: the operation it stops holds it
+            await self.ledger.request_cancel(cmd.operation_id, envelope.actor)
+            if task := self.running.get(cmd.operation_id):
+                task.cancel()
+            await msg.ack()
+            return
         heartbeat = asyncio.create_task(self._keep_alive(msg))
         try:
             async with self.lanes.hold(cmd.database_id):
                 if delivered > self.settings.max_attempts:
                     await self.give_up(msg, envelope)
                 else:
-                    await self.runner.run(envelope)
+                    await self.run_cancellable(envelope)
             await msg.ack()
         except Exception as exc:
             log.warning("command %s attempt %d failed: %r", envelope.correlation_id, delivered, exc)
@@ -100,6 +111,23 @@ class Agent:
             await msg.nack(delay=self.settings.retry_delay_seconds * 2 ** min(delivered - 1, 5))
         finally:
             heartbeat.cancel()
+
+    async def run_cancellable(self, envelope: Envelope) -> None:
+        """Run the saga as a task a cancel request can interrupt; the runner then sees the request,
+        fails the interrupted step and undoes the completed ones."""
+        task = asyncio.create_task(self.runner.run(envelope))
+        self.running[envelope.correlation_id] = task
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            self.running.pop(envelope.correlation_id, None)
+        if task.cancelled():
+            await self.runner.run(envelope)
+        else:
+            task.result()
 
     async def give_up(self, msg: NatsMessage, envelope: Envelope) -> None:
         last = await self.ledger.last_error(envelope.correlation_id) or "the agent stopped while running it"
@@ -160,10 +188,12 @@ async def run_agent(settings: Settings, stop: asyncio.Event) -> None:
             backup_keys=settings.keys(),
             work_dir=settings.agent_work_dir.resolve(),
             deadline_seconds=settings.backup_deadline_seconds,
+            host_id=settings.host_id,
+            wal_spool=settings.wal_spool_dir,
             crash_at=settings.crash_at,
         )
         await host.reroute()  # PgBouncer matches the ledger before any command runs
-        await sweep_work_dir(host.work_dir, ledger)
+        await sweep_work_dir(host.work_dir, ledger, settings.host_admin_dsn)
         runner = SagaRunner(
             host=host,
             ledger=ledger,
@@ -186,18 +216,51 @@ async def run_agent(settings: Settings, stop: asyncio.Event) -> None:
 
         await broker.start()
         log.info("agent for host %s consuming %s", settings.host_id, subjects.host_commands(settings.host_id))
+        background = [asyncio.create_task(job.run(stop)) for job in _pitr_jobs(settings, host, admin_pool, agent)]
         await stop.wait()
+        await asyncio.gather(*background)
         await broker.stop()
         await store.close()
 
 
-async def sweep_work_dir(work_dir: Path, ledger: Ledger) -> None:
-    """Remove the downloads of operations that have ended: a crash or a dead letter can end an
-    operation without the step that cleans up after it."""
+def _pitr_jobs(
+    settings: Settings, host: Host, admin_pool: AsyncConnectionPool, agent: Agent
+) -> list[WalArchiver | BaseBackups]:
+    """WAL archiving and base backups, when this host's PostgreSQL archives into a spool."""
+    if settings.wal_spool_dir is None:
+        return []
+    return [
+        WalArchiver(
+            spool=settings.wal_spool_dir,
+            host_id=settings.host_id,
+            store=host.store,
+            keys=host.backup_keys,
+            ledger=host.ledger,
+            publish=agent.publish_event,
+            lag_alert_seconds=settings.wal_lag_alert_seconds,
+        ),
+        BaseBackups(
+            host_id=settings.host_id,
+            admin_dsn=settings.host_admin_dsn,
+            admin_pool=admin_pool,
+            store=host.store,
+            keys=host.backup_keys,
+            ledger=host.ledger,
+            publish=agent.publish_event,
+            interval_seconds=settings.base_backup_interval_seconds,
+            retention_days=settings.wal_retention_days,
+        ),
+    ]
+
+
+async def sweep_work_dir(work_dir: Path, ledger: Ledger, admin_dsn: str) -> None:
+    """Remove the downloads and temporary clusters of operations that have ended: a crash or a
+    dead letter can end an operation without the step that cleans up after it."""
     for entry in await asyncio.to_thread(lambda: list(work_dir.glob("*"))):
         with suppress(ValueError):
             history = await ledger.history(uuid.UUID(entry.name))
             if history and history[-1].type in TERMINAL:
+                await TempCluster(entry / "cluster", admin_dsn).remove()
                 await asyncio.to_thread(shutil.rmtree, entry, True)
 
 

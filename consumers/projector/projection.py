@@ -16,11 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from infra.metadata.models import (
     AUDIT,
     BACKUPS,
+    BASE_BACKUPS,
     DATABASES,
     OPERATIONS,
     POLICIES,
     PROJECTS,
     STEPS,
+    WAL_SEGMENTS,
     BackupStatus,
     DatabaseStatus,
     OperationStatus,
@@ -36,6 +38,9 @@ from schemas.events import (
     BackupMissed,
     BackupPolicySet,
     BackupVerified,
+    BaseBackupCompleted,
+    BaseBackupDeleted,
+    CancelRequested,
     CredentialsRotated,
     OperationCompensated,
     OperationEvent,
@@ -46,6 +51,7 @@ from schemas.events import (
     OperationStepCompleted,
     OperationStepFailed,
     ProjectCreated,
+    WalSegmentArchived,
 )
 
 BUSY = {
@@ -55,9 +61,15 @@ BUSY = {
     OperationKind.ROTATE_CREDENTIALS: DatabaseStatus.ROTATING,
     OperationKind.RESTORE: DatabaseStatus.RESTORING,
     OperationKind.RESTORE_NEW_DATABASE: DatabaseStatus.RESTORING,
+    OperationKind.PITR_RESTORE: DatabaseStatus.RESTORING,
+    OperationKind.PITR_RESTORE_NEW_DATABASE: DatabaseStatus.RESTORING,
 }
 """Kinds that change the database, and its status meanwhile; backups and drills leave it alone."""
-CREATES_DATABASE = {OperationKind.CREATE, OperationKind.RESTORE_NEW_DATABASE}
+CREATES_DATABASE = {
+    OperationKind.CREATE,
+    OperationKind.RESTORE_NEW_DATABASE,
+    OperationKind.PITR_RESTORE_NEW_DATABASE,
+}
 AFTER_SUCCESS = {
     kind: DatabaseStatus.DELETED if kind is OperationKind.DELETE else DatabaseStatus.AVAILABLE for kind in BUSY
 }
@@ -68,6 +80,8 @@ ACTIONS = {
     OperationKind.RESTORE_NEW_DATABASE: "backup.restore_new_database",
     OperationKind.VERIFY_BACKUP: "backup.verify",
     OperationKind.DELETE_BACKUP: "backup.delete",
+    OperationKind.PITR_RESTORE: "database.restore_point_in_time",
+    OperationKind.PITR_RESTORE_NEW_DATABASE: "database.restore_point_in_time_new_database",
 }
 
 
@@ -89,6 +103,39 @@ async def apply(conn: AsyncConnection, env: Envelope) -> None:
             await _audit(conn, env, "api_token.create", "api_token", event.token_id, "succeeded", {"name": event.name})
         case BackupPolicySet():
             await _policy(conn, env, event)
+        case WalSegmentArchived():
+            values = {"archived_at": event.archived_at, "size_bytes": event.size_bytes}
+            await conn.execute(
+                insert(WAL_SEGMENTS)
+                .values(host_id=event.host_id, segment=event.segment, **values)
+                .on_conflict_do_update(index_elements=[WAL_SEGMENTS.c.host_id, WAL_SEGMENTS.c.segment], set_=values)
+            )
+        case BaseBackupCompleted():
+            await conn.execute(
+                insert(BASE_BACKUPS)
+                .values(
+                    id=event.base_backup_id,
+                    host_id=event.host_id,
+                    start_segment=event.start_segment,
+                    stop_segment=event.stop_segment,
+                    started_at=event.started_at,
+                    finished_at=event.finished_at,
+                    size_bytes=event.size_bytes,
+                )
+                .on_conflict_do_nothing()
+            )
+        case BaseBackupDeleted():
+            await conn.execute(
+                sa.update(BASE_BACKUPS).where(BASE_BACKUPS.c.id == event.base_backup_id).values(deleted=True)
+            )
+            await conn.execute(
+                sa.delete(WAL_SEGMENTS).where(
+                    WAL_SEGMENTS.c.host_id == event.host_id, WAL_SEGMENTS.c.segment < event.wal_kept_from
+                )
+            )
+        case CancelRequested():
+            detail = {"operation_id": str(event.operation_id)}
+            await _audit(conn, env, "operation.cancel", "database", event.database_id, "requested", detail)
         case BackupDownloaded():
             detail = {"backup_id": str(event.backup_id)}
             await _audit(conn, env, "backup.download", "database", event.database_id, "succeeded", detail)
@@ -112,6 +159,7 @@ async def _requested(conn: AsyncConnection, env: Envelope, event: OperationReque
             kind=event.kind.value,
             status=OperationStatus.ACCEPTED.value,
             backup_id=event.backup_id,
+            point_in_time=event.point_in_time,
             actor=env.actor,
             last_sequence=env.sequence,
             created_at=env.occurred_at,

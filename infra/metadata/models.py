@@ -120,6 +120,30 @@ class BackupPolicy(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=TZ)
 
 
+class HostBaseBackup(SQLModel, table=True):
+    """A data host's base backups (whole cluster), where point-in-time restores start."""
+
+    __tablename__ = "base_backups"
+    id: uuid.UUID = Field(primary_key=True)
+    host_id: str = Field(index=True)
+    start_segment: str
+    stop_segment: str
+    started_at: datetime = Field(sa_type=TZ)
+    finished_at: datetime = Field(sa_type=TZ)
+    size_bytes: int = Field(sa_type=sa.BigInteger)
+    deleted: bool = False
+
+
+class WalSegment(SQLModel, table=True):
+    """A WAL segment archived from a data host; the restore window is read from these."""
+
+    __tablename__ = "wal_segments"
+    host_id: str = Field(primary_key=True)
+    segment: str = Field(primary_key=True)
+    archived_at: datetime = Field(sa_type=TZ)
+    size_bytes: int = Field(sa_type=sa.BigInteger)
+
+
 class Operation(SQLModel, table=True):
     __tablename__ = "operations"
     id: uuid.UUID = Field(primary_key=True)
@@ -128,6 +152,7 @@ class Operation(SQLModel, table=True):
     kind: str
     status: str
     backup_id: uuid.UUID | None = None
+    point_in_time: datetime | None = Field(default=None, sa_type=TZ)
     error: str | None = None
     actor: str
     last_sequence: int
@@ -229,8 +254,9 @@ PROJECTS, DATABASES, BACKUPS, POLICIES, OPERATIONS, STEPS, AUDIT, CHECKPOINTS = 
     table(m)
     for m in (Project, Database, Backup, BackupPolicy, Operation, OperationStep, AuditEntry, ProjectorCheckpoint)
 )
+BASE_BACKUPS, WAL_SEGMENTS = table(HostBaseBackup), table(WalSegment)
 TOKENS, CREDENTIALS, IDEMPOTENCY, OUTBOX, SLOTS = (
     table(m) for m in (ApiToken, DatabaseCredential, IdempotencyKey, OutboxMessage, BackupSlot)
 )
-READ_MODEL = [PROJECTS, DATABASES, BACKUPS, POLICIES, OPERATIONS, STEPS, AUDIT]
+READ_MODEL = [PROJECTS, DATABASES, BACKUPS, POLICIES, OPERATIONS, STEPS, AUDIT, BASE_BACKUPS, WAL_SEGMENTS]
 """The projected tables: `pgplane replay projection` rebuilds and compares exactly these."""

@@ -1,0 +1,191 @@
+"""Point-in-time restore of ONE database: seal the WAL, fetch and check it, recover a temporary
+cluster from a base backup to the target time, copy the one database out of it into a scratch
+database, drop the temporary cluster, then swap the scratch database in like a backup restore.
+
+Sealing first (a commit, then a WAL switch, then waiting until that segment is archived) puts a
+commit after any target in the past into the archive, so recovery always has a record to stop
+at. A WAL segment missing before the target fails the restore with its name, before anything
+is changed; the original database is only touched by the final swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
+
+from consumers.agent.ledger import BaseBackup
+from consumers.agent.sagas import Host, Step
+from consumers.agent.swap import Swap
+from consumers.agent.temp_cluster import TempCluster
+from consumers.agent.wal_archiver import decompressed
+from infra.backup_crypto import BackupIntegrityError, decrypt_stream
+from infra.faults import DeadlineExceeded, PermanentError, crash_point
+from infra.object_store import ObjectNotFound
+from infra.pg_tools import PgToolError, pg_dump, pg_restore
+from infra.supervisor import owned_dir
+from infra.wal import base_context, next_segment, wal_context, wal_object_key
+from schemas.commands import PointInTimeCommand, RestorePointInTime, RestorePointInTimeToNewDatabase
+from schemas.envelope import Envelope
+
+T = TypeVar("T")
+SEAL_POLL = 0.2
+
+
+class _PointInTime:
+    def __init__(self, host: Host, cmd: PointInTimeCommand, envelope: Envelope) -> None:
+        self.host = host
+        self.cmd = cmd
+        self.swap = Swap(host, cmd, envelope)
+        self.cluster = TempCluster(self.swap.work_dir / "cluster", host.admin_dsn)
+
+    async def _within(self, what: str, work: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self.host.deadline_seconds):
+                return await work
+        except TimeoutError:
+            raise DeadlineExceeded(f"{what} did not finish within {self.host.deadline_seconds:g} s") from None
+
+    async def _base(self) -> BaseBackup:
+        base = await self.host.ledger.base_backup(self.cmd.base_backup_id)
+        if base is None:
+            raise PermanentError("the base backup this restore starts from has been deleted")
+        return base
+
+    async def seal(self) -> None:
+        """Commit, switch to a new WAL segment and wait until the finished one is archived."""
+        if self.host.wal_spool is None:
+            raise PermanentError("WAL archiving is not enabled on this data host")
+        sealed = await self.host.postgres.seal_wal()
+
+        async def archived() -> None:
+            while not [s for s in await self.host.ledger.segments_from(sealed) if s.segment == sealed]:
+                await asyncio.sleep(SEAL_POLL)
+
+        await self._within("archiving the WAL up to now", archived())
+
+    async def fetch_wal(self) -> None:
+        try:
+            await self._within("fetching the WAL", self._fetch_wal())
+        except BaseException:
+            await self.swap.remove_work_dir()  # a refused restore leaves nothing behind
+            raise
+
+    async def _fetch_wal(self) -> None:
+        """Every archived segment from the base backup's start on, each checked.
+
+        A gap (never archived, or gone from the store) fails the restore when the target lies past
+        the segment before it; a gap after the target only ends the WAL recovery will see.
+        """
+        base = await self._base()
+        owned_dir(self.cluster.wal)
+        expected, reached = base.start_segment, None
+        for archived in await self.host.ledger.segments_from(base.start_segment):
+            try:
+                if archived.segment != expected:
+                    raise ObjectNotFound(expected)
+                await self._fetch_segment(archived.segment, archived.sha256)
+            except ObjectNotFound:
+                if expected <= base.stop_segment or reached is None or self.cmd.point_in_time >= reached:
+                    raise PermanentError(
+                        f"WAL segment {expected} is missing from the archive: the database cannot be restored"
+                        f" to {self.cmd.point_in_time.isoformat()}"
+                        + (f" (archived WAL ends at {reached.isoformat()})" if reached else "")
+                    ) from None
+                break
+            expected, reached = next_segment(expected), archived.archived_at
+        if expected <= base.stop_segment:
+            raise PermanentError(f"WAL segment {expected}, needed by the base backup, was never archived")
+        owned_dir(self.cluster.wal)
+
+    async def _fetch_segment(self, segment: str, sha256: str) -> None:
+        hasher = hashlib.sha256()
+
+        async def stored() -> AsyncIterator[bytes]:
+            async for piece in self.host.store.get(wal_object_key(self.host.host_id, segment)):
+                hasher.update(piece)
+                yield piece
+
+        context = wal_context(self.host.host_id, segment)
+        path = self.cluster.wal / segment
+        try:
+            with path.open("wb") as file:
+                plain = decompressed(decrypt_stream(stored(), keys=self.host.backup_keys, context=context))
+                async for piece in plain:
+                    await asyncio.to_thread(file.write, piece)
+        except (BackupIntegrityError, ValueError) as exc:
+            raise PermanentError(f"WAL segment {segment} in the object store is damaged: {exc}") from None
+        if hasher.hexdigest() != sha256:
+            raise PermanentError(f"WAL segment {segment} in the object store failed its checksum")
+
+    async def recover(self) -> None:
+        """A temporary cluster at the target time; on any failure it is stopped and removed again."""
+        try:
+            await self._within("point-in-time recovery", self._recover())
+        except BaseException:
+            await self.cluster.stop()
+            raise
+
+    async def _recover(self) -> None:
+        base = await self._base()
+        hasher = hashlib.sha256()
+
+        async def stored() -> AsyncIterator[bytes]:
+            try:
+                async for piece in self.host.store.get(base.object_key):
+                    hasher.update(piece)
+                    yield piece
+            except ObjectNotFound:
+                raise PermanentError("the base backup's object is missing from the object store") from None
+            if hasher.hexdigest() != base.sha256:
+                raise PermanentError("the base backup in the object store failed its checksum")
+
+        context = base_context(self.host.host_id, base.id)
+        try:
+            await self.cluster.unpack(decrypt_stream(stored(), keys=self.host.backup_keys, context=context))
+        except BackupIntegrityError as exc:
+            raise PermanentError(f"the base backup failed authentication: {exc}") from None
+        crash_point(self.host.crash_at, f"{self.cmd.KIND.value}.recovering")
+        await self.cluster.recover(self.cmd.point_in_time)
+
+    async def extract(self) -> None:
+        """The one database, copied out of the temporary cluster into a fresh scratch database."""
+        await self.cluster.start()
+        await self.swap.create_scratch(self.cmd.role)
+
+        async def copy() -> None:
+            async with pg_dump(self.cluster.dsn, self.cmd.source_dbname) as dump:
+                await pg_restore(self.host.admin_dsn, self.swap.scratch, dump, role=self.cmd.role)
+
+        try:
+            await self._within("copying the database out", copy())
+        except PgToolError as exc:
+            await self.swap.drop_scratch()
+            raise PermanentError(f"the database cannot be copied out of the recovered cluster: {exc}") from exc
+        except BaseException:
+            await self.swap.drop_scratch()
+            raise
+
+    async def remove_cluster(self) -> None:
+        await self.cluster.remove()
+
+
+def pitr_steps(host: Host, cmd: PointInTimeCommand, envelope: Envelope) -> list[Step]:
+    saga = _PointInTime(host, cmd, envelope)
+    swap = saga.swap
+    fetched = [
+        Step("wal_sealed", saga.seal),
+        Step("wal_fetched", saga.fetch_wal, swap.remove_work_dir),
+        Step("point_in_time_recovered", saga.recover, saga.remove_cluster),
+    ]
+    restored = [
+        Step("scratch_restored", saga.extract, swap.drop_scratch),
+        Step("temporary_cluster_removed", saga.remove_cluster),
+    ]
+    match cmd:
+        case RestorePointInTime():
+            return [*fetched, *restored, *swap.in_place()]
+        case RestorePointInTimeToNewDatabase():
+            return swap.new_database(cmd, fetched, restored)
+    raise PermanentError(f"no saga for {type(cmd).__name__}")

@@ -1,0 +1,160 @@
+"""A throwaway PostgreSQL cluster for point-in-time recovery, on a private port, in the
+operation's work directory: a base backup unpacked, WAL replayed up to the target time, promoted.
+
+It never archives (``archive_mode=off``), listens only on 127.0.0.1, and is found again after an
+agent crash through its ``postmaster.pid``, so a retry or a clean-up can always stop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import AsyncIterable
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from infra.faults import PermanentError
+from infra.pg_tools import pg_bindir
+from infra.supervisor import free_port, owned_dir, service_user, spawn
+
+
+class TempCluster:
+    def __init__(self, root: Path, admin_dsn: str) -> None:
+        self.root = root
+        self.data = root / "pgdata"
+        self.wal = root / "wal"
+        self.log = root / "postgres.log"
+        self._port_file = root / "port"
+        self._admin_dsn = admin_dsn
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dsn(self) -> str:
+        """The host's superuser credentials (the base backup carries them) on the private port."""
+        return make_conninfo(self._admin_dsn, host="127.0.0.1", port=self._port_file.read_text().strip())
+
+    async def unpack(self, base_tar_gz: AsyncIterable[bytes]) -> None:
+        """A fresh data directory from the base backup (whatever a crashed attempt left is wiped)."""
+        await self.stop()
+        await asyncio.to_thread(shutil.rmtree, self.data, True)
+        self.log.unlink(missing_ok=True)
+        owned_dir(self.data).chmod(0o700)
+        user = service_user()
+        tar = await asyncio.create_subprocess_exec(
+            "tar",
+            "-xz",
+            "-C",
+            str(self.data),
+            stdin=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+        )
+        assert tar.stdin is not None
+        try:
+            async for piece in base_tar_gz:
+                tar.stdin.write(piece)
+                await tar.stdin.drain()
+            tar.stdin.close()
+        except BaseException:
+            tar.kill()
+            await tar.wait()
+            raise
+        _, err = await tar.communicate()
+        if tar.returncode != 0:
+            raise PermanentError(f"the base backup does not unpack: {err.decode(errors='replace')[-500:]}")
+
+    async def recover(self, target: datetime) -> None:
+        """Replay WAL from ``self.wal`` up to ``target``, then promote; fails loudly if it cannot."""
+        owned_dir(self.wal)
+        (self.data / "recovery.signal").touch()
+        owned_dir(self.data)
+        settings = {
+            "restore_command": f"cp {self.wal}/%f %p",
+            "recovery_target_time": target.isoformat(sep=" "),
+            "recovery_target_inclusive": "on",
+            "recovery_target_action": "promote",
+        }
+        await self.start(settings)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.dsn, connect_timeout=2) as conn:
+                    cur = await conn.execute("SELECT pg_is_in_recovery()")
+                    if await cur.fetchone() == (False,):
+                        return
+            except psycopg.OperationalError:
+                pass
+            if self._proc is not None and self._proc.poll() is not None:
+                raise PermanentError(f"point-in-time recovery failed: {self._reason()}")
+            await asyncio.sleep(0.2)
+
+    async def start(self, settings: dict[str, str] | None = None) -> None:
+        """Start it (again) unless it runs; after promotion a plain start is enough."""
+        if self._running():
+            return
+        port = free_port()
+        self._port_file.write_text(str(port))
+        options = {
+            "port": str(port),
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": "",
+            "archive_mode": "off",
+            "shared_buffers": "64MB",
+            "logging_collector": "off",
+            "hot_standby": "off",
+        } | (settings or {})
+        args = [str(pg_bindir() / "postgres"), "-D", str(self.data)]
+        for name, value in options.items():
+            args += ["-c", f"{name}={value}"]
+        spawn(args, self.log, as_service_user=True)
+        for _ in range(600):
+            if self._running() or (self.log.exists() and "FATAL" in self.log.read_text(errors="replace")):
+                return
+            await asyncio.sleep(0.05)
+
+    def _pid(self) -> int | None:
+        try:
+            return int((self.data / "postmaster.pid").read_text().splitlines()[0])
+        except (FileNotFoundError, IndexError, ValueError):
+            return None
+
+    def _running(self) -> bool:
+        pid = self._pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _reason(self) -> str:
+        lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        noise = "the database system is"  # our own connection attempts while it recovers
+        fatal = [line for line in lines if ("FATAL" in line or "PANIC" in line) and noise not in line]
+        return (fatal or lines or ["PostgreSQL exited without a message"])[-1]
+
+    async def stop(self) -> None:
+        """Immediate shutdown (nothing in it is worth a checkpoint)."""
+        pid = self._pid()
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGQUIT)
+        except ProcessLookupError:
+            return
+        for _ in range(600):
+            if not self._running():
+                return
+            await asyncio.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+
+    async def remove(self) -> None:
+        await self.stop()
+        await asyncio.to_thread(shutil.rmtree, self.root, True)

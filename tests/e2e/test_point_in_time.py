@@ -1,0 +1,252 @@
+"""Point-in-time restore on a data host that archives its WAL: the sentinel test (each noted
+moment comes back exactly, in place and into new databases, next to another tenant whose data
+must not move), a missing WAL segment, a killed agent, a cancel, a deadline, and preflight."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from infra.faults import CRASH_EXIT_CODE
+from infra.supervisor import Cluster, Stack
+from infra.wal import wal_object_key
+from tests.backup_helpers import connect, host_databases, ready_database, rows, stack_store
+from tests.conftest import new_stack
+from tests.platform_client import PlatformClient, Tenant
+from tests.replay import replay_matches
+
+
+@pytest.fixture(scope="session")
+def archiving_cluster() -> Iterator[Cluster]:
+    """A data host that archives WAL (the shared cluster does not: most tests need no PITR)."""
+    root = Path(tempfile.mkdtemp(prefix="pgplane-pitr-"))
+    servers = Cluster(root, wal_archive=True)
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pitr_env() -> dict[str, str]:
+    return {}
+
+
+@pytest.fixture
+def pitr_stack(archiving_cluster: Cluster, pitr_env: dict[str, str]) -> Iterator[Stack]:
+    platform = new_stack(archiving_cluster, **pitr_env)
+    try:
+        platform.start()
+        yield platform
+    finally:
+        platform.stop()
+
+
+@pytest.fixture
+async def pitr(pitr_stack: Stack) -> AsyncIterator[PlatformClient]:
+    async with httpx.AsyncClient(base_url=f"{pitr_stack.api_url}/api/v1", timeout=30) as http:
+        yield PlatformClient(http, pitr_stack)
+
+
+def db_now(uri: str) -> datetime:
+    with connect(uri) as conn:
+        row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    moment: datetime = row[0]
+    return moment
+
+
+async def window(client: PlatformClient, tenant: Tenant, database_id: str) -> dict[str, Any]:
+    response = await client.http.get(f"/databases/{database_id}/restore-window", headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+async def archived_past(client: PlatformClient, tenant: Tenant, database_id: str, moment: datetime) -> None:
+    """Switch WAL on the host until the restore window reaches ``moment``."""
+    deadline = time.monotonic() + 60
+    while True:
+        with psycopg.connect(client.stack.cluster.superuser_dsn(), autocommit=True) as conn:
+            conn.execute("SELECT txid_current()")
+            conn.execute("SELECT pg_switch_wal()")
+        latest = (await window(client, tenant, database_id))["latest"]
+        if latest and datetime.fromisoformat(latest) >= moment:
+            return
+        assert time.monotonic() < deadline, f"the restore window never reached {moment}"
+        await asyncio.sleep(0.5)
+
+
+async def restore_to(
+    client: PlatformClient, tenant: Tenant, database_id: str, moment: datetime, **target: str
+) -> dict[str, Any]:
+    body = {"point_in_time": moment.isoformat(), "target": "in_place"} | target
+    response = await client.http.post(f"/databases/{database_id}/restore", json=body, headers=tenant.headers)
+    assert response.status_code == 202, response.text
+    operation = await client.wait(tenant, response.json()["operation"]["id"], timeout=180)
+    operation["database"] = response.json()["database"]
+    return operation
+
+
+async def sentinel_history(client: PlatformClient, tenant: Tenant, uri: str) -> list[tuple[datetime, str]]:
+    """Write a value, note the time, change it, note the time, change it again."""
+    with connect(uri) as conn:
+        conn.execute("CREATE TABLE sentinel (id int PRIMARY KEY, value text NOT NULL)")
+        conn.execute("INSERT INTO sentinel VALUES (1, 'first')")
+    noted = []
+    for value in ("second", "third"):
+        await asyncio.sleep(0.5)
+        noted.append((db_now(uri), rows(uri, "sentinel")[0][1]))
+        await asyncio.sleep(0.5)
+        with connect(uri) as conn:
+            conn.execute("UPDATE sentinel SET value = %s", (value,))
+    return noted
+
+
+def assert_clean(stack: Stack) -> None:
+    assert host_databases(stack, "rs_") == [] and host_databases(stack, "ro_") == []
+    assert list((stack.root / "agent-work").glob("*")) == []  # no temporary cluster or download left
+
+
+async def test_sentinel_values_come_back_for_each_moment(pitr: PlatformClient) -> None:
+    client, stack = pitr, pitr.stack
+    tenant, neighbour = await client.tenant("acme"), await client.tenant("neighbour")
+    database_id, uri = await ready_database(client, tenant, "ledger")
+    _, neighbour_uri = await ready_database(client, neighbour, "theirs")
+    with connect(neighbour_uri) as conn:
+        conn.execute("CREATE TABLE items AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 5000) g")
+    noted = await sentinel_history(client, tenant, uri)
+    await archived_past(client, tenant, database_id, noted[-1][0])
+    with connect(neighbour_uri) as conn:
+        conn.execute("INSERT INTO items VALUES (0, 'written after the noted moments')")
+    neighbour_rows = rows(neighbour_uri)
+
+    for i, (moment, value) in enumerate(noted):
+        copy = await restore_to(client, tenant, database_id, moment, target="new_database", name=f"at-{i}")
+        assert copy["status"] == "succeeded", copy
+        copy_uri = (await client.credentials(tenant, copy["database"]["id"]))["uri"]
+        assert rows(copy_uri, "sentinel") == [(1, value)], moment
+
+    in_place = await restore_to(client, tenant, database_id, noted[0][0])
+    assert in_place["status"] == "succeeded", in_place
+    assert [s["name"] for s in in_place["steps"]] == [
+        "wal_sealed",
+        "wal_fetched",
+        "point_in_time_recovered",
+        "scratch_restored",
+        "temporary_cluster_removed",
+        "swapped_in",
+        "original_dropped",
+        "work_cleaned",
+    ]
+    assert rows(uri, "sentinel") == [(1, "first")]  # same credentials, the value of that moment
+    assert rows(neighbour_uri) == neighbour_rows  # the other tenant on the host did not move
+    assert_clean(stack)
+
+    future = await client.http.post(
+        f"/databases/{database_id}/restore",
+        json={"point_in_time": (datetime.now(UTC) + timedelta(hours=1)).isoformat(), "target": "in_place"},
+        headers=tenant.headers,
+    )
+    assert future.status_code == 422 and "future" in future.json()["error"]["message"]
+    ancient = await client.http.post(
+        f"/databases/{database_id}/restore",
+        json={"point_in_time": "2020-01-01T00:00:00Z", "target": "in_place"},
+        headers=tenant.headers,
+    )
+    assert ancient.status_code == 422 and "before the restore window" in ancient.json()["error"]["message"]
+    naive = await client.http.post(
+        f"/databases/{database_id}/restore",
+        json={"point_in_time": "2026-01-01T00:00:00", "target": "in_place"},
+        headers=tenant.headers,
+    )
+    assert naive.status_code == 422
+    replay_matches(stack)
+
+
+async def test_missing_wal_segment_fails_loudly_and_changes_nothing(pitr: PlatformClient) -> None:
+    client, stack = pitr, pitr.stack
+    tenant = await client.tenant()
+    database_id, uri = await ready_database(client, tenant, "gappy")
+    noted = await sentinel_history(client, tenant, uri)
+    await archived_past(client, tenant, database_id, noted[-1][0])
+    with psycopg.connect(stack.cluster.superuser_dsn(stack.meta_db)) as conn:
+        segments = [r[0] for r in conn.execute("SELECT segment FROM wal_segments ORDER BY segment").fetchall()]
+    assert len(segments) >= 3
+    store = stack_store(stack)
+    await store.delete(wal_object_key(stack.host_id, segments[-2]))  # one in the middle, before the target
+    await store.close()
+    operation = await restore_to(client, tenant, database_id, noted[-1][0])
+    assert operation["status"] == "compensated", operation
+    assert f"WAL segment {segments[-2]} is missing" in operation["error"]
+    assert rows(uri, "sentinel") == [(1, "third")]
+    assert_clean(stack)
+
+
+async def test_agent_killed_mid_restore_finishes_and_cleans_up(pitr: PlatformClient) -> None:
+    client, stack = pitr, pitr.stack
+    tenant = await client.tenant()
+    database_id, uri = await ready_database(client, tenant, "crashy")
+    noted = await sentinel_history(client, tenant, uri)
+    await archived_past(client, tenant, database_id, noted[-1][0])
+    stack.stop_process("agent")
+    stack.start_process("agent", {"PGPLANE_CRASH_AT": "pitr_restore.point_in_time_recovered.done"})
+    body = {"point_in_time": noted[0][0].isoformat(), "target": "in_place"}
+    accepted = await client.http.post(f"/databases/{database_id}/restore", json=body, headers=tenant.headers)
+    assert accepted.status_code == 202
+    assert stack.procs["agent"].wait(timeout=180) == CRASH_EXIT_CODE  # a temporary cluster is running now
+    assert rows(uri, "sentinel") == [(1, "third")]
+    stack.start_process("agent")
+    await client.succeeded(tenant, accepted.json()["operation"]["id"])
+    assert rows(uri, "sentinel") == [(1, "first")]
+    assert_clean(stack)
+    with psycopg.connect(stack.cluster.superuser_dsn()) as conn:
+        conn.execute("SELECT 1")  # the host is fine
+    assert not running_from(stack.root / "agent-work")
+
+
+def running_from(directory: Path) -> list[int]:
+    """Processes whose command line names ``directory`` (a leftover temporary PostgreSQL)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(directory).encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+async def test_cancel_stops_a_running_restore(pitr: PlatformClient) -> None:
+    client, stack = pitr, pitr.stack
+    tenant = await client.tenant()
+    database_id, uri = await ready_database(client, tenant, "cancelled")
+    noted = await sentinel_history(client, tenant, uri)
+    await archived_past(client, tenant, database_id, noted[-1][0])
+    body = {"point_in_time": noted[0][0].isoformat(), "target": "in_place"}
+    accepted = await client.http.post(f"/databases/{database_id}/restore", json=body, headers=tenant.headers)
+    operation_id = accepted.json()["operation"]["id"]
+    deadline = time.monotonic() + 60
+    while not any(s["name"] == "wal_fetched" for s in (await client.wait_steps(tenant, operation_id))):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    cancel = await client.http.post(f"/operations/{operation_id}/cancel", headers=tenant.headers)
+    assert cancel.status_code == 202, cancel.text
+    operation = await client.wait(tenant, operation_id, timeout=120)
+    assert operation["status"] == "compensated" and "cancelled by" in operation["error"], operation
+    assert rows(uri, "sentinel") == [(1, "third")]
+    assert_clean(stack)
+    again = await client.http.post(f"/operations/{operation_id}/cancel", headers=tenant.headers)
+    assert again.status_code == 409
