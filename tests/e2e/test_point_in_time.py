@@ -39,14 +39,10 @@ def archiving_cluster() -> Iterator[Cluster]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def pitr_env() -> dict[str, str]:
-    return {}
-
-
-@pytest.fixture
-def pitr_stack(archiving_cluster: Cluster, pitr_env: dict[str, str]) -> Iterator[Stack]:
-    platform = new_stack(archiving_cluster, **pitr_env)
+@pytest.fixture(scope="module")
+def pitr_stack(archiving_cluster: Cluster) -> Iterator[Stack]:
+    """One platform for the module (its first base backup is the slow part); tenants keep tests apart."""
+    platform = new_stack(archiving_cluster)
     try:
         platform.start()
         yield platform
@@ -100,8 +96,15 @@ async def restore_to(
     return operation
 
 
-async def sentinel_history(client: PlatformClient, tenant: Tenant, uri: str) -> list[tuple[datetime, str]]:
-    """Write a value, note the time, change it, note the time, change it again."""
+async def sentinel_history(
+    client: PlatformClient, tenant: Tenant, database_id: str, uri: str
+) -> list[tuple[datetime, str]]:
+    """Once the restore window is open: write a value, note the time, change it, note the time,
+    change it again."""
+    deadline = time.monotonic() + 120
+    while (await window(client, tenant, database_id))["earliest"] is None:  # the first base backup
+        assert time.monotonic() < deadline, "no restore window opened"
+        await asyncio.sleep(0.3)
     with connect(uri) as conn:
         conn.execute("CREATE TABLE sentinel (id int PRIMARY KEY, value text NOT NULL)")
         conn.execute("INSERT INTO sentinel VALUES (1, 'first')")
@@ -127,7 +130,7 @@ async def test_sentinel_values_come_back_for_each_moment(pitr: PlatformClient) -
     _, neighbour_uri = await ready_database(client, neighbour, "theirs")
     with connect(neighbour_uri) as conn:
         conn.execute("CREATE TABLE items AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 5000) g")
-    noted = await sentinel_history(client, tenant, uri)
+    noted = await sentinel_history(client, tenant, database_id, uri)
     await archived_past(client, tenant, database_id, noted[-1][0])
     with connect(neighbour_uri) as conn:
         conn.execute("INSERT INTO items VALUES (0, 'written after the noted moments')")
@@ -176,36 +179,17 @@ async def test_sentinel_values_come_back_for_each_moment(pitr: PlatformClient) -
     replay_matches(stack)
 
 
-async def test_missing_wal_segment_fails_loudly_and_changes_nothing(pitr: PlatformClient) -> None:
-    client, stack = pitr, pitr.stack
-    tenant = await client.tenant()
-    database_id, uri = await ready_database(client, tenant, "gappy")
-    noted = await sentinel_history(client, tenant, uri)
-    await archived_past(client, tenant, database_id, noted[-1][0])
-    with psycopg.connect(stack.cluster.superuser_dsn(stack.meta_db)) as conn:
-        segments = [r[0] for r in conn.execute("SELECT segment FROM wal_segments ORDER BY segment").fetchall()]
-    assert len(segments) >= 3
-    store = stack_store(stack)
-    await store.delete(wal_object_key(stack.host_id, segments[-2]))  # one in the middle, before the target
-    await store.close()
-    operation = await restore_to(client, tenant, database_id, noted[-1][0])
-    assert operation["status"] == "compensated", operation
-    assert f"WAL segment {segments[-2]} is missing" in operation["error"]
-    assert rows(uri, "sentinel") == [(1, "third")]
-    assert_clean(stack)
-
-
 async def test_agent_killed_mid_restore_finishes_and_cleans_up(pitr: PlatformClient) -> None:
     client, stack = pitr, pitr.stack
     tenant = await client.tenant()
     database_id, uri = await ready_database(client, tenant, "crashy")
-    noted = await sentinel_history(client, tenant, uri)
+    noted = await sentinel_history(client, tenant, database_id, uri)
     await archived_past(client, tenant, database_id, noted[-1][0])
     stack.stop_process("agent")
     stack.start_process("agent", {"PGPLANE_CRASH_AT": "pitr_restore.point_in_time_recovered.done"})
     body = {"point_in_time": noted[0][0].isoformat(), "target": "in_place"}
     accepted = await client.http.post(f"/databases/{database_id}/restore", json=body, headers=tenant.headers)
-    assert accepted.status_code == 202
+    assert accepted.status_code == 202, accepted.text
     assert stack.procs["agent"].wait(timeout=180) == CRASH_EXIT_CODE  # a temporary cluster is running now
     assert rows(uri, "sentinel") == [(1, "third")]
     stack.start_process("agent")
@@ -233,10 +217,11 @@ async def test_cancel_stops_a_running_restore(pitr: PlatformClient) -> None:
     client, stack = pitr, pitr.stack
     tenant = await client.tenant()
     database_id, uri = await ready_database(client, tenant, "cancelled")
-    noted = await sentinel_history(client, tenant, uri)
+    noted = await sentinel_history(client, tenant, database_id, uri)
     await archived_past(client, tenant, database_id, noted[-1][0])
     body = {"point_in_time": noted[0][0].isoformat(), "target": "in_place"}
     accepted = await client.http.post(f"/databases/{database_id}/restore", json=body, headers=tenant.headers)
+    assert accepted.status_code == 202, accepted.text
     operation_id = accepted.json()["operation"]["id"]
     deadline = time.monotonic() + 60
     while not any(s["name"] == "wal_fetched" for s in (await client.wait_steps(tenant, operation_id))):
@@ -250,3 +235,23 @@ async def test_cancel_stops_a_running_restore(pitr: PlatformClient) -> None:
     assert_clean(stack)
     again = await client.http.post(f"/operations/{operation_id}/cancel", headers=tenant.headers)
     assert again.status_code == 409
+
+
+async def test_missing_wal_segment_fails_loudly_and_changes_nothing(pitr: PlatformClient) -> None:
+    client, stack = pitr, pitr.stack
+    tenant = await client.tenant()
+    database_id, uri = await ready_database(client, tenant, "gappy")
+    noted = await sentinel_history(client, tenant, database_id, uri)
+    await archived_past(client, tenant, database_id, noted[-1][0])
+    with psycopg.connect(stack.cluster.superuser_dsn(stack.meta_db)) as conn:
+        segments = [r[0] for r in conn.execute("SELECT segment FROM wal_segments ORDER BY segment").fetchall()]
+    assert len(segments) >= 3
+    store = stack_store(stack)
+    # one in the middle, before the target (this test runs last: the gap would break later restores)
+    await store.delete(wal_object_key(stack.host_id, segments[-2]))
+    await store.close()
+    operation = await restore_to(client, tenant, database_id, noted[-1][0])
+    assert operation["status"] == "compensated", operation
+    assert f"WAL segment {segments[-2]} is missing" in operation["error"]
+    assert rows(uri, "sentinel") == [(1, "third")]
+    assert_clean(stack)
