@@ -132,6 +132,8 @@ async def test_sentinel_values_come_back_for_each_moment(pitr: PlatformClient) -
         conn.execute("CREATE TABLE items AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 5000) g")
     noted = await sentinel_history(client, tenant, database_id, uri)
     await archived_past(client, tenant, database_id, noted[-1][0])
+    health = await window(client, tenant, database_id)
+    assert health["last_archived_segment"] and health["base_backups"] >= 1 and health["archive_lag_seconds"] >= 0
     with connect(neighbour_uri) as conn:
         conn.execute("INSERT INTO items VALUES (0, 'written after the noted moments')")
     neighbour_rows = rows(neighbour_uri)
