@@ -2,43 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
 
 from infra.object_store import ObjectStore, open_store
-from infra.s3_server import S3Server
-from infra.supervisor import Cluster, Stack
-from tests.conftest import new_stack
+from infra.supervisor import Stack
 from tests.platform_client import PlatformClient, Tenant
-
-STORES = ["filesystem", "s3"]
-
-
-def store_env(kind: str, s3: S3Server) -> dict[str, str]:
-    """Settings for a platform whose backups go to ``kind``; S3 gets a fresh bucket."""
-    if kind == "filesystem":
-        return {}
-    bucket = f"b{uuid.uuid4().hex[:20]}"
-    s3.create_bucket(bucket)
-    options = s3.options()
-    return {
-        "PGPLANE_OBJECT_STORE_URL": f"s3://{bucket}/pgplane",
-        "PGPLANE_S3_ENDPOINT_URL": s3.endpoint_url,
-        "PGPLANE_S3_ACCESS_KEY_ID": options.access_key_id or "",
-        "PGPLANE_S3_SECRET_ACCESS_KEY": options.secret_access_key or "",
-    }
-
-
-def started_stack(cluster: Cluster, kind: str, s3: S3Server, **env: str) -> Iterator[Stack]:
-    platform = new_stack(cluster, **store_env(kind, s3) | env)
-    try:
-        platform.start()
-        yield platform
-    finally:
-        platform.stop()
 
 
 def stack_store(stack: Stack) -> ObjectStore:

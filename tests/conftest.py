@@ -6,24 +6,19 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from infra.s3_server import S3Server
 from infra.supervisor import Cluster, Stack
 from tests.platform_client import PlatformClient
 from tests.s3 import s3_server
+from tests.stacks import STORES, new_stack, started_stack
 
 __all__ = ["s3_server"]
-
-FAST_RETRIES = {
-    "PGPLANE_MAX_ATTEMPTS": "3",
-    "PGPLANE_RETRY_DELAY_SECONDS": "0.2",
-    "PGPLANE_ACK_WAIT_SECONDS": "5",
-}
 
 
 @pytest.fixture(scope="session")
@@ -36,18 +31,6 @@ def cluster() -> Iterator[Cluster]:
     finally:
         servers.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-def new_stack(cluster: Cluster, **env: str) -> Stack:
-    suffix = uuid.uuid4().hex[:10]
-    return Stack(
-        cluster,
-        cluster.root / f"t{suffix}",
-        namespace=f"t{suffix}",
-        meta_db=f"meta_{suffix}",
-        ledger_db=f"ledger_{suffix}",
-        extra_env=FAST_RETRIES | env,
-    )
 
 
 @pytest.fixture
@@ -70,3 +53,15 @@ def stack(cluster: Cluster, stack_env: dict[str, str]) -> Iterator[Stack]:
 async def client(stack: Stack) -> AsyncIterator[PlatformClient]:
     async with httpx.AsyncClient(base_url=f"{stack.api_url}/api/v1", timeout=30) as http:
         yield PlatformClient(http, stack)
+
+
+@pytest.fixture(params=STORES)
+def backup_stack(request: pytest.FixtureRequest, cluster: Cluster, s3_server: S3Server) -> Iterator[Stack]:
+    """A platform whose backups go to the filesystem, then one whose backups go to S3."""
+    yield from started_stack(cluster, request.param, s3_server)
+
+
+@pytest.fixture
+async def backup_client(backup_stack: Stack) -> AsyncIterator[PlatformClient]:
+    async with httpx.AsyncClient(base_url=f"{backup_stack.api_url}/api/v1", timeout=30) as http:
+        yield PlatformClient(http, backup_stack)

@@ -25,7 +25,7 @@ from api.models import (
     RestoreRequest,
 )
 from api.mutations import mutate
-from api.routes.databases import ensure_idle, load_database, reserve_name, store_password, to_public
+from api.routes.databases import ensure_idle, load_database, new_database, to_public
 from api.routes.operations import load_operation
 from infra.backup_crypto import BackupIntegrityError, decrypt_stream
 from infra.metadata.models import BACKUPS, DATABASES, GONE, POLICIES, PROJECTS, BackupStatus, DatabaseStatus
@@ -205,16 +205,8 @@ async def restore_backup(
             name, version = source.name, source.credentials_version
         else:
             assert body.name is not None
-            await reserve_name(platform, conn, backup.project_id, body.name)
-            new_id = uuid.uuid4()
-            verifier, sealed = await store_password(platform, conn, new_id, 1)
-            command = RestoreBackupToNewDatabase(
-                **_stored(backup, source)
-                | {"database_id": new_id, "dbname": f"db_{new_id.hex}", "role": f"u_{new_id.hex}"},
-                password_verifier=verifier,
-                sealed_password=sealed,
-                connection_limit=platform.settings.tenant_connection_limit,
-            )
+            identity = await new_database(platform, conn, backup.project_id, body.name)
+            command = RestoreBackupToNewDatabase(**_stored(backup, source) | identity)
             name, version = body.name, 1
         operation_id = await request_operation(
             conn,

@@ -71,6 +71,22 @@ async def reserve_name(platform: Platform, conn: AsyncConnection, project_id: uu
     return str(project.plan)
 
 
+async def new_database(platform: Platform, conn: AsyncConnection, project_id: uuid.UUID, name: str) -> dict[str, Any]:
+    """Reserve ``name`` and make the identity of a new database: ids, physical names, a password
+    (stored encrypted; its verifier and the copy sealed for the host are returned)."""
+    await reserve_name(platform, conn, project_id, name)
+    database_id = uuid.uuid4()
+    verifier, sealed = await store_password(platform, conn, database_id, 1)
+    return {
+        "database_id": database_id,
+        "dbname": f"db_{database_id.hex}",
+        "role": f"u_{database_id.hex}",
+        "password_verifier": verifier,
+        "sealed_password": sealed,
+        "connection_limit": platform.settings.tenant_connection_limit,
+    }
+
+
 async def ensure_idle(conn: AsyncConnection, database_id: uuid.UUID) -> None:
     """409 while another operation on this database has not finished."""
     busy = sa.and_(OPERATIONS.c.database_id == database_id, OPERATIONS.c.status.in_(IN_FLIGHT))
@@ -129,17 +145,7 @@ async def create_database(
     principal.check_project(body.project_id)
 
     async def change(conn: AsyncConnection) -> Accepted:
-        await reserve_name(platform, conn, body.project_id, body.name)
-        database_id = uuid.uuid4()
-        verifier, sealed = await store_password(platform, conn, database_id, 1)
-        command = CreateDatabase(
-            database_id=database_id,
-            dbname=f"db_{database_id.hex}",
-            role=f"u_{database_id.hex}",
-            password_verifier=verifier,
-            sealed_password=sealed,
-            connection_limit=platform.settings.tenant_connection_limit,
-        )
+        command = CreateDatabase(**await new_database(platform, conn, body.project_id, body.name))
         return await _accepted(
             platform, conn, principal, command, name=body.name, project_id=body.project_id, credentials_version=1
         )

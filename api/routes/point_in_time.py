@@ -19,7 +19,7 @@ from api.errors import ApiError, not_found
 from api.models import Accepted, PointInTimeRestoreRequest, RestoreWindowPublic
 from api.mutations import mutate
 from api.restore_window import Base, Span, choose, missing_after, spans
-from api.routes.databases import ensure_idle, load_database, reserve_name, store_password, to_public
+from api.routes.databases import ensure_idle, load_database, new_database, to_public
 from api.routes.operations import load_operation
 from infra.metadata.models import BASE_BACKUPS, GONE, PROJECTS, WAL_SEGMENTS
 from producers.commands import request_operation
@@ -135,18 +135,8 @@ async def restore_point_in_time(
             name, version = source.name, source.credentials_version
         else:
             assert body.name is not None
-            await reserve_name(platform, conn, source.project_id, body.name)
-            new_id = uuid.uuid4()
-            verifier, sealed = await store_password(platform, conn, new_id, 1)
-            command = RestorePointInTimeToNewDatabase(
-                database_id=new_id,
-                dbname=f"db_{new_id.hex}",
-                role=f"u_{new_id.hex}",
-                password_verifier=verifier,
-                sealed_password=sealed,
-                connection_limit=platform.settings.tenant_connection_limit,
-                **fields,
-            )
+            identity = await new_database(platform, conn, source.project_id, body.name)
+            command = RestorePointInTimeToNewDatabase(**fields | identity)
             name, version = body.name, 1
         operation_id = await request_operation(
             conn,

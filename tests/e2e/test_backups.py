@@ -3,15 +3,7 @@ data, restore in place (same credentials), restore into a new database, drill, d
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
-import httpx
-import pytest
-
-from infra.s3_server import S3Server
-from infra.supervisor import Cluster, Stack
 from tests.backup_helpers import (
-    STORES,
     backup,
     connect,
     host_databases,
@@ -20,23 +12,11 @@ from tests.backup_helpers import (
     restore,
     rows,
     stack_store,
-    started_stack,
 )
 from tests.platform_client import PlatformClient
 from tests.replay import replay_matches
 
 ORIGINAL = [(i, f"row {i}") for i in range(1, 101)]
-
-
-@pytest.fixture(params=STORES)
-def backup_stack(request: pytest.FixtureRequest, cluster: Cluster, s3_server: S3Server) -> Iterator[Stack]:
-    yield from started_stack(cluster, request.param, s3_server)
-
-
-@pytest.fixture
-async def backup_client(backup_stack: Stack) -> AsyncIterator[PlatformClient]:
-    async with httpx.AsyncClient(base_url=f"{backup_stack.api_url}/api/v1", timeout=30) as http:
-        yield PlatformClient(http, backup_stack)
 
 
 async def test_backup_restore_in_place_and_to_new_database(backup_client: PlatformClient) -> None:

@@ -21,9 +21,9 @@ from infra.faults import CRASH_EXIT_CODE
 from infra.supervisor import Cluster, Stack
 from infra.wal import wal_object_key
 from tests.backup_helpers import connect, host_databases, ready_database, rows, stack_store
-from tests.conftest import new_stack
 from tests.platform_client import PlatformClient, Tenant
 from tests.replay import replay_matches
+from tests.stacks import new_stack
 
 
 @pytest.fixture(scope="session")

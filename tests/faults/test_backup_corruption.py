@@ -3,15 +3,7 @@ ends ``compensated`` with a clear reason and the database keeps its current data
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
-import httpx
-import pytest
-
-from infra.s3_server import S3Server
-from infra.supervisor import Cluster, Stack
 from tests.backup_helpers import (
-    STORES,
     backup,
     connect,
     host_databases,
@@ -21,20 +13,8 @@ from tests.backup_helpers import (
     restore,
     rows,
     stack_store,
-    started_stack,
 )
 from tests.platform_client import PlatformClient
-
-
-@pytest.fixture(params=STORES)
-def backup_stack(request: pytest.FixtureRequest, cluster: Cluster, s3_server: S3Server) -> Iterator[Stack]:
-    yield from started_stack(cluster, request.param, s3_server)
-
-
-@pytest.fixture
-async def backup_client(backup_stack: Stack) -> AsyncIterator[PlatformClient]:
-    async with httpx.AsyncClient(base_url=f"{backup_stack.api_url}/api/v1", timeout=30) as http:
-        yield PlatformClient(http, backup_stack)
 
 
 def flip_bit(data: bytes) -> bytes:

@@ -4,41 +4,26 @@ download is left, and the original database was never touched before the swap.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import httpx
-import pytest
 
 from infra.faults import CRASH_EXIT_CODE
 from infra.s3_server import S3Server
 from infra.supervisor import Cluster, Stack
 from tests.backup_helpers import (
-    STORES,
     connect,
     host_databases,
     ready_database,
     rows,
     stack_store,
-    started_stack,
 )
 from tests.platform_client import PlatformClient
 from tests.replay import replay_matches
+from tests.stacks import started_stack
 
 BLOBS = (
     "CREATE TABLE blobs AS SELECT g AS id, decode(md5(g::text) || md5((g + 1)::text), 'hex') AS data"
     " FROM generate_series(1, 400000) g"
 )  # about 13 MB of dump that does not compress away: the upload spans several parts
-
-
-@pytest.fixture(params=STORES)
-def backup_stack(request: pytest.FixtureRequest, cluster: Cluster, s3_server: S3Server) -> Iterator[Stack]:
-    yield from started_stack(cluster, request.param, s3_server)
-
-
-@pytest.fixture
-async def backup_client(backup_stack: Stack) -> AsyncIterator[PlatformClient]:
-    async with httpx.AsyncClient(base_url=f"{backup_stack.api_url}/api/v1", timeout=30) as http:
-        yield PlatformClient(http, backup_stack)
 
 
 def restart_agent_crashing_at(stack: Stack, crash_at: str) -> None:
