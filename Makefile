@@ -19,6 +19,7 @@ lint: deps
 bench: deps
 	$(PY) -m bench.provision
 	$(PY) -m bench.backup
+	$(PY) -m bench.pitr
 
 deps: system-deps
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv

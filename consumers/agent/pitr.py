@@ -30,7 +30,7 @@ from schemas.commands import PointInTimeCommand, RestorePointInTime, RestorePoin
 from schemas.envelope import Envelope
 
 T = TypeVar("T")
-SEAL_POLL = 0.2
+SEAL_POLL = 0.05
 
 
 class _PointInTime:

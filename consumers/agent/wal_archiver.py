@@ -89,7 +89,7 @@ class WalArchiver:
         self._failing: set[str] = set()
         self._lagging = False
 
-    async def run(self, stop: asyncio.Event, *, interval: float = 0.5) -> None:
+    async def run(self, stop: asyncio.Event, *, interval: float = 0.25) -> None:
         while not stop.is_set():
             try:
                 await self.archive_pending()

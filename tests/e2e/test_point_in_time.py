@@ -101,10 +101,7 @@ async def sentinel_history(
 ) -> list[tuple[datetime, str]]:
     """Once the restore window is open: write a value, note the time, change it, note the time,
     change it again."""
-    deadline = time.monotonic() + 120
-    while (await window(client, tenant, database_id))["earliest"] is None:  # the first base backup
-        assert time.monotonic() < deadline, "no restore window opened"
-        await asyncio.sleep(0.3)
+    await archived_past(client, tenant, database_id, db_now(uri))  # the window covers the new database
     with connect(uri) as conn:
         conn.execute("CREATE TABLE sentinel (id int PRIMARY KEY, value text NOT NULL)")
         conn.execute("INSERT INTO sentinel VALUES (1, 'first')")
