@@ -262,6 +262,8 @@ class Stack:
     host_id: str = "host-1"
     extra_env: dict[str, str] = field(default_factory=dict)
     object_store_url: str = ""
+    processes: tuple[str, ...] = PROCESSES
+    """Which platform processes ``start`` runs (a test that schedules nothing leaves the scheduler out)."""
     pgbouncer_port: int = 0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -284,7 +286,7 @@ class Stack:
 
     def start(self) -> None:
         self.start_servers()
-        for name in PROCESSES:
+        for name in self.processes:
             self.start_process(name)
 
     def env(self, name: str, overrides: dict[str, str] | None = None) -> dict[str, str]:

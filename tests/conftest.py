@@ -16,7 +16,7 @@ from infra.s3_server import S3Server
 from infra.supervisor import Cluster, Stack
 from tests.platform_client import PlatformClient
 from tests.s3 import s3_server
-from tests.stacks import STORES, new_stack, started_stack
+from tests.stacks import STORES, WITHOUT_SCHEDULER, new_stack, started_stack
 
 __all__ = ["s3_server"]
 
@@ -40,8 +40,14 @@ def stack_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def stack(cluster: Cluster, stack_env: dict[str, str]) -> Iterator[Stack]:
-    platform = new_stack(cluster, **stack_env)
+def stack_processes() -> tuple[str, ...]:
+    """Override in a test module that needs processes the default platform leaves out."""
+    return WITHOUT_SCHEDULER
+
+
+@pytest.fixture
+def stack(cluster: Cluster, stack_env: dict[str, str], stack_processes: tuple[str, ...]) -> Iterator[Stack]:
+    platform = new_stack(cluster, stack_env, processes=stack_processes)
     try:
         platform.start()
         yield platform

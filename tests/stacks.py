@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 from infra.s3_server import S3Server
-from infra.supervisor import Cluster, Stack
+from infra.supervisor import PROCESSES, Cluster, Stack
 
 STORES = ["filesystem", "s3"]
 FAST_RETRIES = {
@@ -17,7 +17,13 @@ FAST_RETRIES = {
 }
 
 
-def new_stack(cluster: Cluster, **env: str) -> Stack:
+WITHOUT_SCHEDULER = tuple(p for p in PROCESSES if p != "scheduler")
+
+
+def new_stack(
+    cluster: Cluster, env: dict[str, str] | None = None, *, processes: tuple[str, ...] = WITHOUT_SCHEDULER
+) -> Stack:
+    """A platform on ``cluster``; the scheduler runs only where a test asks for it."""
     suffix = uuid.uuid4().hex[:10]
     return Stack(
         cluster,
@@ -25,7 +31,8 @@ def new_stack(cluster: Cluster, **env: str) -> Stack:
         namespace=f"t{suffix}",
         meta_db=f"meta_{suffix}",
         ledger_db=f"ledger_{suffix}",
-        extra_env=FAST_RETRIES | env,
+        extra_env=FAST_RETRIES | (env or {}),
+        processes=processes,
     )
 
 
@@ -45,7 +52,7 @@ def store_env(kind: str, s3: S3Server) -> dict[str, str]:
 
 
 def started_stack(cluster: Cluster, kind: str, s3: S3Server, **env: str) -> Iterator[Stack]:
-    platform = new_stack(cluster, **store_env(kind, s3) | env)
+    platform = new_stack(cluster, store_env(kind, s3) | env)
     try:
         platform.start()
         yield platform

@@ -75,7 +75,7 @@ async def test_agent_killed_mid_upload_and_mid_restore(backup_client: PlatformCl
 
 
 async def test_backup_over_the_plan_limit_fails_cleanly(cluster: Cluster, s3_server: S3Server) -> None:
-    for stack in started_stack(cluster, "s3", s3_server, PGPLANE_BACKUP_MAX_BYTES_FREE=str(5 * 2**20)):
+    for stack in started_stack(cluster, "s3", s3_server, PGPLANE_BACKUP_MAX_BYTES_FREE=str(9 * 2**20)):
         async with httpx.AsyncClient(base_url=f"{stack.api_url}/api/v1", timeout=30) as http:
             client = PlatformClient(http, stack)
             tenant = await client.tenant()
@@ -85,7 +85,7 @@ async def test_backup_over_the_plan_limit_fails_cleanly(cluster: Cluster, s3_ser
             accepted = await http.post(f"/databases/{database_id}/backups", headers=tenant.headers)
             operation = await client.wait(tenant, accepted.json()["operation"]["id"])
             assert operation["status"] == "compensated", operation
-            assert "exceeds the plan limit of 5242880 bytes" in operation["error"]
+            assert "exceeds the plan limit of 9437184 bytes" in operation["error"]
             failed = (await http.get(f"/backups/{accepted.json()['backup']['id']}", headers=tenant.headers)).json()
             assert failed["status"] == "failed" and failed["sha256"] is None
             store = stack_store(stack)

@@ -14,7 +14,7 @@ import pytest
 
 from infra.metadata.engine import make_engine
 from infra.settings import Settings
-from infra.supervisor import Stack, spawn, stop
+from infra.supervisor import PROCESSES, Stack, spawn, stop
 from producers.backup_schedule import check_schedule, slots_between
 from producers.scheduler import BackupScheduler
 from tests.backup_helpers import backup, ready_database, stack_store
@@ -31,6 +31,11 @@ def stack_env() -> dict[str, str]:
         "PGPLANE_SCHEDULER_INTERVAL_SECONDS": "0.3",
         "PGPLANE_BACKUP_MISSED_AFTER_SECONDS": "3",
     }
+
+
+@pytest.fixture
+def stack_processes() -> tuple[str, ...]:
+    return PROCESSES
 
 
 def meta(stack: Stack, query: str, *params: object) -> list[tuple[object, ...]]:
