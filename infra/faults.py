@@ -9,8 +9,13 @@ retryable error. In production both settings are unset and these calls do nothin
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class PermanentError(Exception):
@@ -39,3 +44,12 @@ def injected_failure(fail_at: str | None, step: str) -> None:
         raise PermanentError(f"injected permanent failure at {step}")
     if fail_at == f"{step}:transient":
         raise TransientError(f"injected transient failure at {step}")
+
+
+async def within_deadline(seconds: float, what: str, work: Awaitable[T]) -> T:
+    """``work``, or ``DeadlineExceeded`` once it has run ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await work
+    except TimeoutError:
+        raise DeadlineExceeded(f"{what} did not finish within its deadline of {seconds:g} s") from None

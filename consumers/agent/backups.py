@@ -17,8 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from collections.abc import AsyncIterator
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -26,7 +25,7 @@ from psycopg.conninfo import make_conninfo
 from consumers.agent.sagas import Host, Outputs, Step
 from consumers.agent.swap import Swap
 from infra.backup_crypto import BackupIntegrityError, decrypt_stream, encrypt_stream
-from infra.faults import PermanentError, crash_point
+from infra.faults import PermanentError, crash_point, within_deadline
 from infra.object_store import ObjectNotFound
 from infra.pg_tools import PgToolError, pg_dump, pg_restore
 from schemas.commands import (
@@ -44,16 +43,6 @@ from schemas.envelope import Envelope
 READ_SIZE = 1024 * 1024
 UPLOAD_CRASH_AFTER = 9 * 1024 * 1024
 """The ``backup.uploading`` crash point fires past this many bytes: a first S3 part is stored."""
-
-T = TypeVar("T")
-
-
-async def _within(deadline: float, what: str, work: Awaitable[T]) -> T:
-    try:
-        async with asyncio.timeout(deadline):
-            return await work
-    except TimeoutError:
-        raise PermanentError(f"{what} did not finish within its deadline of {deadline:g} s") from None
 
 
 class _Saga:
@@ -102,7 +91,7 @@ class _Saga:
                 await self.host.store.abort_incomplete(cmd.object_key)  # left by a crashed attempt
                 return await self.host.store.put(cmd.object_key, ciphertext())
 
-        size = await _within(self.host.deadline_seconds, "the backup", upload())  # pg_dump errors are retried
+        size = await within_deadline(self.host.deadline_seconds, "the backup", upload())  # pg_dump errors are retried
         return {
             "object_key": cmd.object_key,
             "size_bytes": size,
@@ -126,7 +115,7 @@ class _Saga:
     async def download_and_check(self) -> None:
         """Fetch the object and prove it is intact and this backup's before anything changes."""
         try:
-            await _within(self.host.deadline_seconds, "the download", self._download_and_check())
+            await within_deadline(self.host.deadline_seconds, "the download", self._download_and_check())
         except BaseException:
             await self.remove_work_dir()  # a refused download leaves nothing behind either
             raise
@@ -166,7 +155,7 @@ class _Saga:
         await self.swap.create_scratch(owner)
         restore = pg_restore(self.host.admin_dsn, self.scratch, self._plaintext(), role=owner)
         try:
-            await _within(self.host.deadline_seconds, "the restore", restore)
+            await within_deadline(self.host.deadline_seconds, "the restore", restore)
         except PgToolError as exc:
             await self.swap.drop_scratch()
             raise PermanentError(f"the backup does not restore: {exc}") from exc

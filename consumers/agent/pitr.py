@@ -21,7 +21,7 @@ from consumers.agent.swap import Swap
 from consumers.agent.temp_cluster import TempCluster
 from consumers.agent.wal_archiver import decompressed
 from infra.backup_crypto import BackupIntegrityError, decrypt_stream
-from infra.faults import DeadlineExceeded, PermanentError, crash_point
+from infra.faults import PermanentError, crash_point, within_deadline
 from infra.object_store import ObjectNotFound
 from infra.pg_tools import PgToolError, pg_dump, pg_restore
 from infra.supervisor import owned_dir
@@ -41,11 +41,7 @@ class _PointInTime:
         self.cluster = TempCluster(self.swap.work_dir / "cluster", host.admin_dsn)
 
     async def _within(self, what: str, work: Awaitable[T]) -> T:
-        try:
-            async with asyncio.timeout(self.host.deadline_seconds):
-                return await work
-        except TimeoutError:
-            raise DeadlineExceeded(f"{what} did not finish within {self.host.deadline_seconds:g} s") from None
+        return await within_deadline(self.host.deadline_seconds, what, work)
 
     async def _base(self) -> BaseBackup:
         base = await self.host.ledger.base_backup(self.cmd.base_backup_id)
