@@ -223,13 +223,14 @@ async def test_cancel_stops_a_running_restore(pitr: PlatformClient) -> None:
     assert accepted.status_code == 202, accepted.text
     operation_id = accepted.json()["operation"]["id"]
     deadline = time.monotonic() + 60
-    while not any(s["name"] == "wal_fetched" for s in (await client.wait_steps(tenant, operation_id))):
+    while not any(s["name"] == "wal_sealed" for s in (await client.wait_steps(tenant, operation_id))):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     cancel = await client.http.post(f"/operations/{operation_id}/cancel", headers=tenant.headers)
     assert cancel.status_code == 202, cancel.text
     operation = await client.wait(tenant, operation_id, timeout=120)
     assert operation["status"] == "compensated" and "cancelled by" in operation["error"], operation
+    assert {"name": "wal_sealed", "status": "compensated", "detail": None} in operation["steps"]  # undone
     assert rows(uri, "sentinel") == [(1, "third")]
     assert_clean(stack)
     again = await client.http.post(f"/operations/{operation_id}/cancel", headers=tenant.headers)
