@@ -68,6 +68,13 @@ class HostPostgres:
         """Ends every session on it first (``WITH (FORCE)``)."""
         await self._ddl(sql.SQL("DROP DATABASE IF EXISTS {db} WITH (FORCE)").format(db=sql.Identifier(dbname)))
 
+    async def current_wal_segment(self) -> str:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")
+            row = await cur.fetchone()
+            assert row is not None
+            return str(row[0])
+
     async def seal_wal(self) -> str:
         """Commit a transaction, switch WAL segments; returns the name of the segment just finished."""
         async with self._pool.connection() as conn:

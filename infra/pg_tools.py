@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import shutil
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
@@ -128,6 +129,44 @@ async def pg_basebackup(dsn: str) -> AsyncIterator[ToolOutput]:
         yield output
 
 
+async def run_fed(
+    what: str,
+    args: list[str],
+    chunks: AsyncIterable[bytes],
+    *,
+    env: dict[str, str] | None = None,
+    user: pwd.struct_passwd | None = None,
+) -> None:
+    """Run ``args`` with ``chunks`` on its stdin; ``PgToolError`` (with its stderr) if it fails.
+
+    Leaving early (an error in ``chunks``, a cancellation) kills it.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        user=user.pw_uid if user else None,
+        group=user.pw_gid if user else None,
+    )
+    stderr = asyncio.create_task(_collect(proc.stderr))
+    assert proc.stdin is not None
+    try:
+        async for piece in chunks:
+            proc.stdin.write(piece)
+            await proc.stdin.drain()
+        proc.stdin.close()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # it stopped reading: its exit code and stderr say why
+    except BaseException:
+        _kill(proc)
+        await proc.wait()
+        stderr.cancel()
+        raise
+    await _finish(proc, stderr, what)
+
+
 async def pg_restore(dsn: str, dbname: str, dump: AsyncIterable[bytes], *, role: str | None) -> None:
     """Feed a custom-format dump to ``pg_restore`` into ``dbname``, stopping at the first error.
 
@@ -136,27 +175,4 @@ async def pg_restore(dsn: str, dbname: str, dump: AsyncIterable[bytes], *, role:
     """
     conninfo, env = tool_args(dsn, dbname)
     options = ["--no-owner", "--no-acl", "--exit-on-error", *([f"--role={role}"] if role else [])]
-    proc = await asyncio.create_subprocess_exec(
-        str(pg_bindir() / "pg_restore"),
-        *options,
-        f"--dbname={conninfo}",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    stderr = asyncio.create_task(_collect(proc.stderr))
-    assert proc.stdin is not None
-    try:
-        async for piece in dump:
-            proc.stdin.write(piece)
-            await proc.stdin.drain()
-        proc.stdin.close()
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # pg_restore stopped reading: its exit code and stderr say why
-    except BaseException:
-        _kill(proc)
-        await proc.wait()
-        stderr.cancel()
-        raise
-    await _finish(proc, stderr, "pg_restore")
+    await run_fed("pg_restore", [str(pg_bindir() / "pg_restore"), *options, f"--dbname={conninfo}"], dump, env=env)

@@ -67,12 +67,17 @@ class DatabaseCommand(Payload):
         return {}
 
 
-class CreateDatabase(DatabaseCommand):
-    TYPE = "pgplane.command.create_database"
-    KIND = OperationKind.CREATE
+class NewDatabaseCommand(DatabaseCommand):
+    """Makes a new database: its role's SCRAM verifier, the password sealed to the host, a limit."""
+
     password_verifier: str = Field(pattern=SCRAM_VERIFIER, repr=False)
     sealed_password: str = Field(repr=False, description="Sealed to the host key; for the login check only.")
     connection_limit: int = Field(ge=1, le=1000)
+
+
+class CreateDatabase(NewDatabaseCommand):
+    TYPE = "pgplane.command.create_database"
+    KIND = OperationKind.CREATE
 
 
 class DeleteDatabase(DatabaseCommand):
@@ -125,12 +130,9 @@ class RestoreBackup(StoredBackupCommand):
     KIND = OperationKind.RESTORE
 
 
-class RestoreBackupToNewDatabase(StoredBackupCommand):
+class RestoreBackupToNewDatabase(StoredBackupCommand, NewDatabaseCommand):
     TYPE = "pgplane.command.restore_backup_to_new_database"
     KIND = OperationKind.RESTORE_NEW_DATABASE
-    password_verifier: str = Field(pattern=SCRAM_VERIFIER, repr=False)
-    sealed_password: str = Field(repr=False, description="Sealed to the host key; for the login check only.")
-    connection_limit: int = Field(ge=1, le=1000)
 
 
 class VerifyBackup(StoredBackupCommand):
@@ -164,12 +166,9 @@ class RestorePointInTime(PointInTimeCommand):
     KIND = OperationKind.PITR_RESTORE
 
 
-class RestorePointInTimeToNewDatabase(PointInTimeCommand):
+class RestorePointInTimeToNewDatabase(PointInTimeCommand, NewDatabaseCommand):
     TYPE = "pgplane.command.restore_point_in_time_to_new_database"
     KIND = OperationKind.PITR_RESTORE_NEW_DATABASE
-    password_verifier: str = Field(pattern=SCRAM_VERIFIER, repr=False)
-    sealed_password: str = Field(repr=False, description="Sealed to the host key; for the login check only.")
-    connection_limit: int = Field(ge=1, le=1000)
 
 
 class CancelOperation(DatabaseCommand):

@@ -25,7 +25,7 @@ from api.models import (
     RestoreRequest,
 )
 from api.mutations import mutate
-from api.routes.databases import ensure_idle, load_database, new_database, to_public
+from api.routes.databases import accept_operation, ensure_idle, load_database, new_database
 from api.routes.operations import load_operation
 from infra.backup_crypto import BackupIntegrityError, decrypt_stream
 from infra.metadata.models import BACKUPS, DATABASES, GONE, POLICIES, PROJECTS, BackupStatus, DatabaseStatus
@@ -208,20 +208,16 @@ async def restore_backup(
             identity = await new_database(platform, conn, backup.project_id, body.name)
             command = RestoreBackupToNewDatabase(**_stored(backup, source) | identity)
             name, version = body.name, 1
-        operation_id = await request_operation(
+        return await accept_operation(
+            platform,
             conn,
-            platform.subjects,
-            command=command,
+            principal,
+            command,
             name=name,
-            host_id=source.host_id,
-            credentials_version=version,
-            actor=principal.actor,
             project_id=backup.project_id,
+            credentials_version=version,
+            host_id=source.host_id,
             backup_id=backup.id,
-        )
-        database = await load_database(conn, command.database_id, principal)
-        return Accepted(
-            operation=await load_operation(conn, operation_id, principal), database=to_public(platform, database)
         )
 
     return await mutate(

@@ -111,7 +111,7 @@ async def store_password(
     return scram_verifier(password), sealed
 
 
-async def _accepted(
+async def accept_operation(
     platform: Platform,
     conn: AsyncConnection,
     principal: Principal,
@@ -120,16 +120,22 @@ async def _accepted(
     name: str,
     project_id: uuid.UUID,
     credentials_version: int,
+    host_id: str | None = None,
+    backup_id: uuid.UUID | None = None,
+    point_in_time: datetime | None = None,
 ) -> Accepted:
+    """Queue ``command`` as a new operation; 202's body: the operation and the database it acts on."""
     operation_id = await request_operation(
         conn,
         platform.subjects,
         command=command,
         name=name,
-        host_id=platform.settings.host_id,
+        host_id=host_id or platform.settings.host_id,
         credentials_version=credentials_version,
         actor=principal.actor,
         project_id=project_id,
+        backup_id=backup_id,
+        point_in_time=point_in_time,
     )
     database = await load_database(conn, command.database_id, principal)
     return Accepted(
@@ -146,7 +152,7 @@ async def create_database(
 
     async def change(conn: AsyncConnection) -> Accepted:
         command = CreateDatabase(**await new_database(platform, conn, body.project_id, body.name))
-        return await _accepted(
+        return await accept_operation(
             platform, conn, principal, command, name=body.name, project_id=body.project_id, credentials_version=1
         )
 
@@ -244,7 +250,7 @@ async def _change_database(
                 platform, conn, database_id, version
             )
             fields["credentials_version"] = version
-        return await _accepted(
+        return await accept_operation(
             platform,
             conn,
             principal,

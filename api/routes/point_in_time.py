@@ -19,10 +19,8 @@ from api.errors import ApiError, not_found
 from api.models import Accepted, PointInTimeRestoreRequest, RestoreWindowPublic
 from api.mutations import mutate
 from api.restore_window import Base, Span, choose, missing_after, spans
-from api.routes.databases import ensure_idle, load_database, new_database, to_public
-from api.routes.operations import load_operation
+from api.routes.databases import accept_operation, ensure_idle, load_database, new_database
 from infra.metadata.models import BASE_BACKUPS, GONE, PROJECTS, WAL_SEGMENTS
-from producers.commands import request_operation
 from schemas.commands import PointInTimeCommand, RestorePointInTime, RestorePointInTimeToNewDatabase
 
 router = APIRouter(prefix="/databases", tags=["point-in-time restore"])
@@ -138,20 +136,16 @@ async def restore_point_in_time(
             identity = await new_database(platform, conn, source.project_id, body.name)
             command = RestorePointInTimeToNewDatabase(**fields | identity)
             name, version = body.name, 1
-        operation_id = await request_operation(
+        return await accept_operation(
+            platform,
             conn,
-            platform.subjects,
-            command=command,
+            principal,
+            command,
             name=name,
-            host_id=source.host_id,
-            credentials_version=version,
-            actor=principal.actor,
             project_id=source.project_id,
+            credentials_version=version,
+            host_id=source.host_id,
             point_in_time=body.point_in_time,
-        )
-        database = await load_database(conn, command.database_id, principal)
-        return Accepted(
-            operation=await load_operation(conn, operation_id, principal), database=to_public(platform, database)
         )
 
     return await mutate(

@@ -52,9 +52,7 @@ class _Saga:
         self.host = host
         self.cmd = cmd
         self.swap = Swap(host, cmd, envelope)
-        self.work_dir = self.swap.work_dir
-        self.download = self.work_dir / "backup.enc"
-        self.scratch = self.swap.scratch
+        self.download = self.swap.work_dir / "backup.enc"
         source = cmd.source_database_id if isinstance(cmd, StoredBackupCommand) else cmd.database_id
         self.context = encryption_context(envelope.project_id, source, cmd.backup_id)
 
@@ -117,12 +115,12 @@ class _Saga:
         try:
             await within_deadline(self.host.deadline_seconds, "the download", self._download_and_check())
         except BaseException:
-            await self.remove_work_dir()  # a refused download leaves nothing behind either
+            await self.swap.remove_work_dir()  # a refused download leaves nothing behind either
             raise
 
     async def _download_and_check(self) -> None:
         assert isinstance(self.cmd, StoredBackupCommand)
-        await asyncio.to_thread(self.work_dir.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(self.swap.work_dir.mkdir, parents=True, exist_ok=True)
         hasher = hashlib.sha256()
         try:
             with self.download.open("wb") as file:
@@ -153,7 +151,7 @@ class _Saga:
     async def restore_scratch(self, owner: str | None) -> None:
         """The backup, restored into a fresh scratch database (again from zero on a retry)."""
         await self.swap.create_scratch(owner)
-        restore = pg_restore(self.host.admin_dsn, self.scratch, self._plaintext(), role=owner)
+        restore = pg_restore(self.host.admin_dsn, self.swap.scratch, self._plaintext(), role=owner)
         try:
             await within_deadline(self.host.deadline_seconds, "the restore", restore)
         except PgToolError as exc:
@@ -162,9 +160,6 @@ class _Saga:
         except BaseException:
             await self.swap.drop_scratch()  # nothing half-restored stays behind
             raise
-
-    async def remove_work_dir(self) -> None:
-        await self.swap.remove_work_dir()
 
     # --- drill --------------------------------------------------------------------------
 
@@ -180,7 +175,7 @@ class _Saga:
         return {"duration_ms": round((time.monotonic() - started) * 1000), "tables": tables}
 
     async def _count_tables(self) -> int:
-        conninfo = make_conninfo(self.host.admin_dsn, dbname=self.scratch)
+        conninfo = make_conninfo(self.host.admin_dsn, dbname=self.swap.scratch)
         async with await psycopg.AsyncConnection.connect(conninfo, connect_timeout=10) as conn:
             cur = await conn.execute(
                 "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -192,8 +187,8 @@ class _Saga:
             return int(row[0])
 
     async def undo_drill(self) -> None:
-        await self.host.postgres.drop_database(self.scratch)
-        await self.remove_work_dir()
+        await self.swap.drop_scratch()
+        await self.swap.remove_work_dir()
 
 
 def _size(count: int) -> str:
@@ -209,14 +204,14 @@ def backup_steps(host: Host, cmd: BackupCommand, envelope: Envelope) -> list[Ste
             return [Step("dump_uploaded", saga.dump_and_upload, saga.delete_object)]
         case RestoreBackup():
             return [
-                Step("backup_downloaded", saga.download_and_check, saga.remove_work_dir),
+                Step("backup_downloaded", saga.download_and_check, swap.remove_work_dir),
                 Step("scratch_restored", lambda: saga.restore_scratch(cmd.role), swap.drop_scratch),
                 *swap.in_place(),
             ]
         case RestoreBackupToNewDatabase():
             return swap.new_database(
                 cmd,
-                [Step("backup_downloaded", saga.download_and_check, saga.remove_work_dir)],
+                [Step("backup_downloaded", saga.download_and_check, swap.remove_work_dir)],
                 [Step("scratch_restored", lambda: saga.restore_scratch(cmd.role), swap.drop_scratch)],
             )
         case VerifyBackup():

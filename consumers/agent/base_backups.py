@@ -13,8 +13,6 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-from psycopg_pool import AsyncConnectionPool
-
 from consumers.agent.ledger import BaseBackup, Ledger
 from consumers.agent.wal_archiver import Publish, host_event
 from infra.backup_crypto import BackupKeys, encrypt_stream
@@ -33,7 +31,7 @@ class BaseBackups:
         *,
         host_id: str,
         admin_dsn: str,
-        admin_pool: AsyncConnectionPool,
+        postgres: HostPostgres,
         store: ObjectStore,
         keys: BackupKeys,
         ledger: Ledger,
@@ -43,7 +41,7 @@ class BaseBackups:
     ) -> None:
         self.host_id = host_id
         self.admin_dsn = admin_dsn
-        self.admin_pool = admin_pool
+        self.postgres = postgres
         self.store = store
         self.keys = keys
         self.ledger = ledger
@@ -68,7 +66,7 @@ class BaseBackups:
         """A base backup; its WAL range is bracketed from outside (pg_basebackup does not print it
         when streaming): from the segment in use before it starts to the one sealed after it ends."""
         base_id, started = uuid.uuid4(), datetime.now(UTC)
-        start_segment = await self._current_segment()
+        start_segment = await self.postgres.current_wal_segment()
         key = base_object_key(self.host_id, base_id)
         hasher = hashlib.sha256()
         async with pg_basebackup(self.admin_dsn) as tar:
@@ -85,7 +83,7 @@ class BaseBackups:
             sha256=hasher.hexdigest(),
             size_bytes=size,
             start_segment=start_segment,
-            stop_segment=await HostPostgres(self.admin_pool).seal_wal(),
+            stop_segment=await self.postgres.seal_wal(),
             started_at=started,
             finished_at=datetime.now(UTC),
         )
@@ -102,13 +100,6 @@ class BaseBackups:
         await self.publish(host_event(completed, host_id=self.host_id, key=f"base:{base.id}"))
         log.info("base backup %s: %d bytes, WAL from %s", base.id, size, base.start_segment)
         return base
-
-    async def _current_segment(self) -> str:
-        async with self.admin_pool.connection() as conn:
-            cur = await conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")
-            row = await cur.fetchone()
-            assert row is not None
-            return str(row[0])
 
     async def retain(self, now: datetime) -> None:
         bases = await self.ledger.base_backups()

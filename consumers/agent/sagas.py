@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import psycopg
 
@@ -22,34 +20,13 @@ from schemas.commands import (
     CreateDatabase,
     DatabaseCommand,
     DeleteDatabase,
+    NewDatabaseCommand,
     ResetDatabase,
     RotateCredentials,
 )
 
 Action = Callable[[], Awaitable[None]]
 Outputs = dict[str, str | int]
-
-
-class HasPassword(Protocol):
-    """A command that carries a password sealed to this host, for the real login check."""
-
-    @property
-    def database_id(self) -> uuid.UUID: ...
-    @property
-    def dbname(self) -> str: ...
-    @property
-    def role(self) -> str: ...
-    @property
-    def sealed_password(self) -> str: ...
-
-
-class NewDatabase(HasPassword, Protocol):
-    """A command that makes a new database: create, or a restore into a new database."""
-
-    @property
-    def password_verifier(self) -> str: ...
-    @property
-    def connection_limit(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -85,7 +62,7 @@ class Host:
     async def reroute(self) -> None:
         await self.bouncer.apply(await self.ledger.routes())
 
-    async def verify_login(self, command: HasPassword) -> None:
+    async def verify_login(self, command: NewDatabaseCommand | RotateCredentials) -> None:
         password = unseal(command.sealed_password, private_key_b64=self.private_key, context=str(command.database_id))
         for attempt in range(self.login_attempts):
             try:
@@ -103,7 +80,7 @@ class Host:
         raise PermanentError(f"login through PgBouncer failed: {error}")
 
 
-def create_steps(host: Host, cmd: NewDatabase) -> list[Step]:
+def create_steps(host: Host, cmd: NewDatabaseCommand) -> list[Step]:
     async def create_role() -> None:
         await host.ledger.remember_database(
             cmd.database_id, dbname=cmd.dbname, role=cmd.role, max_connections=cmd.connection_limit
@@ -185,7 +162,7 @@ def rotate_steps(host: Host, cmd: RotateCredentials) -> list[Step]:
     ]
 
 
-async def _unroute(host: Host, cmd: DatabaseCommand | NewDatabase) -> None:
+async def _unroute(host: Host, cmd: DatabaseCommand) -> None:
     await host.ledger.set_route(cmd.database_id, routed=False)
     await host.reroute()
     await host.bouncer.disconnect(cmd.dbname)

@@ -216,16 +216,14 @@ async def run_agent(settings: Settings, stop: asyncio.Event) -> None:
 
         await broker.start()
         log.info("agent for host %s consuming %s", settings.host_id, subjects.host_commands(settings.host_id))
-        background = [asyncio.create_task(job.run(stop)) for job in _pitr_jobs(settings, host, admin_pool, agent)]
+        background = [asyncio.create_task(job.run(stop)) for job in _pitr_jobs(settings, host, agent)]
         await stop.wait()
         await asyncio.gather(*background)
         await broker.stop()
         await store.close()
 
 
-def _pitr_jobs(
-    settings: Settings, host: Host, admin_pool: AsyncConnectionPool, agent: Agent
-) -> list[WalArchiver | BaseBackups]:
+def _pitr_jobs(settings: Settings, host: Host, agent: Agent) -> list[WalArchiver | BaseBackups]:
     """WAL archiving and base backups, when this host's PostgreSQL archives into a spool."""
     if settings.wal_spool_dir is None:
         return []
@@ -242,7 +240,7 @@ def _pitr_jobs(
         BaseBackups(
             host_id=settings.host_id,
             admin_dsn=settings.host_admin_dsn,
-            admin_pool=admin_pool,
+            postgres=host.postgres,
             store=host.store,
             keys=host.backup_keys,
             ledger=host.ledger,

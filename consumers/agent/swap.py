@@ -12,8 +12,8 @@ import asyncio
 import shutil
 from pathlib import Path
 
-from consumers.agent.sagas import Host, NewDatabase, Step, create_steps
-from schemas.commands import DatabaseCommand
+from consumers.agent.sagas import Host, Step, create_steps
+from schemas.commands import DatabaseCommand, NewDatabaseCommand
 from schemas.envelope import Envelope
 
 
@@ -70,7 +70,7 @@ class Swap:
             Step("work_cleaned", self.remove_work_dir),
         ]
 
-    def new_database(self, cmd: NewDatabase, fetched: list[Step], restored: list[Step]) -> list[Step]:
+    def new_database(self, cmd: NewDatabaseCommand, fetched: list[Step], restored: list[Step]) -> list[Step]:
         """A new database: what fetches the data, the role, what restores it, then the create saga's end."""
         create = {step.name: step for step in create_steps(self.host, cmd)}
         return [

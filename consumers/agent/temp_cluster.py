@@ -20,7 +20,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from infra.faults import PermanentError
-from infra.pg_tools import pg_bindir
+from infra.pg_tools import PgToolError, pg_bindir, run_fed
 from infra.supervisor import free_port, owned_dir, service_user, spawn
 
 
@@ -45,30 +45,11 @@ class TempCluster:
         await asyncio.to_thread(shutil.rmtree, self.data, True)
         self.log.unlink(missing_ok=True)
         owned_dir(self.data).chmod(0o700)
-        user = service_user()
-        tar = await asyncio.create_subprocess_exec(
-            "tar",
-            "-xz",
-            "-C",
-            str(self.data),
-            stdin=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            user=user.pw_uid if user else None,
-            group=user.pw_gid if user else None,
-        )
-        assert tar.stdin is not None
+        tar = ["tar", "-xz", "-C", str(self.data)]
         try:
-            async for piece in base_tar_gz:
-                tar.stdin.write(piece)
-                await tar.stdin.drain()
-            tar.stdin.close()
-        except BaseException:
-            tar.kill()
-            await tar.wait()
-            raise
-        _, err = await tar.communicate()
-        if tar.returncode != 0:
-            raise PermanentError(f"the base backup does not unpack: {err.decode(errors='replace')[-500:]}")
+            await run_fed("tar", tar, base_tar_gz, user=service_user())
+        except PgToolError as exc:
+            raise PermanentError(f"the base backup does not unpack: {exc}") from None
 
     async def recover(self, target: datetime) -> None:
         """Replay WAL from ``self.wal`` up to ``target``, then promote; fails loudly if it cannot."""

@@ -99,13 +99,18 @@ class WalArchiver:
                 await asyncio.wait_for(stop.wait(), interval)
 
     def pending(self) -> list[Path]:
-        return sorted(p for p in self.spool.iterdir() if SEGMENT.match(p.name))
+        """Spooled segments, oldest first. Backup labels and history files are dropped: the ledger has
+        what we need (``archtemp*`` files are basic_archive's own copies in progress)."""
+        segments = []
+        for path in self.spool.iterdir():
+            if SEGMENT.match(path.name):
+                segments.append(path)
+            elif not path.name.startswith("archtemp"):
+                path.unlink(missing_ok=True)
+        return sorted(segments)
 
     async def archive_pending(self) -> None:
         """Upload every spooled segment, oldest first; stop at the first failure (order matters)."""
-        for extra in self.spool.iterdir():
-            if not SEGMENT.match(extra.name) and not extra.name.startswith("archtemp"):
-                extra.unlink(missing_ok=True)  # backup labels and history files: our ledger has what we need
         pending = await asyncio.to_thread(self.pending)
         await self._check_lag(pending)
         for path in pending:

@@ -124,7 +124,7 @@ async def test_retention_keeps_what_the_window_needs(tmp_path: Path) -> None:
     bases = BaseBackups(
         host_id="host-1",
         admin_dsn="",
-        admin_pool=None,  # type: ignore[arg-type]
+        postgres=None,  # type: ignore[arg-type]
         store=store,
         keys=BackupKeys.parse(new_backup_key_spec()),
         ledger=cast(Ledger, ledger),
