@@ -6,7 +6,7 @@ PY := .venv/bin/python
 .PHONY: run test lint bench deps system-deps
 
 run: deps
-	$(PY) -m infra.cli dev
+	$(PY) -m entrypoints.cli dev
 
 test: deps lint
 	.venv/bin/pytest -q -p no:cacheprovider tests

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.errors import ApiError, not_found
 from infra.backup_crypto import BackupKeys
+from infra.faults import NO_FAULTS, Faults
 from infra.metadata.models import TOKENS
 from infra.object_store import ObjectStore
 from infra.secrets import SecretBox, token_digest
@@ -27,7 +28,8 @@ TOKEN_FORMAT = re.compile(r"^pgp_([0-9a-f]{32})_([A-Za-z0-9_-]{20,})$")
 @dataclass(frozen=True, kw_only=True)
 class Platform:
     """What the API process holds: settings, the metadata engine, the outbox relay, the key that
-    encrypts passwords at rest, and the object store and keys that serve backup downloads."""
+    encrypts passwords at rest, the object store and keys that serve backup downloads, and the
+    fault hooks (no-ops outside tests)."""
 
     settings: Settings
     engine: AsyncEngine
@@ -35,6 +37,7 @@ class Platform:
     box: SecretBox
     store: ObjectStore
     backup_keys: BackupKeys
+    faults: Faults = NO_FAULTS
 
     @property
     def subjects(self) -> Subjects:

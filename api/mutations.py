@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.deps import Platform, Principal
 from api.idempotency import request_digest, store_response, stored_response
-from infra.faults import crash_point
 
 log = logging.getLogger("pgplane.api")
 
@@ -42,7 +41,7 @@ async def mutate(
                 await store_response(
                     conn, principal=principal.actor, key=key, digest=digest, status_code=status_code, body=result
                 )
-    crash_point(platform.settings.crash_at, "api.accepted")
+    platform.faults.crash_point("api.accepted")
     try:
         await platform.relay.drain()
     except Exception:

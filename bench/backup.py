@@ -38,8 +38,8 @@ from typing import Any
 import httpx
 import psycopg
 
+from devstack.supervisor import Cluster, Stack
 from infra.pg_tools import pg_bindir, tool_args
-from infra.supervisor import Cluster, Stack
 
 TARGET_GB = float(os.environ.get("BENCH_BACKUP_GB", "1.0"))
 ROUNDS = int(os.environ.get("BENCH_BACKUP_ROUNDS", "2"))

@@ -68,8 +68,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from bench.backup import BATCH_ROWS, CREATE_TABLE, FILL
+from devstack.supervisor import Cluster, Stack
 from infra.pg_tools import pg_bindir, tool_args
-from infra.supervisor import Cluster, Stack, free_port, owned_dir, service_user, spawn, stop
+from infra.processes import free_port, owned_dir, service_user, spawn, stop
 from infra.wal import SEGMENT, next_segment
 from schemas.events import OperationStarted
 

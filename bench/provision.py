@@ -22,10 +22,10 @@ from typing import Any
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
+from devstack.supervisor import Cluster, Stack
 from infra.host_postgres import HostPostgres, check_login
 from infra.pgbouncer import PgBouncer, Route
 from infra.secrets import new_password, scram_verifier
-from infra.supervisor import Cluster, Stack
 
 N = int(os.environ.get("BENCH_N", "50"))
 CONCURRENT = int(os.environ.get("BENCH_CONCURRENT", "50"))

@@ -1,55 +1,23 @@
-"""Crash points and injected failures, enabled only by tests through settings.
+"""Where tests break the platform on purpose.
 
-``PGPLANE_CRASH_AT=create.database_created.done`` makes the process die (``os._exit``: no
-cleanup, no ack, exactly like a SIGKILL) when it reaches that point.
-``PGPLANE_FAIL_AT=create.login_verified`` makes that step fail permanently, and
-``PGPLANE_FAIL_AT=create.route_added:transient`` makes it fail on every attempt with a
-retryable error. In production both settings are unset and these calls do nothing.
+Production code calls ``crash_point`` at every point a crash test kills the process (between a
+saga step's effect and its record, mid-upload, between accepting a request and publishing it)
+and ``before_step`` before each saga step. This default does nothing; the composition root hands
+it to every process unless a test passes an injector (the dev stack's ``InjectedFaults``) that
+kills the process or fails a step there.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-from collections.abc import Awaitable
-from typing import TypeVar
 
-T = TypeVar("T")
+class Faults:
+    """No faults: every hook is a no-op."""
 
+    def crash_point(self, name: str) -> None:
+        """A point where a crash test may kill the process (no cleanup, no ack)."""
 
-class PermanentError(Exception):
-    """A failure that retrying cannot fix: the saga compensates."""
+    def before_step(self, step: str) -> None:
+        """Called before saga step ``<kind>.<step>`` runs; an injector raises here to fail it."""
 
 
-class DeadlineExceeded(PermanentError):
-    """A step ran past its deadline: undone like any permanent failure, the operation ends ``failed``."""
-
-
-class TransientError(Exception):
-    """A failure worth retrying: the message is redelivered later."""
-
-
-CRASH_EXIT_CODE = 86
-
-
-def crash_point(crash_at: str | None, name: str) -> None:
-    if crash_at == name:
-        print(f"crash point {name} reached: exiting", file=sys.stderr, flush=True)
-        os._exit(CRASH_EXIT_CODE)
-
-
-def injected_failure(fail_at: str | None, step: str) -> None:
-    if fail_at == step:
-        raise PermanentError(f"injected permanent failure at {step}")
-    if fail_at == f"{step}:transient":
-        raise TransientError(f"injected transient failure at {step}")
-
-
-async def within_deadline(seconds: float, what: str, work: Awaitable[T]) -> T:
-    """``work``, or ``DeadlineExceeded`` once it has run ``seconds``."""
-    try:
-        async with asyncio.timeout(seconds):
-            return await work
-    except TimeoutError:
-        raise DeadlineExceeded(f"{what} did not finish within its deadline of {seconds:g} s") from None
+NO_FAULTS = Faults()

@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from infra.backup_crypto import BackupKeys
-from infra.object_store import ObjectStore, S3Options, open_store
+from infra.object_store import S3Options
 
 
 class Settings(BaseSettings):
@@ -87,10 +87,6 @@ class Settings(BaseSettings):
     databases_per_project: int = 10
     idempotency_ttl_hours: int = Field(default=24, ge=24)
 
-    # tests only: the crash point at which the process kills itself, the step that fails
-    crash_at: str | None = None
-    fail_at: str | None = None
-
     def store_url(self) -> str:
         return self.object_store_url or (self.state_dir.resolve() / "backups").as_uri()
 
@@ -107,9 +103,6 @@ class Settings(BaseSettings):
         if self.backup_keys is None:
             raise SystemExit("PGPLANE_BACKUP_KEYS is required")
         return BackupKeys.parse(self.backup_keys.get_secret_value(), self.backup_key_id)
-
-    def open_store(self) -> ObjectStore:
-        return open_store(self.store_url(), s3=self.s3_options())
 
     def pitr_window_days(self, plan: str) -> int:
         return self.pitr_window_days_pro if plan == "pro" else self.pitr_window_days_free

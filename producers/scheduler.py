@@ -16,16 +16,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import nats
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from infra.metadata.engine import create_schema, make_engine
 from infra.metadata.models import BACKUPS, DATABASES, GONE, POLICIES, PROJECTS, SLOTS, BackupStatus, DatabaseStatus
 from infra.settings import Settings
-from infra.topology import ensure_topology
 from producers.backup_schedule import slots_between
 from producers.backups import request_backup, request_backup_deletion
 from producers.commands import OutboxRelay, record_event
@@ -42,6 +39,18 @@ class BackupScheduler:
         self._engine = engine
         self._settings = settings
         self._subjects = Subjects(namespace=settings.namespace)
+
+    async def run(self, stop: asyncio.Event, relay: OutboxRelay) -> None:
+        """A pass every ``scheduler_interval_seconds``; what it queued is published right after."""
+        log.info("backup scheduler running every %g s", self._settings.scheduler_interval_seconds)
+        while not stop.is_set():
+            await self.tick(datetime.now(UTC))
+            try:
+                await relay.drain()
+            except Exception:
+                log.exception("publishing scheduled commands failed; the next pass retries")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._settings.scheduler_interval_seconds)
 
     async def tick(self, now: datetime) -> None:
         """One pass over every policy with a schedule: claim due slots, report missed, retain."""
@@ -161,27 +170,3 @@ class BackupScheduler:
                 reason="retention",
                 operation_id=uuid.uuid5(backup.id, "retention"),
             )
-
-
-async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
-    engine = make_engine(settings.metadata_dsn, pool_size=2)
-    async with engine.begin() as conn:
-        await create_schema(conn)
-    nc = await nats.connect(settings.nats_url)
-    js = nc.jetstream()
-    await ensure_topology(js, settings)
-    relay = OutboxRelay(engine, js, idempotency_ttl=timedelta(hours=settings.idempotency_ttl_hours))
-    scheduler = BackupScheduler(engine, settings)
-    log.info("backup scheduler running every %g s", settings.scheduler_interval_seconds)
-    try:
-        while not stop.is_set():
-            await scheduler.tick(datetime.now(UTC))
-            try:
-                await relay.drain()
-            except Exception:
-                log.exception("publishing scheduled commands failed; the next pass retries")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.scheduler_interval_seconds)
-    finally:
-        await nc.close()
-        await engine.dispose()

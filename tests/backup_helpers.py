@@ -7,20 +7,20 @@ from typing import Any
 
 import psycopg
 
-from infra.object_store import ObjectStore, open_store
-from infra.supervisor import Stack
+from devstack.supervisor import Stack
+from entrypoints import bootstrap
+from infra.object_store import ObjectStore
+from infra.settings import Settings
 from tests.platform_client import PlatformClient, Tenant
 
 
 def stack_store(stack: Stack) -> ObjectStore:
     """The platform's own object store, opened the way its processes open it."""
     env = stack.env("agent")
-    from infra.settings import Settings
-
     settings = Settings.model_validate(
         {k.removeprefix("PGPLANE_").lower(): v for k, v in env.items() if k.startswith("PGPLANE_")}
     )
-    return open_store(settings.store_url(), s3=settings.s3_options())
+    return bootstrap.object_store(settings)
 
 
 async def object_bytes(store: ObjectStore, key: str) -> bytes:

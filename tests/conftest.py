@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infra.s3_server import S3Server
-from infra.supervisor import Cluster, Stack
+from devstack.s3_server import S3Server
+from devstack.supervisor import Cluster, Stack
 from tests.platform_client import PlatformClient
 from tests.s3 import s3_server
 from tests.stacks import STORES, WITHOUT_SCHEDULER, new_stack, started_stack

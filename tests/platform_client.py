@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from infra.supervisor import Stack
+from devstack.supervisor import Stack
 
 TERMINAL = {"succeeded", "failed", "compensated"}
 

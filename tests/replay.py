@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from infra.supervisor import Stack
+from devstack.supervisor import Stack
 
 
 def replay_matches(stack: Stack, *, settle: float = 30) -> None:
@@ -14,7 +14,7 @@ def replay_matches(stack: Stack, *, settle: float = 30) -> None:
     deadline = time.monotonic() + settle
     while True:
         result = subprocess.run(
-            [sys.executable, "-m", "infra.cli", "replay", "projection"],
+            [sys.executable, "-m", "entrypoints.cli", "replay", "projection"],
             env=stack.env("projector"),
             capture_output=True,
             text=True,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.s3_server import S3Server
+from devstack.s3_server import S3Server
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-from infra.s3_server import S3Server
-from infra.supervisor import PROCESSES, Cluster, Stack
+from devstack.s3_server import S3Server
+from devstack.supervisor import PROCESSES, Cluster, Stack
 
 STORES = ["filesystem", "s3"]
 FAST_RETRIES = {

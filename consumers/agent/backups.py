@@ -25,7 +25,7 @@ from psycopg.conninfo import make_conninfo
 from consumers.agent.sagas import Host, Outputs, Step
 from consumers.agent.swap import Swap
 from infra.backup_crypto import BackupIntegrityError, decrypt_stream, encrypt_stream
-from infra.faults import PermanentError, crash_point, within_deadline
+from infra.errors import PermanentError, within_deadline
 from infra.object_store import ObjectNotFound
 from infra.pg_tools import PgToolError, pg_dump, pg_restore
 from schemas.commands import (
@@ -57,7 +57,7 @@ class _Saga:
         self.context = encryption_context(envelope.project_id, source, cmd.backup_id)
 
     def crash_point(self, name: str) -> None:
-        crash_point(self.host.crash_at, f"{self.cmd.KIND.value}.{name}")
+        self.host.faults.crash_point(f"{self.cmd.KIND.value}.{name}")
 
     # --- backup -------------------------------------------------------------------------
 

@@ -21,10 +21,10 @@ from consumers.agent.swap import Swap
 from consumers.agent.temp_cluster import TempCluster
 from consumers.agent.wal_archiver import decompressed
 from infra.backup_crypto import BackupIntegrityError, decrypt_stream
-from infra.faults import PermanentError, crash_point, within_deadline
+from infra.errors import PermanentError, within_deadline
 from infra.object_store import ObjectNotFound
 from infra.pg_tools import PgToolError, pg_dump, pg_restore
-from infra.supervisor import owned_dir
+from infra.processes import owned_dir
 from infra.wal import base_context, next_segment, wal_context, wal_object_key
 from schemas.commands import PointInTimeCommand, RestorePointInTime, RestorePointInTimeToNewDatabase
 from schemas.envelope import Envelope
@@ -142,7 +142,7 @@ class _PointInTime:
             await self.cluster.unpack(decrypt_stream(stored(), keys=self.host.backup_keys, context=context))
         except BackupIntegrityError as exc:
             raise PermanentError(f"the base backup failed authentication: {exc}") from None
-        crash_point(self.host.crash_at, f"{self.cmd.KIND.value}.recovering")
+        self.host.faults.crash_point(f"{self.cmd.KIND.value}.recovering")
         await self.cluster.recover(self.cmd.point_in_time)
 
     async def extract(self) -> None:

@@ -15,7 +15,8 @@ from consumers.agent.backups import backup_steps
 from consumers.agent.ledger import Ledger
 from consumers.agent.pitr import pitr_steps
 from consumers.agent.sagas import Host, Step, steps_for
-from infra.faults import DeadlineExceeded, PermanentError, crash_point, injected_failure
+from infra.errors import DeadlineExceeded, PermanentError
+from infra.faults import NO_FAULTS, Faults
 from schemas.commands import BackupCommand, CreateDatabase, DatabaseCommand, PointInTimeCommand
 from schemas.envelope import Envelope
 from schemas.events import (
@@ -39,8 +40,7 @@ class SagaRunner:
     host: Host
     ledger: Ledger
     publish: Publish
-    crash_at: str | None = None
-    fail_at: str | None = None
+    faults: Faults = NO_FAULTS
 
     async def run(self, command: Envelope) -> None:
         cmd = database_command(command)
@@ -142,15 +142,15 @@ class _Run:
             try:
                 if actor := await self.runner.ledger.cancel_requested(self.command.correlation_id):
                     raise PermanentError(f"cancelled by {actor}")
-                injected_failure(self.runner.fail_at, f"{kind}.{step.name}")
+                self.runner.faults.before_step(f"{kind}.{step.name}")
                 outputs = await step.do()
             except PermanentError as exc:
                 ends_failed = isinstance(exc, DeadlineExceeded)
                 await self.emit(OperationStepFailed, step=step.name, reason=str(exc), ends_failed=ends_failed)
                 return False
-            crash_point(self.runner.crash_at, f"{kind}.{step.name}.done")
+            self.runner.faults.crash_point(f"{kind}.{step.name}.done")
             await self.emit(OperationStepCompleted, step=step.name, outputs=outputs or {})
-            crash_point(self.runner.crash_at, f"{kind}.{step.name}.recorded")
+            self.runner.faults.crash_point(f"{kind}.{step.name}.recorded")
         success = SUCCEEDED[self.cmd.KIND]
         fields = {k: v for k, v in self.outputs().items() if k in success.model_fields}
         await self.emit(success, **fields | self.cmd.outcome())
@@ -165,7 +165,7 @@ class _Run:
                 continue
             if step.undo is not None:
                 await step.undo()
-            crash_point(self.runner.crash_at, f"{self.cmd.KIND.value}.{step.name}.undone")
+            self.runner.faults.crash_point(f"{self.cmd.KIND.value}.{step.name}.undone")
             await self.emit(OperationStepCompensated, step=step.name)
 
     async def compensate(self) -> None:

@@ -11,7 +11,8 @@ import psycopg
 
 from consumers.agent.ledger import Ledger
 from infra.backup_crypto import BackupKeys
-from infra.faults import PermanentError
+from infra.errors import PermanentError
+from infra.faults import NO_FAULTS, Faults
 from infra.host_postgres import HostPostgres, check_login
 from infra.object_store import ObjectStore
 from infra.pgbouncer import PgBouncer
@@ -56,7 +57,7 @@ class Host:
     deadline_seconds: float
     host_id: str = "host-1"
     wal_spool: Path | None = None
-    crash_at: str | None = None
+    faults: Faults = NO_FAULTS
     login_attempts: int = 5
 
     async def reroute(self) -> None:

@@ -16,30 +16,29 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
-from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
-from consumers.agent.base_backups import BaseBackups
 from consumers.agent.ledger import Ledger
 from consumers.agent.runner import TERMINAL, SagaRunner, database_command
 from consumers.agent.sagas import Host
 from consumers.agent.temp_cluster import TempCluster
-from consumers.agent.wal_archiver import WalArchiver
-from infra.faults import PermanentError
-from infra.host_postgres import HostPostgres
-from infra.pgbouncer import PgBouncer
+from infra.errors import PermanentError
+from infra.faults import NO_FAULTS, Faults
 from infra.settings import Settings
-from infra.topology import ensure_topology
 from schemas.commands import CancelOperation
 from schemas.envelope import Envelope
 from schemas.subjects import Subjects
 
 log = logging.getLogger("pgplane.agent")
 PUBLISH_TIMEOUT = 10.0
+
+
+class BackgroundJob(Protocol):
+    async def run(self, stop: asyncio.Event) -> None: ...
 
 
 class Lanes:
@@ -63,14 +62,39 @@ class Lanes:
 
 
 class Agent:
-    def __init__(self, settings: Settings, broker: NatsBroker, runner: SagaRunner, ledger: Ledger) -> None:
+    def __init__(self, *, settings: Settings, broker: NatsBroker, host: Host, faults: Faults = NO_FAULTS) -> None:
         self.settings = settings
         self.subjects = Subjects(namespace=settings.namespace)
         self.broker = broker
-        self.runner = runner
-        self.ledger = ledger
+        self.host = host
+        self.ledger = host.ledger
+        self.runner = SagaRunner(host=host, ledger=host.ledger, publish=self.publish_event, faults=faults)
         self.lanes = Lanes()
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
+
+    async def serve(self, stop: asyncio.Event, jobs: list[BackgroundJob]) -> None:
+        """Consume this host's commands and run ``jobs`` beside them until ``stop`` is set."""
+        await self.host.reroute()  # PgBouncer matches the ledger before any command runs
+        await sweep_work_dir(self.host.work_dir, self.ledger, self.host.admin_dsn)
+        host_id = self.settings.host_id
+
+        @self.broker.subscriber(
+            self.subjects.host_commands(host_id),
+            stream=JStream(name=self.subjects.commands_stream, declare=False),
+            durable=self.subjects.agent_durable(host_id),
+            pull_sub=PullSub(batch_size=self.settings.agent_concurrency, timeout=1.0),
+            max_workers=self.settings.agent_concurrency,
+            ack_policy=AckPolicy.MANUAL,
+        )
+        async def on_command(body: Any, msg: NatsMessage) -> None:
+            await self.handle(msg)
+
+        await self.broker.start()
+        log.info("agent for host %s consuming %s", host_id, self.subjects.host_commands(host_id))
+        background = [asyncio.create_task(job.run(stop)) for job in jobs]
+        await stop.wait()
+        await asyncio.gather(*background)
+        await self.broker.stop()
 
     async def publish_event(self, envelope: Envelope) -> None:
         await self.broker.publish(
@@ -157,100 +181,6 @@ class Agent:
             await msg.in_progress()
 
 
-async def run_agent(settings: Settings, stop: asyncio.Event) -> None:
-    subjects = Subjects(namespace=settings.namespace)
-    broker = NatsBroker(settings.nats_url)
-    nc = await broker.connect()
-    await ensure_topology(nc.jetstream(), settings)
-    size = settings.agent_concurrency + 2
-    store = settings.open_store()
-    async with (
-        AsyncConnectionPool(settings.host_admin_dsn, min_size=1, max_size=size, open=False) as admin_pool,
-        AsyncConnectionPool(settings.ledger_dsn, min_size=1, max_size=size, open=False) as ledger_pool,
-    ):
-        ledger = Ledger(ledger_pool)
-        await ledger.migrate()
-        host = Host(
-            postgres=HostPostgres(admin_pool),
-            bouncer=PgBouncer(
-                directory=settings.pgbouncer_dir,
-                port=settings.pgbouncer_port,
-                admin_password=_required(settings.pgbouncer_admin_password, "PGPLANE_PGBOUNCER_ADMIN_PASSWORD"),
-                server_host=settings.host_pg_host,
-                server_port=settings.host_pg_port,
-            ),
-            ledger=ledger,
-            bouncer_host="127.0.0.1",
-            bouncer_port=settings.pgbouncer_port,
-            private_key=_required(settings.host_private_key, "PGPLANE_HOST_PRIVATE_KEY"),
-            admin_dsn=settings.host_admin_dsn,
-            store=store,
-            backup_keys=settings.keys(),
-            work_dir=settings.agent_work_dir.resolve(),
-            deadline_seconds=settings.backup_deadline_seconds,
-            host_id=settings.host_id,
-            wal_spool=settings.wal_spool_dir,
-            crash_at=settings.crash_at,
-        )
-        await host.reroute()  # PgBouncer matches the ledger before any command runs
-        await sweep_work_dir(host.work_dir, ledger, settings.host_admin_dsn)
-        runner = SagaRunner(
-            host=host,
-            ledger=ledger,
-            publish=lambda e: agent.publish_event(e),
-            crash_at=settings.crash_at,
-            fail_at=settings.fail_at,
-        )
-        agent = Agent(settings, broker, runner, ledger)
-
-        @broker.subscriber(
-            subjects.host_commands(settings.host_id),
-            stream=JStream(name=subjects.commands_stream, declare=False),
-            durable=subjects.agent_durable(settings.host_id),
-            pull_sub=PullSub(batch_size=settings.agent_concurrency, timeout=1.0),
-            max_workers=settings.agent_concurrency,
-            ack_policy=AckPolicy.MANUAL,
-        )
-        async def on_command(body: Any, msg: NatsMessage) -> None:
-            await agent.handle(msg)
-
-        await broker.start()
-        log.info("agent for host %s consuming %s", settings.host_id, subjects.host_commands(settings.host_id))
-        background = [asyncio.create_task(job.run(stop)) for job in _pitr_jobs(settings, host, agent)]
-        await stop.wait()
-        await asyncio.gather(*background)
-        await broker.stop()
-        await store.close()
-
-
-def _pitr_jobs(settings: Settings, host: Host, agent: Agent) -> list[WalArchiver | BaseBackups]:
-    """WAL archiving and base backups, when this host's PostgreSQL archives into a spool."""
-    if settings.wal_spool_dir is None:
-        return []
-    return [
-        WalArchiver(
-            spool=settings.wal_spool_dir,
-            host_id=settings.host_id,
-            store=host.store,
-            keys=host.backup_keys,
-            ledger=host.ledger,
-            publish=agent.publish_event,
-            lag_alert_seconds=settings.wal_lag_alert_seconds,
-        ),
-        BaseBackups(
-            host_id=settings.host_id,
-            admin_dsn=settings.host_admin_dsn,
-            postgres=host.postgres,
-            store=host.store,
-            keys=host.backup_keys,
-            ledger=host.ledger,
-            publish=agent.publish_event,
-            interval_seconds=settings.base_backup_interval_seconds,
-            retention_days=settings.wal_retention_days,
-        ),
-    ]
-
-
 async def sweep_work_dir(work_dir: Path, ledger: Ledger, admin_dsn: str) -> None:
     """Remove the downloads and temporary clusters of operations that have ended: a crash or a
     dead letter can end an operation without the step that cleans up after it."""
@@ -260,9 +190,3 @@ async def sweep_work_dir(work_dir: Path, ledger: Ledger, admin_dsn: str) -> None
             if history and history[-1].type in TERMINAL:
                 await TempCluster(entry / "cluster", admin_dsn).remove()
                 await asyncio.to_thread(shutil.rmtree, entry, True)
-
-
-def _required(value: Any, name: str) -> str:
-    if value is None:
-        raise SystemExit(f"{name} is required")
-    return str(value.get_secret_value())

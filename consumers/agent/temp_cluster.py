@@ -19,9 +19,9 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from infra.faults import PermanentError
+from infra.errors import PermanentError
 from infra.pg_tools import PgToolError, pg_bindir, run_fed
-from infra.supervisor import free_port, owned_dir, service_user, spawn
+from infra.processes import free_port, owned_dir, service_user, spawn
 
 
 class TempCluster:

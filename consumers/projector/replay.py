@@ -6,16 +6,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-import nats
 import sqlalchemy as sa
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumers.projector.service import LIVE, project_batch
-from infra.metadata.engine import create_schema, make_engine
+from infra.metadata.engine import create_schema
 from infra.metadata.models import CHECKPOINTS, READ_MODEL
-from infra.settings import Settings
 from schemas.subjects import Subjects
 
 
@@ -40,47 +39,37 @@ async def table_hashes(conn: AsyncConnection, schema: str) -> dict[str, str]:
     return hashes
 
 
-async def replay_projection(settings: Settings, *, keep: bool = False) -> ReplayReport:
+async def replay_projection(
+    engine: AsyncEngine, js: JetStreamContext, subjects: Subjects, *, keep: bool = False
+) -> ReplayReport:
     """Replays up to the live checkpoint, so the comparison is of the same prefix of events."""
-    subjects = Subjects(namespace=settings.namespace)
     schema = f"replay_{uuid.uuid4().hex[:12]}"
-    engine = make_engine(settings.metadata_dsn, pool_size=1)
-    nc = await nats.connect(settings.nats_url)
-    try:
+    async with engine.begin() as conn:
+        live_position = (
+            await conn.execute(sa.select(CHECKPOINTS.c.last_sequence).where(CHECKPOINTS.c.name == LIVE))
+        ).scalar_one_or_none() or 0
+        await create_schema(conn, schema)
+    sub = await js.pull_subscribe(
+        subjects.all_events(),
+        stream=subjects.events_stream,
+        config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60.0),
+    )
+    reached = 0
+    while reached < live_position:
+        try:
+            msgs = [m for m in await sub.fetch(256, timeout=2.0) if m.metadata.sequence.stream <= live_position]
+        except (NatsTimeout, TimeoutError):
+            break
+        if not msgs:
+            break
         async with engine.begin() as conn:
-            live_position = (
-                await conn.execute(sa.select(CHECKPOINTS.c.last_sequence).where(CHECKPOINTS.c.name == LIVE))
-            ).scalar_one_or_none() or 0
-            await create_schema(conn, schema)
-        js = nc.jetstream()
-        sub = await js.pull_subscribe(
-            subjects.all_events(),
-            stream=subjects.events_stream,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.NONE,
-                deliver_policy=DeliverPolicy.ALL,
-                inactive_threshold=60.0,
-            ),
+            conn = await conn.execution_options(schema_translate_map={None: schema})
+            reached = await project_batch(conn, msgs)
+    await sub.unsubscribe()
+    async with engine.begin() as conn:
+        report = ReplayReport(
+            schema, live_position, await table_hashes(conn, "public"), await table_hashes(conn, schema)
         )
-        reached = 0
-        while reached < live_position:
-            try:
-                msgs = [m for m in await sub.fetch(256, timeout=2.0) if m.metadata.sequence.stream <= live_position]
-            except (NatsTimeout, TimeoutError):
-                break
-            if not msgs:
-                break
-            async with engine.begin() as conn:
-                conn = await conn.execution_options(schema_translate_map={None: schema})
-                reached = await project_batch(conn, msgs)
-        await sub.unsubscribe()
-        async with engine.begin() as conn:
-            report = ReplayReport(
-                schema, live_position, await table_hashes(conn, "public"), await table_hashes(conn, schema)
-            )
-            if not keep:
-                await conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        return report
-    finally:
-        await nc.close()
-        await engine.dispose()
+        if not keep:
+            await conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    return report

@@ -10,21 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import nats
 import sqlalchemy as sa
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
 from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumers.projector.projection import apply
-from infra.metadata.engine import create_schema, make_engine
 from infra.metadata.models import CHECKPOINTS
-from infra.settings import Settings
-from infra.topology import ensure_topology
 from schemas.envelope import Envelope
-from schemas.subjects import Subjects
 
 log = logging.getLogger("pgplane.projector")
 BATCH = 256
@@ -54,26 +50,21 @@ async def project_batch(conn: AsyncConnection, msgs: list[Msg], *, checkpoint_na
     return int(last)
 
 
-async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
-    subjects = Subjects(namespace=settings.namespace)
-    engine = make_engine(settings.metadata_dsn, pool_size=2)
-    async with engine.begin() as conn:
-        await create_schema(conn)
-    nc = await nats.connect(settings.nats_url)
-    js = nc.jetstream()
-    await ensure_topology(js, settings)
-    sub = await js.pull_subscribe_bind(durable=subjects.projector_durable, stream=subjects.events_stream)
-    log.info("projector consuming %s", subjects.events_stream)
-    try:
+class Projector:
+    """Consumes the events stream through its durable pull subscription."""
+
+    def __init__(self, engine: AsyncEngine, subscription: JetStreamContext.PullSubscription) -> None:
+        self._engine = engine
+        self._sub = subscription
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("projector consuming")
         while not stop.is_set():
             try:
-                msgs = await sub.fetch(BATCH, timeout=1.0)
+                msgs = await self._sub.fetch(BATCH, timeout=1.0)
             except (NatsTimeout, TimeoutError):  # nats-py raises either on an empty fetch
                 continue
-            await _apply_until_committed(engine, msgs, stop)
-    finally:
-        await nc.close()
-        await engine.dispose()
+            await _apply_until_committed(self._engine, msgs, stop)
 
 
 async def _apply_until_committed(engine: AsyncEngine, msgs: list[Msg], stop: asyncio.Event) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 
-from infra.supervisor import Stack
+from devstack.supervisor import Stack
 from tests.backup_helpers import backup, ready_database
 from tests.e2e.test_bad_input import host_database_count
 from tests.platform_client import PlatformClient, new_key

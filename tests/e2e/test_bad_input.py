@@ -8,7 +8,7 @@ import nats
 import psycopg
 import pytest
 
-from infra.supervisor import Stack
+from devstack.supervisor import Stack
 from schemas.subjects import Subjects
 from tests.platform_client import PlatformClient, new_key
 

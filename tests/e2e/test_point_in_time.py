@@ -17,8 +17,8 @@ import httpx
 import psycopg
 import pytest
 
-from infra.faults import CRASH_EXIT_CODE
-from infra.supervisor import Cluster, Stack
+from devstack.faults import CRASH_EXIT_CODE, InjectedFaults
+from devstack.supervisor import Cluster, Stack
 from infra.wal import wal_object_key
 from tests.backup_helpers import connect, host_databases, ready_database, rows, stack_store
 from tests.platform_client import PlatformClient, Tenant
@@ -185,7 +185,7 @@ async def test_agent_killed_mid_restore_finishes_and_cleans_up(pitr: PlatformCli
     noted = await sentinel_history(client, tenant, database_id, uri)
     await archived_past(client, tenant, database_id, noted[-1][0])
     stack.stop_process("agent")
-    stack.start_process("agent", {"PGPLANE_CRASH_AT": "pitr_restore.point_in_time_recovered.done"})
+    stack.start_process("agent", faults=InjectedFaults(crash_at="pitr_restore.point_in_time_recovered.done"))
     body = {"point_in_time": noted[0][0].isoformat(), "target": "in_place"}
     accepted = await client.http.post(f"/databases/{database_id}/restore", json=body, headers=tenant.headers)
     assert accepted.status_code == 202, accepted.text

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import httpx
 
-from infra.faults import CRASH_EXIT_CODE
-from infra.s3_server import S3Server
-from infra.supervisor import Cluster, Stack
+from devstack.faults import CRASH_EXIT_CODE, InjectedFaults
+from devstack.s3_server import S3Server
+from devstack.supervisor import Cluster, Stack
 from tests.backup_helpers import (
     connect,
     host_databases,
@@ -28,7 +28,7 @@ BLOBS = (
 
 def restart_agent_crashing_at(stack: Stack, crash_at: str) -> None:
     stack.stop_process("agent")
-    stack.start_process("agent", {"PGPLANE_CRASH_AT": crash_at})
+    stack.start_process("agent", faults=InjectedFaults(crash_at=crash_at))
 
 
 async def test_agent_killed_mid_upload_and_mid_restore(backup_client: PlatformClient) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from infra.faults import CRASH_EXIT_CODE
-from infra.supervisor import Stack
+from devstack.faults import CRASH_EXIT_CODE, InjectedFaults
+from devstack.supervisor import Stack
 from tests.platform_client import PlatformClient
 from tests.replay import replay_matches
 
@@ -20,13 +20,12 @@ UNDO_POINTS = [f"create.{step}.undone" for step in CREATE_STEPS[:4]]
 async def crash_and_restart(
     client: PlatformClient, stack: Stack, crash_at: str, fail_at: str | None = None
 ) -> dict[str, Any]:
-    faults = {"PGPLANE_CRASH_AT": crash_at} | ({"PGPLANE_FAIL_AT": fail_at} if fail_at else {})
     stack.stop_process("agent")
-    stack.start_process("agent", faults)
+    stack.start_process("agent", faults=InjectedFaults(crash_at=crash_at, fail_at=fail_at))
     tenant = await client.tenant()
     accepted = await client.create_database(tenant, "crashy")
     assert stack.procs["agent"].wait(timeout=60) == CRASH_EXIT_CODE
-    stack.start_process("agent", {"PGPLANE_FAIL_AT": fail_at} if fail_at else {})
+    stack.start_process("agent", faults=InjectedFaults(fail_at=fail_at))
     operation = await client.wait(tenant, accepted["operation"]["id"])
     operation["database"] = accepted["database"]
     return operation

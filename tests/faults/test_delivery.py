@@ -9,8 +9,8 @@ import httpx
 import nats
 import psycopg
 
-from infra.faults import CRASH_EXIT_CODE
-from infra.supervisor import Stack
+from devstack.faults import CRASH_EXIT_CODE, InjectedFaults
+from devstack.supervisor import Stack
 from schemas.envelope import Envelope
 from schemas.subjects import Subjects
 from tests.platform_client import PlatformClient, new_key
@@ -58,7 +58,7 @@ async def test_poison_message_is_dead_lettered_without_blocking(client: Platform
 
 async def test_retries_exhausted_dead_letter_and_fail(client: PlatformClient, stack: Stack) -> None:
     stack.stop_process("agent")
-    stack.start_process("agent", {"PGPLANE_FAIL_AT": "create.database_created:transient"})
+    stack.start_process("agent", faults=InjectedFaults(fail_at="create.database_created:transient"))
     tenant = await client.tenant()
     doomed = await client.create_database(tenant, "doomed")
     operation = await client.wait(tenant, doomed["operation"]["id"])
@@ -85,7 +85,7 @@ async def test_retries_exhausted_dead_letter_and_fail(client: PlatformClient, st
 async def test_crash_between_accept_and_publish(client: PlatformClient, stack: Stack) -> None:
     tenant = await client.tenant()
     stack.stop_process("api")
-    stack.start_process("api", {"PGPLANE_CRASH_AT": "api.accepted"})
+    stack.start_process("api", faults=InjectedFaults(crash_at="api.accepted"))
     key = new_key()
     body = {"project_id": tenant.project_id, "name": "survivor"}
     with contextlib.suppress(httpx.HTTPError):  # the API dies before answering

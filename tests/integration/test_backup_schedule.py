@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from devstack.supervisor import PROCESSES, Stack
 from infra.metadata.engine import make_engine
+from infra.processes import spawn, stop
 from infra.settings import Settings
-from infra.supervisor import PROCESSES, Stack, spawn, stop
 from producers.backup_schedule import check_schedule, slots_between
 from producers.scheduler import BackupScheduler
 from tests.backup_helpers import backup, ready_database, stack_store
@@ -63,7 +64,9 @@ async def test_two_scheduler_replicas_take_one_backup_per_slot(client: PlatformC
     tenant = await client.tenant()
     database_id, _ = await ready_database(client, tenant, "scheduled")
     second = spawn(
-        [sys.executable, "-m", "infra.cli", "scheduler"], stack.log_path("scheduler-2"), env=stack.env("scheduler")
+        [sys.executable, "-m", "entrypoints.cli", "scheduler"],
+        stack.log_path("scheduler-2"),
+        env=stack.env("scheduler"),
     )
     try:
         await set_policy(client, tenant, database_id, schedule=EVERY_2S, retain_days=7, keep_last=7)

@@ -18,10 +18,10 @@ from pathlib import Path
 import aioboto3
 import pytest
 
+from devstack.s3_server import S3Server
 from infra.object_store import ObjectNotFound, ObjectStore, open_store
 from infra.object_store.filesystem import FilesystemStore
 from infra.object_store.s3 import S3Store
-from infra.s3_server import S3Server
 from tests.s3 import s3_server  # noqa: F401
 
 MiB = 1024 * 1024

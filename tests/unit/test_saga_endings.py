@@ -12,7 +12,7 @@ from consumers.agent import runner as runner_module
 from consumers.agent.ledger import Ledger
 from consumers.agent.runner import SagaRunner
 from consumers.agent.sagas import Host, Step
-from infra.faults import DeadlineExceeded, PermanentError
+from infra.errors import DeadlineExceeded, PermanentError
 from schemas.commands import ResetDatabase
 from schemas.envelope import Envelope
 

@@ -7,12 +7,9 @@ root, so when we are root they run as the ``postgres`` user (or ``nobody``).
 
 from __future__ import annotations
 
-import json
 import os
-import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,97 +19,27 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from infra.backup_crypto import new_backup_key_spec
+from devstack.faults import InjectedFaults
+from devstack.secrets import load_secrets
 from infra.pg_tools import pg_bindir
 from infra.pgbouncer import PgBouncer, pgbouncer_ini
-from infra.secrets import new_host_key, new_password, new_secret_key, scram_verifier
+from infra.processes import (
+    STARTUP_TIMEOUT,
+    free_port,
+    owned_dir,
+    port_is_free,
+    service_user,
+    spawn,
+    stop,
+    tail,
+    wait_for_port,
+)
+from infra.secrets import scram_verifier
+from infra.settings import Settings
 
 CONTROL_ROLE = "pgplane_control"
 SUPERUSER = "postgres"
-STARTUP_TIMEOUT = 60.0
 PROCESSES = ("projector", "agent", "scheduler", "api")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on {port} within {STARTUP_TIMEOUT}s:\n{_tail(log)}")
-
-
-def _tail(log: Path) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-30:]) if log.exists() else "(no log)"
-
-
-def service_user() -> pwd.struct_passwd | None:
-    """The unprivileged user servers run as when we are root; ``None`` when we are not root."""
-    if os.geteuid() != 0:
-        return None
-    for name in ("postgres", "nobody"):
-        try:
-            return pwd.getpwnam(name)
-        except KeyError:
-            continue
-    raise RuntimeError("running as root needs a 'postgres' or 'nobody' user to run PostgreSQL as")
-
-
-def owned_dir(path: Path) -> Path:
-    """A directory the service user owns (PostgreSQL wants its data dir 0700 and its own)."""
-    path.mkdir(parents=True, exist_ok=True)
-    user = service_user()
-    if user is not None:
-        for p in [path, *path.rglob("*")]:
-            os.chown(p, user.pw_uid, user.pw_gid)
-    return path
-
-
-def spawn(
-    args: list[str], log: Path, *, as_service_user: bool = False, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    user = service_user() if as_service_user else None
-    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            args,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-            user=user.pw_uid if user else None,
-            group=user.pw_gid if user else None,
-        )
-
-
-def stop(proc: subprocess.Popen[bytes] | None, *, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @dataclass
@@ -131,7 +58,7 @@ class Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
         (self.root / "logs").mkdir(exist_ok=True)
-        self.secrets = _load_secrets(self.root / "secrets.json")
+        self.secrets = load_secrets(self.root / "secrets.json")
         self._start_postgres()
         self._start_nats()
         self._bootstrap()
@@ -189,7 +116,7 @@ class Cluster:
                 as_service_user=True,
             )
             if init.wait() != 0:
-                raise RuntimeError(f"initdb failed:\n{_tail(log)}")
+                raise RuntimeError(f"initdb failed:\n{tail(log)}")
             pwfile.unlink()
             with (data / "postgresql.conf").open("a") as conf:
                 conf.write(
@@ -327,11 +254,16 @@ class Stack:
         base = {k: v for k, v in os.environ.items() if not k.startswith("PGPLANE_")}
         return base | common | own | self.extra_env | (overrides or {})
 
-    def start_process(self, name: str, overrides: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start_process(
+        self, name: str, overrides: dict[str, str] | None = None, *, faults: InjectedFaults | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start one platform process; with ``faults`` it runs under the fault-injecting launcher."""
         if name == "api" and not self.api_port:
             self.api_port = free_port()
         log = self.log_path(name)
-        proc = spawn([sys.executable, "-m", "infra.cli", name], log, env=self.env(name, overrides))
+        launcher = "devstack.faults" if faults else "entrypoints.cli"
+        env = self.env(name, overrides) | (faults.env() if faults else {})
+        proc = spawn([sys.executable, "-m", launcher, name], log, env=env)
         self.procs[name] = proc
         if name == "api":
             wait_for_port(self.api_port, proc, log, "the API")
@@ -341,7 +273,7 @@ class Stack:
         return self.cluster.root / "logs" / f"{self.namespace}-{name}.log"
 
     def log_tail(self, name: str) -> str:
-        return _tail(self.log_path(name))
+        return tail(self.log_path(name))
 
     def stop_process(self, name: str, *, sig: int = signal.SIGTERM) -> None:
         stop(self.procs.pop(name, None), sig=sig)
@@ -371,25 +303,24 @@ class Stack:
         wait_for_port(self.pgbouncer_port, proc, log, "PgBouncer")
 
 
-def _load_secrets(path: Path) -> dict[str, str]:
-    """Generated once per state directory and reused, so a restart keeps every credential."""
-    if path.exists():
-        saved: dict[str, str] = json.loads(path.read_text())
-    else:
-        private, public = new_host_key()
-        saved = {
-            "superuser_password": new_password(),
-            "control_password": new_password(),
-            "pgbouncer_admin_password": new_password(),
-            "secret_key": new_secret_key(),
-            "host_private_key": private,
-            "host_public_key": public,
-            "admin_token": "pgpadmin_" + new_password(40),
-        }
-    if "backup_keys" not in saved:  # state made before backups existed
-        saved["backup_keys"] = new_backup_key_spec("k1")
-    path.touch(mode=0o600)
-    path.write_text(json.dumps(saved, indent=2))
-    if token := os.environ.get("PGPLANE_ADMIN_TOKEN"):
-        saved["admin_token"] = token
-    return saved
+def run_dev(settings: Settings) -> None:
+    """The whole platform on the embedded default, until Ctrl-C."""
+    state = settings.state_dir.resolve()
+    cluster = Cluster(state)
+    port = settings.api_port
+    if "PGPLANE_API_PORT" not in os.environ and not port_is_free(port):
+        port = free_port()
+    stack = Stack(cluster, state, api_port=port, host_id=settings.host_id)
+    try:
+        cluster.start()
+        stack.start()
+        print(f"pgplane is up.\n  API:         {stack.api_url}/api/v1  (docs: {stack.api_url}/api/docs)")
+        print(f"  admin token: {stack.admin_token}\n  state:       {state}\nCtrl-C stops everything.", flush=True)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping...", flush=True)
+        stack.stop()
+        cluster.stop()

@@ -18,8 +18,8 @@ from pathlib import Path
 import boto3  # type: ignore[import-untyped]
 
 from infra.object_store import S3Options
-from infra.supervisor import STARTUP_TIMEOUT, free_port, spawn, wait_for_port
-from infra.supervisor import stop as stop_process
+from infra.processes import STARTUP_TIMEOUT, free_port, spawn, wait_for_port
+from infra.processes import stop as stop_process
 
 CREDENTIAL = "testing"
 

@@ -1,0 +1,1 @@
+"""Entry points: the ``pgplane`` command and the composition root that wires every process."""

@@ -1,0 +1,207 @@
+"""The composition root: the one place that builds adapters (metadata engine, bus connection,
+object store, data-host pools) and wires them into a process. Defaults are production; tests
+pass fakes or a fault injector as keyword overrides. No other module opens a connection of its
+own or creates a schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import nats
+from fastapi import FastAPI
+from faststream.nats import NatsBroker
+from nats.aio.client import Client as NATS
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.app import create_app
+from api.deps import Platform
+from consumers.agent.base_backups import BaseBackups
+from consumers.agent.ledger import Ledger
+from consumers.agent.sagas import Host
+from consumers.agent.service import Agent, BackgroundJob
+from consumers.agent.wal_archiver import WalArchiver
+from consumers.projector.replay import ReplayReport, replay_projection
+from consumers.projector.service import Projector
+from infra.faults import NO_FAULTS, Faults
+from infra.host_postgres import HostPostgres
+from infra.metadata.engine import create_schema, make_engine
+from infra.object_store import ObjectStore, open_store
+from infra.pgbouncer import PgBouncer
+from infra.secrets import SecretBox
+from infra.settings import Settings
+from infra.topology import ensure_topology
+from producers.commands import OutboxRelay
+from producers.scheduler import BackupScheduler
+from schemas.subjects import Subjects
+
+
+def object_store(settings: Settings) -> ObjectStore:
+    return open_store(settings.store_url(), s3=settings.s3_options())
+
+
+@asynccontextmanager
+async def metadata(settings: Settings, *, pool_size: int = 10) -> AsyncIterator[AsyncEngine]:
+    """The metadata database, its schema in place."""
+    engine = make_engine(settings.metadata_dsn, pool_size=pool_size)
+    try:
+        async with engine.begin() as conn:
+            await create_schema(conn)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def bus(settings: Settings) -> AsyncIterator[NATS]:
+    """A NATS connection with the JetStream topology in place."""
+    nc = await nats.connect(settings.nats_url)
+    try:
+        await ensure_topology(nc.jetstream(), settings)
+        yield nc
+    finally:
+        await nc.drain()
+
+
+def relay(settings: Settings, engine: AsyncEngine, nc: NATS) -> OutboxRelay:
+    return OutboxRelay(engine, nc.jetstream(), idempotency_ttl=timedelta(hours=settings.idempotency_ttl_hours))
+
+
+def api(settings: Settings, *, faults: Faults = NO_FAULTS, store: ObjectStore | None = None) -> FastAPI:
+    """The REST API; its adapters open in the app's lifespan and close with it."""
+    if settings.secret_key is None or not settings.host_public_key:
+        raise SystemExit("PGPLANE_SECRET_KEY and PGPLANE_HOST_PUBLIC_KEY are required")
+    secret_key = settings.secret_key.get_secret_value()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            engine = await stack.enter_async_context(metadata(settings))
+            nc = await stack.enter_async_context(bus(settings))
+            backups = store or object_store(settings)
+            stack.push_async_callback(backups.close)
+            outbox = relay(settings, engine, nc)
+            app.state.platform = Platform(
+                settings=settings,
+                engine=engine,
+                relay=outbox,
+                box=SecretBox(secret_key),
+                store=backups,
+                backup_keys=settings.keys(),
+                faults=faults,
+            )
+            stop = asyncio.Event()
+            relaying = asyncio.create_task(outbox.run(stop))
+            try:
+                yield
+            finally:
+                stop.set()
+                await relaying
+
+    return create_app(lifespan)
+
+
+async def run_agent(
+    settings: Settings, stop: asyncio.Event, *, faults: Faults = NO_FAULTS, store: ObjectStore | None = None
+) -> None:
+    """The data-host agent: this host's commands, plus WAL archiving and base backups when the
+    host's PostgreSQL archives into a spool."""
+    size = settings.agent_concurrency + 2
+    async with AsyncExitStack() as stack:
+        admin_pool = await stack.enter_async_context(
+            AsyncConnectionPool(settings.host_admin_dsn, min_size=1, max_size=size, open=False)
+        )
+        ledger_pool = await stack.enter_async_context(
+            AsyncConnectionPool(settings.ledger_dsn, min_size=1, max_size=size, open=False)
+        )
+        ledger = Ledger(ledger_pool)
+        await ledger.migrate()
+        backups = store or object_store(settings)
+        stack.push_async_callback(backups.close)
+        host = Host(
+            postgres=HostPostgres(admin_pool),
+            bouncer=PgBouncer(
+                directory=settings.pgbouncer_dir,
+                port=settings.pgbouncer_port,
+                admin_password=_required(settings.pgbouncer_admin_password, "PGPLANE_PGBOUNCER_ADMIN_PASSWORD"),
+                server_host=settings.host_pg_host,
+                server_port=settings.host_pg_port,
+            ),
+            ledger=ledger,
+            bouncer_host="127.0.0.1",
+            bouncer_port=settings.pgbouncer_port,
+            private_key=_required(settings.host_private_key, "PGPLANE_HOST_PRIVATE_KEY"),
+            admin_dsn=settings.host_admin_dsn,
+            store=backups,
+            backup_keys=settings.keys(),
+            work_dir=settings.agent_work_dir.resolve(),
+            deadline_seconds=settings.backup_deadline_seconds,
+            host_id=settings.host_id,
+            wal_spool=settings.wal_spool_dir,
+            faults=faults,
+        )
+        broker = NatsBroker(settings.nats_url)
+        nc = await broker.connect()
+        await ensure_topology(nc.jetstream(), settings)
+        agent = Agent(settings=settings, broker=broker, host=host, faults=faults)
+        await agent.serve(stop, _pitr_jobs(settings, host, agent))
+
+
+def _pitr_jobs(settings: Settings, host: Host, agent: Agent) -> list[BackgroundJob]:
+    """WAL archiving and base backups, when this host's PostgreSQL archives into a spool."""
+    if settings.wal_spool_dir is None:
+        return []
+    return [
+        WalArchiver(
+            spool=settings.wal_spool_dir,
+            host_id=settings.host_id,
+            store=host.store,
+            keys=host.backup_keys,
+            ledger=host.ledger,
+            publish=agent.publish_event,
+            lag_alert_seconds=settings.wal_lag_alert_seconds,
+        ),
+        BaseBackups(
+            host_id=settings.host_id,
+            admin_dsn=settings.host_admin_dsn,
+            postgres=host.postgres,
+            store=host.store,
+            keys=host.backup_keys,
+            ledger=host.ledger,
+            publish=agent.publish_event,
+            interval_seconds=settings.base_backup_interval_seconds,
+            retention_days=settings.wal_retention_days,
+        ),
+    ]
+
+
+async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
+    """Events → the read model and the audit log."""
+    subjects = Subjects(namespace=settings.namespace)
+    async with metadata(settings, pool_size=2) as engine, bus(settings) as nc:
+        subscription = await nc.jetstream().pull_subscribe_bind(
+            durable=subjects.projector_durable, stream=subjects.events_stream
+        )
+        await Projector(engine, subscription).run(stop)
+
+
+async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
+    """Backup slots, missed-slot reports and retention, published through the outbox."""
+    async with metadata(settings, pool_size=2) as engine, bus(settings) as nc:
+        await BackupScheduler(engine, settings).run(stop, relay(settings, engine, nc))
+
+
+async def replay(settings: Settings, *, keep: bool = False) -> ReplayReport:
+    async with metadata(settings, pool_size=1) as engine, bus(settings) as nc:
+        return await replay_projection(engine, nc.jetstream(), Subjects(namespace=settings.namespace), keep=keep)
+
+
+def _required(value: Any, name: str) -> str:
+    if value is None:
+        raise SystemExit(f"{name} is required")
+    return str(value.get_secret_value())

@@ -1,0 +1,109 @@
+"""``pgplane``: run one process of the platform, the whole platform locally, or an operator command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from infra.faults import NO_FAULTS, Faults
+from infra.settings import Settings
+
+
+def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+
+
+def cmd_api(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
+    import uvicorn
+
+    from entrypoints import bootstrap
+
+    app = bootstrap.api(settings, faults=faults)
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
+
+
+def cmd_agent(settings: Settings, args: argparse.Namespace, faults: Faults) -> None:
+    from entrypoints import bootstrap
+
+    if args.host:
+        settings = settings.model_copy(update={"host_id": args.host})
+    _run_until_signal(lambda stop: bootstrap.run_agent(settings, stop, faults=faults))
+
+
+def cmd_projector(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
+    from entrypoints import bootstrap
+
+    _run_until_signal(lambda stop: bootstrap.run_projector(settings, stop))
+
+
+def cmd_scheduler(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
+    from entrypoints import bootstrap
+
+    _run_until_signal(lambda stop: bootstrap.run_scheduler(settings, stop))
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
+    from entrypoints import bootstrap
+
+    report = asyncio.run(bootstrap.replay(settings, keep=args.keep))
+    print(json.dumps(asdict(report) | {"matches": report.matches}, indent=2))
+    sys.exit(0 if report.matches else 1)
+
+
+def cmd_schemas(_: Settings, args: argparse.Namespace, __: Faults) -> None:
+    from schemas.export import write_json_schemas
+
+    for path in write_json_schemas(Path(args.directory)):
+        print(path)
+
+
+def cmd_dev(settings: Settings, _: argparse.Namespace, __: Faults) -> None:
+    """The whole platform on the embedded default, until Ctrl-C (from a checkout: the dev stack
+    is not part of the installed package)."""
+    try:
+        from devstack.supervisor import run_dev
+    except ImportError:
+        raise SystemExit("pgplane dev runs from a checkout of pgplane (the dev stack is not installed)") from None
+    run_dev(settings)
+
+
+def main(argv: list[str] | None = None, *, faults: Faults = NO_FAULTS) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    parser = argparse.ArgumentParser(prog="pgplane")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("api", help="the REST API").set_defaults(func=cmd_api)
+    agent = sub.add_parser("agent", help="the data-host agent")
+    agent.add_argument("--host", help="data host id (default PGPLANE_HOST_ID)")
+    agent.set_defaults(func=cmd_agent)
+    sub.add_parser("projector", help="events → metadata read model and audit log").set_defaults(func=cmd_projector)
+    sub.add_parser("scheduler", help="scheduled backups, missed slots, retention").set_defaults(func=cmd_scheduler)
+    sub.add_parser("dev", help="the whole platform locally").set_defaults(func=cmd_dev)
+    replay = sub.add_parser("replay", help="operator replays")
+    replay.add_argument("what", choices=["projection"])
+    replay.add_argument("--keep", action="store_true", help="keep the replayed schema")
+    replay.set_defaults(func=cmd_replay)
+    schemas = sub.add_parser("schemas", help="message contract")
+    schemas.add_argument("action", choices=["export"])
+    schemas.add_argument("directory")
+    schemas.set_defaults(func=cmd_schemas)
+    args = parser.parse_args(argv)
+    args.func(Settings(), args, faults)
+
+
+if __name__ == "__main__":
+    main()

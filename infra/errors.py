@@ -1,0 +1,30 @@
+"""The errors a saga step raises, which decide what happens next: retry, compensate, or fail."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class PermanentError(Exception):
+    """A failure that retrying cannot fix: the saga compensates."""
+
+
+class DeadlineExceeded(PermanentError):
+    """A step ran past its deadline: undone like any permanent failure, the operation ends ``failed``."""
+
+
+class TransientError(Exception):
+    """A failure worth retrying: the message is redelivered later."""
+
+
+async def within_deadline(seconds: float, what: str, work: Awaitable[T]) -> T:
+    """``work``, or ``DeadlineExceeded`` once it has run ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await work
+    except TimeoutError:
+        raise DeadlineExceeded(f"{what} did not finish within its deadline of {seconds:g} s") from None

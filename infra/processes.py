@@ -1,0 +1,97 @@
+"""Operating-system process primitives: free ports, child processes in their own session, and
+the unprivileged user that PostgreSQL and PgBouncer run as when we are root (both refuse root)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+STARTUP_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail(log)}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port} within {STARTUP_TIMEOUT}s:\n{tail(log)}")
+
+
+def tail(log: Path, lines: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
+
+
+def service_user() -> pwd.struct_passwd | None:
+    """The unprivileged user servers run as when we are root; ``None`` when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise RuntimeError("running as root needs a 'postgres' or 'nobody' user to run PostgreSQL as")
+
+
+def owned_dir(path: Path) -> Path:
+    """A directory the service user owns (PostgreSQL wants its data dir 0700 and its own)."""
+    path.mkdir(parents=True, exist_ok=True)
+    user = service_user()
+    if user is not None:
+        for p in [path, *path.rglob("*")]:
+            os.chown(p, user.pw_uid, user.pw_gid)
+    return path
+
+
+def spawn(
+    args: list[str], log: Path, *, as_service_user: bool = False, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A child in its own session (a Ctrl-C in the terminal reaches only us), logging to ``log``."""
+    user = service_user() if as_service_user else None
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes] | None, *, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
