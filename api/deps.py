@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.errors import ApiError, not_found
 from infra.backup_crypto import BackupKeys
 from infra.faults import NO_FAULTS, Faults
-from infra.metadata.models import TOKENS
+from infra.metadata.tables import TOKENS
 from infra.object_store import ObjectStore
 from infra.secrets import SecretBox, token_digest
 from infra.settings import Settings

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.errors import ApiError
-from infra.metadata.models import IDEMPOTENCY
+from infra.metadata.tables import IDEMPOTENCY
 
 
 def request_digest(method: str, path: str, body: Any) -> str:

@@ -7,20 +7,24 @@ root, so when we are root they run as the ``postgres`` user (or ``nobody``).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
+from consumers.agent import ledger_schema
 from devstack.faults import InjectedFaults
 from devstack.secrets import load_secrets
+from infra.metadata import migrate
 from infra.pg_tools import pg_bindir
 from infra.pgbouncer import PgBouncer, pgbouncer_ini
 from infra.processes import (
@@ -209,7 +213,19 @@ class Stack:
     def start_servers(self) -> None:
         self.cluster.create_database(self.meta_db, owner=CONTROL_ROLE)
         self.cluster.create_database(self.ledger_db)
+        self.migrate()
         self._start_pgbouncer()
+
+    def migrate(self) -> None:
+        """What ``pgplane migrate metadata ledger`` does, as each database's owner."""
+        migrate.upgrade(self.cluster.control_dsn(self.meta_db))
+
+        async def ledger() -> None:
+            async with await psycopg.AsyncConnection.connect(self.cluster.superuser_dsn(self.ledger_db)) as conn:
+                await ledger_schema.migrate(conn)
+
+        with ThreadPoolExecutor(1) as thread:  # callers may be inside a running event loop
+            thread.submit(asyncio.run, ledger()).result()
 
     def start(self) -> None:
         self.start_servers()

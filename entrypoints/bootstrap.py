@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import nats
+import psycopg
 from fastapi import FastAPI
 from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
 from api.deps import Platform
+from consumers.agent import ledger_schema
 from consumers.agent.base_backups import BaseBackups
 from consumers.agent.ledger import Ledger
 from consumers.agent.sagas import Host
@@ -30,7 +32,8 @@ from consumers.projector.replay import ReplayReport, replay_projection
 from consumers.projector.service import Projector
 from infra.faults import NO_FAULTS, Faults
 from infra.host_postgres import HostPostgres
-from infra.metadata.engine import create_schema, make_engine
+from infra.metadata import migrate
+from infra.metadata.engine import make_engine
 from infra.object_store import ObjectStore, open_store
 from infra.pgbouncer import PgBouncer
 from infra.secrets import SecretBox
@@ -47,11 +50,11 @@ def object_store(settings: Settings) -> ObjectStore:
 
 @asynccontextmanager
 async def metadata(settings: Settings, *, pool_size: int = 10) -> AsyncIterator[AsyncEngine]:
-    """The metadata database, its schema in place."""
+    """The metadata database, at the schema revision this release needs."""
     engine = make_engine(settings.metadata_dsn, pool_size=pool_size)
     try:
-        async with engine.begin() as conn:
-            await create_schema(conn)
+        async with engine.connect() as conn:
+            await migrate.check(conn)
         yield engine
     finally:
         await engine.dispose()
@@ -119,8 +122,9 @@ async def run_agent(
         ledger_pool = await stack.enter_async_context(
             AsyncConnectionPool(settings.ledger_dsn, min_size=1, max_size=size, open=False)
         )
+        async with ledger_pool.connection() as conn:
+            await ledger_schema.check(conn)
         ledger = Ledger(ledger_pool)
-        await ledger.migrate()
         backups = store or object_store(settings)
         stack.push_async_callback(backups.close)
         host = Host(
@@ -194,6 +198,22 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     """Backup slots, missed-slot reports and retention, published through the outbox."""
     async with metadata(settings, pool_size=2) as engine, bus(settings) as nc:
         await BackupScheduler(engine, settings).run(stop, relay(settings, engine, nc))
+
+
+def migrate_metadata(settings: Settings) -> str:
+    """Bring the metadata database to this release's schema; returns the revision it was at."""
+    return migrate.upgrade(settings.metadata_dsn)
+
+
+async def migrate_ledger(settings: Settings) -> tuple[int, int]:
+    """Bring this data host's ledger to this release's schema; returns the versions before and after."""
+    async with await psycopg.AsyncConnection.connect(settings.ledger_dsn, connect_timeout=5) as conn:
+        return await ledger_schema.migrate(conn)
+
+
+async def check_metadata(settings: Settings) -> None:
+    async with metadata(settings, pool_size=1):
+        pass
 
 
 async def replay(settings: Settings, *, keep: bool = False) -> ReplayReport:

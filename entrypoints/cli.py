@@ -11,10 +11,24 @@ import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from infra.faults import NO_FAULTS, Faults
 from infra.settings import Settings
+
+T = TypeVar("T")
+
+
+def _fail_cleanly(work: Callable[[], T]) -> T:
+    """Run ``work``; a schema this release cannot use ends the process with one line and exit 2."""
+    from consumers.agent.ledger_schema import LedgerOutOfDate
+    from infra.metadata.migrate import SchemaOutOfDate
+
+    try:
+        return work()
+    except (SchemaOutOfDate, LedgerOutOfDate) as exc:
+        print(f"pgplane: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
@@ -25,7 +39,7 @@ def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
-    asyncio.run(runner())
+    _fail_cleanly(lambda: asyncio.run(runner()))
 
 
 def cmd_api(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
@@ -33,6 +47,7 @@ def cmd_api(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
 
     from entrypoints import bootstrap
 
+    _fail_cleanly(lambda: asyncio.run(bootstrap.check_metadata(settings)))
     app = bootstrap.api(settings, faults=faults)
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
 
@@ -65,6 +80,19 @@ def cmd_replay(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
     sys.exit(0 if report.matches else 1)
 
 
+def cmd_migrate(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
+    from entrypoints import bootstrap
+    from infra.metadata.migrate import head
+
+    for target in args.targets:
+        if target == "metadata":
+            revision = _fail_cleanly(lambda: bootstrap.migrate_metadata(settings))
+            print(f"metadata database: revision {revision or 'none'} -> {head()}")
+        else:
+            before, after = _fail_cleanly(lambda: asyncio.run(bootstrap.migrate_ledger(settings)))
+            print(f"agent ledger: version {before} -> {after}")
+
+
 def cmd_schemas(_: Settings, args: argparse.Namespace, __: Faults) -> None:
     from schemas.export import write_json_schemas
 
@@ -93,6 +121,9 @@ def main(argv: list[str] | None = None, *, faults: Faults = NO_FAULTS) -> None:
     sub.add_parser("projector", help="events → metadata read model and audit log").set_defaults(func=cmd_projector)
     sub.add_parser("scheduler", help="scheduled backups, missed slots, retention").set_defaults(func=cmd_scheduler)
     sub.add_parser("dev", help="the whole platform locally").set_defaults(func=cmd_dev)
+    migrate = sub.add_parser("migrate", help="bring databases to this release's schema")
+    migrate.add_argument("targets", nargs="+", choices=["metadata", "ledger"])
+    migrate.set_defaults(func=cmd_migrate)
     replay = sub.add_parser("replay", help="operator replays")
     replay.add_argument("what", choices=["projection"])
     replay.add_argument("--keep", action="store_true", help="keep the replayed schema")

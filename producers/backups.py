@@ -52,6 +52,7 @@ async def request_backup(
         backup_id=backup_id,
         trigger=trigger,
         operation_id=operation_id,
+        object_key=command.object_key,
     )
     return queued, backup_id
 

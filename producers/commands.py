@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumers.projector.projection import apply
-from infra.metadata.models import IDEMPOTENCY, OUTBOX
+from infra.metadata.tables import IDEMPOTENCY, OUTBOX
+from readmodel.projection import apply
 from schemas.commands import CancelOperation, DatabaseCommand
 from schemas.envelope import Envelope, Payload
 from schemas.events import CancelRequested, OperationRequested
@@ -48,6 +48,7 @@ async def request_operation(
     trigger: str = "api",
     operation_id: uuid.UUID | None = None,
     point_in_time: datetime | None = None,
+    object_key: str | None = None,
 ) -> uuid.UUID:
     """Record an operation and queue its command; a given ``operation_id`` makes it deterministic."""
     operation_id = operation_id or uuid.uuid4()
@@ -65,6 +66,7 @@ async def request_operation(
             backup_id=backup_id,
             trigger=trigger,
             point_in_time=point_in_time,
+            object_key=object_key,
         ),
         correlation_id=operation_id,
         sequence=0,

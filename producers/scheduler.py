@@ -21,11 +21,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from infra.metadata.models import BACKUPS, DATABASES, GONE, POLICIES, PROJECTS, SLOTS, BackupStatus, DatabaseStatus
+from infra.metadata.tables import SLOTS
 from infra.settings import Settings
 from producers.backup_schedule import slots_between
 from producers.backups import request_backup, request_backup_deletion
 from producers.commands import OutboxRelay, record_event
+from readmodel.tables import BACKUPS, DATABASES, GONE, POLICIES, PROJECTS, BackupStatus, DatabaseStatus
 from schemas.envelope import Envelope
 from schemas.events import BackupMissed
 from schemas.subjects import Subjects

@@ -45,6 +45,8 @@ class OperationRequested(OperationEvent):
     """``api``, ``schedule`` or ``retention``: who asked."""
     point_in_time: AwareDatetime | None = None
     """The moment a point-in-time restore brings the database back to."""
+    object_key: str | None = None
+    """Where a backup operation stores the backup."""
 
 
 class OperationStarted(OperationEvent):
@@ -97,6 +99,8 @@ class DatabaseCreated(OperationEvent):
 
 class DatabaseDeleted(OperationEvent):
     TYPE = "pgplane.database.deleted"
+    writes_ended_at: AwareDatetime | None = None
+    """When its route was removed and its sessions ended: nothing wrote to it after this moment."""
 
 
 class DatabaseReset(OperationEvent):

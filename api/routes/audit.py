@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from api.deps import CurrentPrincipal, PlatformDep
 from api.errors import ApiError
 from api.models import AuditEntryPublic, AuditLogPublic
-from infra.metadata.models import AUDIT
+from readmodel.tables import AUDIT
 
 router = APIRouter(prefix="/audit-log", tags=["audit"])
 

@@ -28,11 +28,11 @@ from api.mutations import mutate
 from api.routes.databases import accept_operation, ensure_idle, load_database, new_database
 from api.routes.operations import load_operation
 from infra.backup_crypto import BackupIntegrityError, decrypt_stream
-from infra.metadata.models import BACKUPS, DATABASES, GONE, POLICIES, PROJECTS, BackupStatus, DatabaseStatus
 from infra.object_store import ObjectNotFound
 from producers.backup_schedule import check_schedule
 from producers.backups import request_backup, request_backup_deletion
 from producers.commands import project_event, record_event, request_operation
+from readmodel.tables import BACKUPS, DATABASES, GONE, POLICIES, PROJECTS, BackupStatus, DatabaseStatus
 from schemas.commands import (
     RestoreBackup,
     RestoreBackupToNewDatabase,

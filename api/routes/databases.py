@@ -17,9 +17,10 @@ from api.errors import ApiError, not_found
 from api.models import Accepted, Credentials, DatabaseCreate, DatabasePublic, DatabasesPublic
 from api.mutations import mutate
 from api.routes.operations import load_operation
-from infra.metadata.models import CREDENTIALS, DATABASES, GONE, IN_FLIGHT, OPERATIONS, PROJECTS
+from infra.metadata.tables import CREDENTIALS
 from infra.secrets import new_password, scram_verifier, seal
 from producers.commands import request_operation
+from readmodel.tables import DATABASES, GONE, IN_FLIGHT, OPERATIONS, PROJECTS
 from schemas.commands import CreateDatabase, DatabaseCommand, DeleteDatabase, ResetDatabase, RotateCredentials
 
 router = APIRouter(prefix="/databases", tags=["databases"])

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from api.deps import PlatformDep
-from infra.metadata.models import OPERATIONS, OUTBOX
+from infra.metadata.tables import OUTBOX
+from readmodel.tables import OPERATIONS
 
 router = APIRouter(tags=["health"])
 

@@ -13,8 +13,8 @@ from api.deps import CurrentPrincipal, PlatformDep, Principal
 from api.errors import ApiError, not_found
 from api.models import OperationPublic, StepPublic
 from api.mutations import mutate
-from infra.metadata.models import DATABASES, IN_FLIGHT, OPERATIONS, STEPS
 from producers.commands import request_cancel
+from readmodel.tables import DATABASES, IN_FLIGHT, OPERATIONS, STEPS
 from schemas.commands import CancelOperation
 
 router = APIRouter(prefix="/operations", tags=["operations"])

@@ -20,7 +20,7 @@ from api.models import Accepted, PointInTimeRestoreRequest, RestoreWindowPublic
 from api.mutations import mutate
 from api.restore_window import Base, Span, choose, missing_after, spans
 from api.routes.databases import accept_operation, ensure_idle, load_database, new_database
-from infra.metadata.models import BASE_BACKUPS, GONE, PROJECTS, WAL_SEGMENTS
+from readmodel.tables import BASE_BACKUPS, GONE, PROJECTS, WAL_SEGMENTS
 from schemas.commands import PointInTimeCommand, RestorePointInTime, RestorePointInTimeToNewDatabase
 
 router = APIRouter(prefix="/databases", tags=["point-in-time restore"])

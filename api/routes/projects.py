@@ -15,9 +15,10 @@ from api.deps import AdminPrincipal, CurrentPrincipal, IdempotencyKey, PlatformD
 from api.errors import ApiError, not_found
 from api.models import ProjectCreate, ProjectPublic, TokenCreate, TokenCreated
 from api.mutations import mutate
-from infra.metadata.models import PROJECTS, TOKENS
+from infra.metadata.tables import TOKENS
 from infra.secrets import token_digest
 from producers.commands import project_event, record_event
+from readmodel.tables import PROJECTS
 from schemas.events import ApiTokenCreated, ProjectCreated
 
 router = APIRouter(prefix="/projects", tags=["projects"])

@@ -4,7 +4,8 @@
 order. The steps reached, the outcome, and whether compensation began are all read from it,
 and a redelivered command re-publishes exactly these events (same ids).
 ``host_databases`` is what this host must route in PgBouncer, and the tombstone that stops a
-stale command from resurrecting a deleted database.
+stale command from resurrecting a deleted database. Its schema is versioned
+(``ledger_schema``).
 """
 
 from __future__ import annotations
@@ -20,63 +21,10 @@ from psycopg_pool import AsyncConnectionPool
 from infra.pgbouncer import Route
 from schemas.envelope import Envelope
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS ledger_events (
-    operation_id uuid NOT NULL,
-    sequence integer NOT NULL,
-    type text NOT NULL,
-    envelope jsonb NOT NULL,
-    recorded_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (operation_id, sequence)
-);
-CREATE TABLE IF NOT EXISTS ledger_failures (
-    operation_id uuid PRIMARY KEY,
-    attempts integer NOT NULL,
-    last_error text NOT NULL
-);
-CREATE TABLE IF NOT EXISTS host_databases (
-    database_id uuid PRIMARY KEY,
-    dbname text NOT NULL,
-    role text NOT NULL,
-    verifier text,
-    previous_verifier text,
-    max_connections integer NOT NULL,
-    routed boolean NOT NULL DEFAULT false,
-    deleted_at timestamptz
-);
-CREATE TABLE IF NOT EXISTS wal_archive (
-    segment text PRIMARY KEY,
-    size_bytes bigint NOT NULL,
-    sha256 text NOT NULL,
-    archived_at timestamptz NOT NULL
-);
-CREATE TABLE IF NOT EXISTS base_backups (
-    id uuid PRIMARY KEY,
-    object_key text NOT NULL,
-    sha256 text NOT NULL,
-    size_bytes bigint NOT NULL,
-    start_segment text NOT NULL,
-    stop_segment text NOT NULL,
-    started_at timestamptz NOT NULL,
-    finished_at timestamptz NOT NULL,
-    deleted_at timestamptz
-);
-CREATE TABLE IF NOT EXISTS cancel_requests (
-    operation_id uuid PRIMARY KEY,
-    actor text NOT NULL,
-    requested_at timestamptz NOT NULL DEFAULT now()
-);
-"""
-
 
 class Ledger:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
-
-    async def migrate(self) -> None:
-        async with self._pool.connection() as conn:
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('pgplane ledger schema'))")
-            await conn.execute(SCHEMA)
 
     async def history(self, operation_id: uuid.UUID) -> list[Envelope]:
         async with self._pool.connection() as conn:

@@ -13,8 +13,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumers.projector.service import LIVE, project_batch
-from infra.metadata.engine import create_schema
-from infra.metadata.models import CHECKPOINTS, READ_MODEL
+from readmodel.tables import CHECKPOINTS, READ_MODEL, create_tables
 from schemas.subjects import Subjects
 
 
@@ -48,7 +47,7 @@ async def replay_projection(
         live_position = (
             await conn.execute(sa.select(CHECKPOINTS.c.last_sequence).where(CHECKPOINTS.c.name == LIVE))
         ).scalar_one_or_none() or 0
-        await create_schema(conn, schema)
+        await create_tables(conn, schema)
     sub = await js.pull_subscribe(
         subjects.all_events(),
         stream=subjects.events_stream,

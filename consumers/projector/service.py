@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumers.projector.projection import apply
-from infra.metadata.models import CHECKPOINTS
+from readmodel.projection import apply
+from readmodel.tables import CHECKPOINTS
 from schemas.envelope import Envelope
 
 log = logging.getLogger("pgplane.projector")

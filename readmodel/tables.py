@@ -1,18 +1,20 @@
-"""Metadata tables. Read-model tables are written only from events (see ``consumers.projector``),
-so replaying the events stream into an empty schema rebuilds them exactly."""
+"""The read model: tables written only by applying events (``readmodel.projection``), so
+replaying the events stream into an empty schema rebuilds them exactly. The API reads them
+and, for read-your-writes, applies the events it makes itself; the projector applies the rest."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
-TZ = sa.DateTime(timezone=True)
+from infra.metadata.tables import TZ, table
 
 
 class DatabaseStatus(StrEnum):
@@ -50,9 +52,6 @@ GONE = (DatabaseStatus.DELETED.value, DatabaseStatus.FAILED.value)
 IN_FLIGHT = (OperationStatus.ACCEPTED.value, OperationStatus.RUNNING.value)
 
 
-# --- read model (projected from events) -------------------------------------------------
-
-
 class Project(SQLModel, table=True):
     __tablename__ = "projects"
     id: uuid.UUID = Field(primary_key=True)
@@ -85,6 +84,8 @@ class Database(SQLModel, table=True):
     last_verified_restore_at: datetime | None = Field(default=None, sa_type=TZ)
     created_at: datetime = Field(sa_type=TZ)
     updated_at: datetime = Field(sa_type=TZ)
+    deleted_at: datetime | None = Field(default=None, sa_type=TZ)
+    """When a deleted database stopped taking writes; its restore window ends there."""
 
 
 class Backup(SQLModel, table=True):
@@ -190,73 +191,17 @@ class ProjectorCheckpoint(SQLModel, table=True):
     last_sequence: int
 
 
-# --- write side (API only) ----------------------------------------------------------------
-
-
-class ApiToken(SQLModel, table=True):
-    __tablename__ = "api_tokens"
-    id: uuid.UUID = Field(primary_key=True)
-    project_id: uuid.UUID = Field(index=True)
-    name: str
-    secret_digest: str
-    created_at: datetime = Field(sa_type=TZ)
-    revoked_at: datetime | None = Field(default=None, sa_type=TZ)
-
-
-class DatabaseCredential(SQLModel, table=True):
-    """Tenant passwords, AES-GCM encrypted; the read model says which version is live."""
-
-    __tablename__ = "database_credentials"
-    database_id: uuid.UUID = Field(primary_key=True)
-    version: int = Field(primary_key=True)
-    password_encrypted: bytes
-    created_at: datetime = Field(sa_type=TZ)
-
-
-class IdempotencyKey(SQLModel, table=True):
-    __tablename__ = "idempotency_keys"
-    principal: str = Field(primary_key=True)
-    key: str = Field(primary_key=True)
-    request_digest: str
-    status_code: int
-    response: dict[str, Any] = Field(sa_type=JSONB)
-    created_at: datetime = Field(sa_type=TZ, index=True)
-
-
-class OutboxMessage(SQLModel, table=True):
-    """Messages accepted in the same transaction as the request, published after commit."""
-
-    __tablename__ = "outbox"
-    id: int | None = Field(default=None, primary_key=True)
-    msg_id: str
-    subject: str
-    stream: str
-    payload: bytes
-    created_at: datetime = Field(sa_type=TZ)
-    published_at: datetime | None = Field(default=None, sa_type=TZ, index=True)
-
-
-class BackupSlot(SQLModel, table=True):
-    """Scheduler bookkeeping: one row per (database, slot) claimed, whichever replica got there first."""
-
-    __tablename__ = "backup_slots"
-    database_id: uuid.UUID = Field(primary_key=True)
-    slot: datetime = Field(primary_key=True, sa_type=TZ)
-    operation_id: uuid.UUID | None = None
-    missed_at: datetime | None = Field(default=None, sa_type=TZ)
-
-
-def table(model: type[SQLModel]) -> sa.Table:
-    return cast(sa.Table, model.__table__)  # type: ignore[attr-defined]
-
-
 PROJECTS, DATABASES, BACKUPS, POLICIES, OPERATIONS, STEPS, AUDIT, CHECKPOINTS = (
     table(m)
     for m in (Project, Database, Backup, BackupPolicy, Operation, OperationStep, AuditEntry, ProjectorCheckpoint)
 )
 BASE_BACKUPS, WAL_SEGMENTS = table(HostBaseBackup), table(WalSegment)
-TOKENS, CREDENTIALS, IDEMPOTENCY, OUTBOX, SLOTS = (
-    table(m) for m in (ApiToken, DatabaseCredential, IdempotencyKey, OutboxMessage, BackupSlot)
-)
 READ_MODEL = [PROJECTS, DATABASES, BACKUPS, POLICIES, OPERATIONS, STEPS, AUDIT, BASE_BACKUPS, WAL_SEGMENTS]
 """The projected tables: `pgplane replay projection` rebuilds and compares exactly these."""
+
+
+async def create_tables(conn: AsyncConnection, schema: str) -> None:
+    """The read model and its checkpoint in a new, empty ``schema`` (where a replay rebuilds)."""
+    await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    conn = await conn.execution_options(schema_translate_map={None: schema})
+    await conn.run_sync(lambda sync: SQLModel.metadata.create_all(sync, tables=[*READ_MODEL, CHECKPOINTS]))

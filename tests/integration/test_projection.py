@@ -1,0 +1,436 @@
+"""Each projection function, applied directly to a migrated metadata database: what one event
+does to the read model, and that applying it twice does nothing more."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from devstack.supervisor import CONTROL_ROLE, Cluster
+from infra.metadata import migrate
+from infra.metadata.engine import make_engine
+from readmodel.projection import PROJECTIONS, apply
+from readmodel.tables import (
+    AUDIT,
+    BACKUPS,
+    BASE_BACKUPS,
+    DATABASES,
+    OPERATIONS,
+    POLICIES,
+    PROJECTS,
+    STEPS,
+    WAL_SEGMENTS,
+)
+from schemas.commands import OperationKind
+from schemas.envelope import Envelope, Payload
+from schemas.events import (
+    ApiTokenCreated,
+    BackupCompleted,
+    BackupDeleted,
+    BackupDownloaded,
+    BackupMissed,
+    BackupPolicySet,
+    BackupVerified,
+    BaseBackupCompleted,
+    BaseBackupDeleted,
+    CancelRequested,
+    CredentialsRotated,
+    DatabaseCreated,
+    DatabaseDeleted,
+    DatabaseReset,
+    DatabaseRestored,
+    OperationCompensated,
+    OperationFailed,
+    OperationRequested,
+    OperationStarted,
+    OperationStepCompensated,
+    OperationStepCompleted,
+    OperationStepFailed,
+    ProjectCreated,
+    WalSegmentArchived,
+)
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def metadata_dsn(cluster: Cluster) -> Iterator[str]:
+    name = f"proj_{uuid.uuid4().hex[:10]}"
+    cluster.create_database(name, owner=CONTROL_ROLE)
+    dsn = cluster.control_dsn(name)
+    migrate.upgrade(dsn)
+    yield dsn
+
+
+@pytest.fixture
+async def conn(metadata_dsn: str) -> AsyncIterator[AsyncConnection]:
+    """A transaction that is rolled back after the test: every test starts from empty tables."""
+    engine = make_engine(metadata_dsn, pool_size=1)
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        yield connection
+        await transaction.rollback()
+    await engine.dispose()
+
+
+class Operation:
+    """The events of one operation, numbered as the API and the agent number them."""
+
+    def __init__(self, kind: OperationKind, *, database_id: uuid.UUID | None = None) -> None:
+        self.kind = kind
+        self.id = uuid.uuid4()
+        self.project_id = uuid.uuid4()
+        self.database_id = database_id or uuid.uuid4()
+        self.sequence = 1
+
+    def requested(self, **fields: Any) -> Envelope:
+        event = OperationRequested(
+            kind=self.kind,
+            database_id=self.database_id,
+            name="app",
+            host_id="host-1",
+            dbname=f"db_{self.database_id.hex}",
+            role=f"u_{self.database_id.hex}",
+            credentials_version=1,
+            requested_at=T0,
+            **fields,
+        )
+        return self._wrap(event, 0)
+
+    def next(self, event_type: type[Payload], **fields: Any) -> Envelope:
+        self.sequence += 1
+        return self._wrap(event_type(kind=self.kind, database_id=self.database_id, **fields), self.sequence)
+
+    def _wrap(self, payload: Payload, sequence: int) -> Envelope:
+        return Envelope.wrap(
+            payload,
+            correlation_id=self.id,
+            sequence=sequence,
+            actor="token:test",
+            project_id=self.project_id,
+            occurred_at=T0 + timedelta(seconds=sequence),
+        )
+
+
+def outside_operation(payload: Payload, project_id: uuid.UUID | None = None) -> Envelope:
+    return Envelope.wrap(
+        payload, correlation_id=uuid.uuid4(), sequence=0, actor="admin", project_id=project_id or uuid.uuid4()
+    )
+
+
+async def one(conn: AsyncConnection, table: sa.Table, *where: Any) -> Any:
+    return (await conn.execute(sa.select(table).where(*where))).one()
+
+
+async def audit(conn: AsyncConnection, project_id: uuid.UUID) -> list[tuple[str, str]]:
+    rows = await conn.execute(
+        sa.select(AUDIT.c.action, AUDIT.c.outcome).where(AUDIT.c.project_id == project_id).order_by(AUDIT.c.occurred_at)
+    )
+    return [(r.action, r.outcome) for r in rows]
+
+
+async def apply_all(conn: AsyncConnection, *events: Envelope) -> None:
+    for event in events:
+        await apply(conn, event)
+
+
+def test_every_event_that_changes_the_read_model_has_a_test() -> None:
+    tested = {name.removeprefix("test_") for name in globals() if name.startswith("test_")}
+    assert {projection.__name__ for projection in PROJECTIONS.values()} <= tested
+
+
+async def test_project_created(conn: AsyncConnection) -> None:
+    event = outside_operation(ProjectCreated(name="acme", plan="pro"))
+    await apply_all(conn, event, event)
+    project = await one(conn, PROJECTS, PROJECTS.c.id == event.project_id)
+    assert (project.name, project.plan, project.created_at) == ("acme", "pro", event.occurred_at)
+    assert await audit(conn, event.project_id) == [("project.create", "succeeded")]
+
+
+async def test_api_token_created(conn: AsyncConnection) -> None:
+    event = outside_operation(ApiTokenCreated(token_id=uuid.uuid4(), name="ci"))
+    await apply_all(conn, event, event)
+    assert await audit(conn, event.project_id) == [("api_token.create", "succeeded")]
+
+
+async def test_backup_policy_set(conn: AsyncConnection) -> None:
+    database_id, project_id = uuid.uuid4(), uuid.uuid4()
+    first = outside_operation(BackupPolicySet(database_id=database_id, schedule="daily", retain_days=7, keep_last=7))
+    second = outside_operation(
+        BackupPolicySet(database_id=database_id, schedule=None, retain_days=3, keep_last=1), project_id
+    )
+    await apply_all(conn, first, second)
+    policy = await one(conn, POLICIES, POLICIES.c.database_id == database_id)
+    assert (policy.schedule, policy.retain_days, policy.keep_last) == (None, 3, 1)
+    assert await audit(conn, project_id) == [("backup.policy_set", "succeeded")]
+
+
+async def test_cancel_requested(conn: AsyncConnection) -> None:
+    event = outside_operation(CancelRequested(database_id=uuid.uuid4(), operation_id=uuid.uuid4()))
+    await apply(conn, event)
+    assert await audit(conn, event.project_id) == [("operation.cancel", "requested")]
+
+
+async def test_backup_downloaded(conn: AsyncConnection) -> None:
+    event = outside_operation(BackupDownloaded(database_id=uuid.uuid4(), backup_id=uuid.uuid4()))
+    await apply(conn, event)
+    assert await audit(conn, event.project_id) == [("backup.download", "succeeded")]
+
+
+async def test_backup_missed(conn: AsyncConnection) -> None:
+    event = outside_operation(BackupMissed(database_id=uuid.uuid4(), slot=T0, reason="no backup was taken"))
+    await apply(conn, event)
+    assert await audit(conn, event.project_id) == [("backup.missed", "missed")]
+
+
+async def test_wal_segment_archived(conn: AsyncConnection) -> None:
+    segment = "000000010000000000000003"
+    for size in (100, 200):  # archived again after a crash: the newer record wins
+        archived = WalSegmentArchived(host_id="h1", segment=segment, size_bytes=size, archived_at=T0)
+        await apply(conn, outside_operation(archived))
+    row = await one(conn, WAL_SEGMENTS, WAL_SEGMENTS.c.segment == segment)
+    assert (row.host_id, row.size_bytes) == ("h1", 200)
+
+
+async def test_base_backup_completed(conn: AsyncConnection) -> None:
+    base_id = uuid.uuid4()
+    completed = BaseBackupCompleted(
+        host_id="h1",
+        base_backup_id=base_id,
+        start_segment="000000010000000000000002",
+        stop_segment="000000010000000000000003",
+        started_at=T0,
+        finished_at=T0 + timedelta(seconds=5),
+        size_bytes=1000,
+    )
+    await apply_all(conn, outside_operation(completed), outside_operation(completed))
+    row = await one(conn, BASE_BACKUPS, BASE_BACKUPS.c.id == base_id)
+    assert (row.start_segment, row.deleted) == ("000000010000000000000002", False)
+
+
+async def test_base_backup_deleted(conn: AsyncConnection) -> None:
+    base_id = uuid.uuid4()
+    completed = BaseBackupCompleted(
+        host_id="h2",
+        base_backup_id=base_id,
+        start_segment="000000010000000000000001",
+        stop_segment="000000010000000000000001",
+        started_at=T0,
+        finished_at=T0,
+        size_bytes=1,
+    )
+    await apply(conn, outside_operation(completed))
+    for n in (1, 2, 3):
+        segment = WalSegmentArchived(host_id="h2", segment=f"00000001000000000000000{n}", size_bytes=1, archived_at=T0)
+        await apply(conn, outside_operation(segment))
+    deleted = BaseBackupDeleted(host_id="h2", base_backup_id=base_id, wal_kept_from="000000010000000000000003")
+    await apply(conn, outside_operation(deleted))
+    assert (await one(conn, BASE_BACKUPS, BASE_BACKUPS.c.id == base_id)).deleted
+    kept = await conn.execute(sa.select(WAL_SEGMENTS.c.segment).where(WAL_SEGMENTS.c.host_id == "h2"))
+    assert [r.segment for r in kept] == ["000000010000000000000003"]
+
+
+async def test_operation_requested(conn: AsyncConnection) -> None:
+    create = Operation(OperationKind.CREATE)
+    await apply_all(conn, create.requested(), create.requested())  # the API's and the projector's copy
+    operation = await one(conn, OPERATIONS, OPERATIONS.c.id == create.id)
+    assert (operation.status, operation.kind, operation.last_sequence) == ("accepted", "create", 0)
+    database = await one(conn, DATABASES, DATABASES.c.id == create.database_id)
+    assert (database.status, database.name, database.credentials_version) == ("creating", "app", 1)
+    assert await audit(conn, create.project_id) == [("database.create", "requested")]
+
+    reset = Operation(OperationKind.RESET, database_id=create.database_id)
+    await apply(conn, reset.requested())
+    assert (await one(conn, DATABASES, DATABASES.c.id == create.database_id)).status == "resetting"
+
+
+async def test_operation_requested_for_a_backup_records_the_object(conn: AsyncConnection) -> None:
+    backup = Operation(OperationKind.BACKUP)
+    backup_id = uuid.uuid4()
+    await apply(conn, backup.requested(backup_id=backup_id, trigger="schedule", object_key="backups/x/y/z.enc"))
+    row = await one(conn, BACKUPS, BACKUPS.c.id == backup_id)
+    assert (row.status, row.trigger, row.object_key) == ("pending", "schedule", "backups/x/y/z.enc")
+
+    first_release = Operation(OperationKind.BACKUP)
+    old_id = uuid.uuid4()
+    await apply(conn, first_release.requested(backup_id=old_id))  # recorded before events carried the key
+    expected = f"backups/{first_release.project_id}/{first_release.database_id}/{old_id}.pgdump.enc"
+    assert (await one(conn, BACKUPS, BACKUPS.c.id == old_id)).object_key == expected
+
+    deletion = Operation(OperationKind.DELETE_BACKUP, database_id=backup.database_id)
+    await apply(conn, deletion.requested(backup_id=backup_id))
+    assert (await one(conn, BACKUPS, BACKUPS.c.id == backup_id)).status == "deleting"
+
+
+async def test_operation_started(conn: AsyncConnection) -> None:
+    backup = Operation(OperationKind.BACKUP)
+    backup_id = uuid.uuid4()
+    await apply_all(conn, backup.requested(backup_id=backup_id, object_key="k"), backup.next(OperationStarted))
+    assert (await one(conn, OPERATIONS, OPERATIONS.c.id == backup.id)).status == "running"
+    assert (await one(conn, BACKUPS, BACKUPS.c.id == backup_id)).status == "running"
+
+
+async def test_step_completed(conn: AsyncConnection) -> None:
+    create = Operation(OperationKind.CREATE)
+    step = create.next(OperationStepCompleted, step="role_created")
+    await apply_all(conn, create.requested(), step, step)
+    row = await one(conn, STEPS, STEPS.c.operation_id == create.id)
+    assert (row.name, row.status, row.position) == ("role_created", "completed", step.sequence)
+    assert (await one(conn, OPERATIONS, OPERATIONS.c.id == create.id)).last_sequence == step.sequence
+
+
+async def test_step_failed(conn: AsyncConnection) -> None:
+    create = Operation(OperationKind.CREATE)
+    await apply_all(conn, create.requested(), create.next(OperationStepFailed, step="login_verified", reason="refused"))
+    row = await one(conn, STEPS, STEPS.c.operation_id == create.id)
+    assert (row.status, row.detail) == ("failed", "refused")
+
+
+async def test_step_compensated(conn: AsyncConnection) -> None:
+    create = Operation(OperationKind.CREATE)
+    await apply_all(
+        conn,
+        create.requested(),
+        create.next(OperationStepCompleted, step="role_created"),
+        create.next(OperationStepCompensated, step="role_created"),
+    )
+    assert (await one(conn, STEPS, STEPS.c.operation_id == create.id)).status == "compensated"
+
+
+async def test_an_event_older_than_the_operation_changes_nothing(conn: AsyncConnection) -> None:
+    create = Operation(OperationKind.CREATE)
+    completed = create.next(OperationStepCompleted, step="role_created")
+    created = create.next(DatabaseCreated)
+    await apply_all(conn, create.requested(), completed, created, completed)
+    assert (await one(conn, OPERATIONS, OPERATIONS.c.id == create.id)).last_sequence == created.sequence
+
+
+async def test_operation_failed(conn: AsyncConnection) -> None:
+    create = Operation(OperationKind.CREATE)
+    failed = create.next(OperationFailed, reason="dead-lettered", dead_lettered=True)
+    await apply_all(conn, create.requested(), failed, failed)
+    operation = await one(conn, OPERATIONS, OPERATIONS.c.id == create.id)
+    assert (operation.status, operation.error) == ("failed", "dead-lettered")
+    assert (await one(conn, DATABASES, DATABASES.c.id == create.database_id)).status == "failed"
+    assert await audit(conn, create.project_id) == [("database.create", "requested"), ("database.create", "failed")]
+
+    backup, backup_id = Operation(OperationKind.BACKUP), uuid.uuid4()
+    await apply_all(
+        conn, backup.requested(backup_id=backup_id, object_key="k"), backup.next(OperationFailed, reason="no")
+    )
+    row = await one(conn, BACKUPS, BACKUPS.c.id == backup_id)
+    assert (row.status, row.error) == ("failed", "no")
+
+
+async def test_operation_compensated(conn: AsyncConnection) -> None:
+    reset = Operation(OperationKind.RESET)
+    create = Operation(OperationKind.CREATE, database_id=reset.database_id)
+    await apply_all(conn, create.requested(), create.next(DatabaseCreated), reset.requested())
+    await apply(conn, reset.next(OperationCompensated, reason="cancelled", failed_step="database_dropped"))
+    assert (await one(conn, OPERATIONS, OPERATIONS.c.id == reset.id)).status == "compensated"
+    assert (await one(conn, DATABASES, DATABASES.c.id == reset.database_id)).status == "available"
+
+    backup, backup_id = Operation(OperationKind.BACKUP), uuid.uuid4()
+    deletion = Operation(OperationKind.DELETE_BACKUP, database_id=backup.database_id)
+    await apply_all(
+        conn, backup.requested(backup_id=backup_id, object_key="k"), deletion.requested(backup_id=backup_id)
+    )
+    await apply(conn, deletion.next(OperationCompensated, reason="store down", failed_step="object_deleted"))
+    assert (await one(conn, BACKUPS, BACKUPS.c.id == backup_id)).status == "completed"
+
+
+async def test_database_created(conn: AsyncConnection) -> None:
+    create = Operation(OperationKind.CREATE)
+    created = create.next(DatabaseCreated)
+    await apply_all(conn, create.requested(), created, created)
+    assert (await one(conn, OPERATIONS, OPERATIONS.c.id == create.id)).status == "succeeded"
+    database = await one(conn, DATABASES, DATABASES.c.id == create.database_id)
+    assert (database.status, database.updated_at) == ("available", created.occurred_at)
+    assert await audit(conn, create.project_id) == [("database.create", "requested"), ("database.create", "succeeded")]
+
+
+async def test_database_deleted(conn: AsyncConnection) -> None:
+    create = Operation(OperationKind.CREATE)
+    delete = Operation(OperationKind.DELETE, database_id=create.database_id)
+    ended = T0 + timedelta(minutes=5)
+    await apply_all(conn, create.requested(), create.next(DatabaseCreated), delete.requested())
+    await apply(conn, delete.next(DatabaseDeleted, writes_ended_at=ended))
+    database = await one(conn, DATABASES, DATABASES.c.id == create.database_id)
+    assert (database.status, database.deleted_at) == ("deleted", ended)
+
+
+async def test_database_reset(conn: AsyncConnection) -> None:
+    reset = Operation(OperationKind.RESET)
+    create = Operation(OperationKind.CREATE, database_id=reset.database_id)
+    await apply_all(
+        conn, create.requested(), create.next(DatabaseCreated), reset.requested(), reset.next(DatabaseReset)
+    )
+    assert (await one(conn, DATABASES, DATABASES.c.id == reset.database_id)).last_operation_id == reset.id
+
+
+async def test_database_restored(conn: AsyncConnection) -> None:
+    restore = Operation(OperationKind.PITR_RESTORE_NEW_DATABASE)
+    await apply_all(conn, restore.requested(point_in_time=T0), restore.next(DatabaseRestored, point_in_time=T0))
+    assert (await one(conn, DATABASES, DATABASES.c.id == restore.database_id)).status == "available"
+    assert (await one(conn, OPERATIONS, OPERATIONS.c.id == restore.id)).point_in_time == T0
+
+
+async def test_credentials_rotated(conn: AsyncConnection) -> None:
+    rotate = Operation(OperationKind.ROTATE_CREDENTIALS)
+    create = Operation(OperationKind.CREATE, database_id=rotate.database_id)
+    await apply_all(conn, create.requested(), create.next(DatabaseCreated), rotate.requested())
+    assert (await one(conn, DATABASES, DATABASES.c.id == rotate.database_id)).status == "rotating"
+    await apply(conn, rotate.next(CredentialsRotated, credentials_version=2))
+    database = await one(conn, DATABASES, DATABASES.c.id == rotate.database_id)
+    assert (database.status, database.credentials_version) == ("available", 2)
+
+
+async def test_backup_completed(conn: AsyncConnection) -> None:
+    backup, backup_id = Operation(OperationKind.BACKUP), uuid.uuid4()
+    completed = backup.next(
+        BackupCompleted,
+        backup_id=backup_id,
+        object_key="backups/k",
+        size_bytes=10,
+        dump_bytes=8,
+        sha256="a" * 64,
+        key_id="k1",
+        duration_ms=5,
+    )
+    await apply_all(conn, backup.requested(backup_id=backup_id, object_key="backups/k"), completed)
+    row = await one(conn, BACKUPS, BACKUPS.c.id == backup_id)
+    assert (row.status, row.size_bytes, row.sha256, row.completed_at) == (
+        "completed",
+        10,
+        "a" * 64,
+        completed.occurred_at,
+    )
+
+
+async def test_backup_verified(conn: AsyncConnection) -> None:
+    backup, backup_id = Operation(OperationKind.BACKUP), uuid.uuid4()
+    create = Operation(OperationKind.CREATE, database_id=backup.database_id)
+    drill = Operation(OperationKind.VERIFY_BACKUP, database_id=backup.database_id)
+    verified = drill.next(BackupVerified, backup_id=backup_id, duration_ms=30, tables=2)
+    await apply_all(conn, create.requested(), backup.requested(backup_id=backup_id, object_key="k"), drill.requested())
+    await apply(conn, verified)
+    row = await one(conn, BACKUPS, BACKUPS.c.id == backup_id)
+    assert (row.last_verified_at, row.verified_tables) == (verified.occurred_at, 2)
+    database = await one(conn, DATABASES, DATABASES.c.id == backup.database_id)
+    assert (database.last_verified_backup_id, database.status) == (backup_id, "creating")  # a drill changes no status
+
+
+async def test_backup_deleted(conn: AsyncConnection) -> None:
+    backup, backup_id = Operation(OperationKind.BACKUP), uuid.uuid4()
+    deletion = Operation(OperationKind.DELETE_BACKUP, database_id=backup.database_id)
+    await apply_all(
+        conn, backup.requested(backup_id=backup_id, object_key="k"), deletion.requested(backup_id=backup_id)
+    )
+    await apply(conn, deletion.next(BackupDeleted, backup_id=backup_id, reason="retention"))
+    assert (await one(conn, BACKUPS, BACKUPS.c.id == backup_id)).status == "deleted"
