@@ -52,11 +52,14 @@ def schema(dsn: str) -> list[tuple[object, ...]]:
             "SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns"
             " WHERE table_schema = 'public' ORDER BY 1, 2"
         ).fetchall()
-        return found + conn.execute(
-            "SELECT c.relname, i.relname, x.indisunique::text, x.indkey::text, (x.indpred IS NOT NULL)::text"
-            " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' ORDER BY 1, 2"
-        ).fetchall()
+        return (
+            found
+            + conn.execute(
+                "SELECT c.relname, i.relname, x.indisunique::text, x.indkey::text, (x.indpred IS NOT NULL)::text"
+                " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' ORDER BY 1, 2"
+            ).fetchall()
+        )
 
 
 def test_first_release_database_keeps_its_data(cluster: Cluster) -> None:

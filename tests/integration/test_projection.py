@@ -46,6 +46,7 @@ from schemas.events import (
     DatabaseReset,
     DatabaseRestored,
     OperationCompensated,
+    OperationEvent,
     OperationFailed,
     OperationRequested,
     OperationStarted,
@@ -103,7 +104,7 @@ class Operation:
         )
         return self._wrap(event, 0)
 
-    def next(self, event_type: type[Payload], **fields: Any) -> Envelope:
+    def next(self, event_type: type[OperationEvent], **fields: Any) -> Envelope:
         self.sequence += 1
         return self._wrap(event_type(kind=self.kind, database_id=self.database_id, **fields), self.sequence)
 
