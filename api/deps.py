@@ -1,65 +1,33 @@
-"""Dependencies as ``Annotated`` aliases: the platform, the caller, the idempotency key."""
+"""Dependencies as ``Annotated`` aliases: the platform, the caller, and the mutation a request makes."""
 
 from __future__ import annotations
 
 import hmac
+import json
+import logging
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from datetime import timedelta
+from typing import Annotated, TypeVar
 
 import sqlalchemy as sa
 from fastapi import Depends, Header, Request
-from sqlalchemy.ext.asyncio import AsyncEngine
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from api.errors import ApiError, not_found
-from infra.backup_crypto import BackupKeys
-from infra.faults import NO_FAULTS, Faults
+from api.errors import ApiError
+from api.idempotency import request_digest, store_response, stored_response
+from api.platform import Platform
+from api.principal import Principal
 from infra.metadata.tables import TOKENS
-from infra.object_store import ObjectStore
-from infra.secrets import SecretBox, token_digest
-from infra.settings import Settings
-from producers.commands import OutboxRelay
-from schemas.subjects import Subjects
+from infra.secrets import token_digest
 
 TOKEN_FORMAT = re.compile(r"^pgp_([0-9a-f]{32})_([A-Za-z0-9_-]{20,})$")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Platform:
-    """What the API process holds: settings, the metadata engine, the outbox relay, the key that
-    encrypts passwords at rest, the object store and keys that serve backup downloads, and the
-    fault hooks (no-ops outside tests)."""
-
-    settings: Settings
-    engine: AsyncEngine
-    relay: OutboxRelay
-    box: SecretBox
-    store: ObjectStore
-    backup_keys: BackupKeys
-    faults: Faults = NO_FAULTS
-
-    @property
-    def subjects(self) -> Subjects:
-        return Subjects(namespace=self.settings.namespace)
-
-
-@dataclass(frozen=True)
-class Principal:
-    actor: str
-    project_id: uuid.UUID | None  # None: the admin token, which sees every project
-
-    @property
-    def is_admin(self) -> bool:
-        return self.project_id is None
-
-    def sees(self, project_id: uuid.UUID) -> bool:
-        return self.is_admin or project_id == self.project_id
-
-    def check_project(self, project_id: uuid.UUID) -> None:
-        """Another tenant's project is indistinguishable from a missing one."""
-        if not self.is_admin and project_id != self.project_id:
-            raise not_found("project")
+log = logging.getLogger("pgplane.api")
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def get_platform(request: Request) -> Platform:
@@ -70,13 +38,18 @@ def get_platform(request: Request) -> Platform:
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 
-async def get_principal(platform: PlatformDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
+BEARER = HTTPBearer(auto_error=False, description="The admin token, or an API token (`pgp_…`) of one project.")
+
+
+async def get_principal(
+    platform: PlatformDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+) -> Principal:
     unauthorized = ApiError(
         401, "unauthorized", "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
     )
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if credentials is None or not credentials.credentials:
         raise unauthorized
+    token = credentials.credentials
     admin = platform.settings.admin_token
     if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
         return Principal("admin", None)
@@ -107,12 +80,91 @@ def require_admin(principal: CurrentPrincipal) -> Principal:
 
 
 AdminPrincipal = Annotated[Principal, Depends(require_admin)]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        description="Same key + same body → same result for 24 h.",
-    ),
-]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mutation:
+    """What a mutating request changes, in ONE transaction with its idempotency record; the outbox
+    is drained right after the commit so its messages leave at once.
+
+    With an ``Idempotency-Key``, the same key and the same request (method, path, body) return the
+    stored response instead of changing anything again; the same key with another request is a 422.
+    """
+
+    platform: Platform
+    principal: Principal
+    key: str | None
+    digest: str
+    status_code: int
+
+    async def run(
+        self, change: Callable[[AsyncConnection], Awaitable[Model]], model: type[Model], *, sealed: bool = False
+    ) -> Model:
+        """``change`` inside the transaction, or the response stored for this key. ``sealed`` keeps the
+        stored response encrypted at rest (it holds a secret that is shown once)."""
+        platform = self.platform
+        ttl = timedelta(hours=platform.settings.idempotency_ttl_hours)
+        async with platform.engine.begin() as conn:
+            stored = None
+            if self.key is not None:
+                stored = await stored_response(
+                    conn, principal=self.principal.actor, key=self.key, digest=self.digest, ttl=ttl
+                )
+            if stored is not None:
+                result = model.model_validate(self._unseal(stored) if sealed else stored)
+            else:
+                result = await change(conn)
+                if self.key is not None:
+                    body = result.model_dump(mode="json")
+                    await store_response(
+                        conn,
+                        principal=self.principal.actor,
+                        key=self.key,
+                        digest=self.digest,
+                        status_code=self.status_code,
+                        body=self._seal(body) if sealed else body,
+                    )
+        platform.faults.crash_point("api.accepted")
+        try:
+            await platform.relay.drain()
+        except Exception:
+            log.exception("publishing after accept failed; the outbox relay will retry")
+        return result
+
+    def _context(self) -> str:
+        return f"idempotency:{self.principal.actor}:{self.key}"
+
+    def _seal(self, body: dict[str, object]) -> dict[str, object]:
+        return {"sealed": self.platform.box.encrypt(json.dumps(body), context=self._context()).hex()}
+
+    def _unseal(self, stored: dict[str, object]) -> object:
+        return json.loads(self.platform.box.decrypt(bytes.fromhex(str(stored["sealed"])), context=self._context()))
+
+
+async def get_mutation(
+    request: Request,
+    platform: PlatformDep,
+    principal: CurrentPrincipal,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            description="Same key + same request → the same response for 24 h, and the change happens once.",
+        ),
+    ] = None,
+) -> Mutation:
+    raw = await request.body()
+    body = json.loads(raw) if raw else None  # already parsed and validated by the route's body model
+    status_code = getattr(request.scope.get("route"), "status_code", None) or 200
+    return Mutation(
+        platform=platform,
+        principal=principal,
+        key=idempotency_key,
+        digest=request_digest(request.method, request.url.path, body),
+        status_code=status_code,
+    )
+
+
+MutationDep = Annotated[Mutation, Depends(get_mutation)]

@@ -1,11 +1,19 @@
-"""Every error is ``{"error": {"code", "message"}}`` with the right status."""
+"""Every error is ``{"error": {"code", "message"}}`` with the right status, and the OpenAPI
+document says which errors each route answers with."""
 
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
+
+log = logging.getLogger("pgplane.api")
 
 
 class ApiError(Exception):
@@ -21,6 +29,30 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable and specific: what went wrong, for programs.")
+    message: str = Field(description="What went wrong, for people.")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+MEANINGS = {
+    401: "No valid bearer token.",
+    403: "The token may not do this.",
+    404: "Not found, or another tenant's.",
+    409: "Conflicts with the current state: a name taken, the quota reached, another operation running.",
+    422: "Invalid request, or an Idempotency-Key reused with another request.",
+    503: "A component the answer needs is down.",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses`` entry documenting these error statuses with the error body."""
+    return {status: {"model": ErrorBody, "description": MEANINGS[status]} for status in statuses}
+
+
 def _body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
@@ -33,6 +65,20 @@ def _describe(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+HTTP_CODES = {404: "route_not_found", 405: "method_not_allowed"}
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette's own 405 names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match is not Match.NONE and route_methods:
+            methods |= set(route_methods)
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -43,5 +89,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(_body("invalid_request", _describe(exc)), status_code=422)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(_body("http_error", str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 400:  # FastAPI's answer to a body it cannot even decode
+            return JSONResponse(_body("invalid_body", "the body is not JSON in UTF-8"), status_code=422)
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(_body("internal_error", "something went wrong on our side"), status_code=500)

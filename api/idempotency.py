@@ -1,4 +1,4 @@
-"""Idempotency keys: same key and same body → the stored response; different body → 422.
+"""Idempotency keys: same key and same request → the stored response; another request → 422.
 
 Requests with the same key are serialized by a transaction-scoped advisory lock, so a
 concurrent retry waits for the first and then sees its stored response.
@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi.responses import JSONResponse
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,7 +26,7 @@ def request_digest(method: str, path: str, body: Any) -> str:
 
 async def stored_response(
     conn: AsyncConnection, *, principal: str, key: str, digest: str, ttl: timedelta
-) -> JSONResponse | None:
+) -> dict[str, Any] | None:
     await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"{principal}\n{key}"))))
     row = (
         await conn.execute(
@@ -42,7 +41,8 @@ async def stored_response(
         return None
     if row.request_digest != digest:
         raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request")
-    return JSONResponse(row.response, status_code=row.status_code)
+    response: dict[str, Any] = row.response
+    return response
 
 
 async def store_response(

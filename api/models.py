@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 RESERVED_NAMES = frozenset(
     {"postgres", "template0", "template1", "pgbouncer", "pgplane", "admin", "root", "public", "default", "system"}
 )
+RESERVED_PREFIXES = ("pg_", "db_", "u_", "rs_", "ro_")
 
 
 def _not_reserved(name: str) -> str:
-    if name in RESERVED_NAMES or name.startswith(("pg_", "db_", "u_", "rs_", "ro_")):
+    if name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES):
         raise ValueError(f"{name!r} is reserved")
     return name
+
+
+DatabaseName = Annotated[
+    str,
+    Field(
+        pattern=NAME_PATTERN,
+        description="Lowercase letter first, then a-z 0-9 _ -, at most 63; reserved names and prefixes refused.",
+        json_schema_extra={
+            "not": {"anyOf": [{"enum": sorted(RESERVED_NAMES)}, {"pattern": f"^({'|'.join(RESERVED_PREFIXES)})"}]}
+        },
+    ),
+    AfterValidator(_not_reserved),
+]
 
 
 class Strict(BaseModel):
@@ -50,12 +64,7 @@ class TokenCreated(BaseModel):
 
 class DatabaseCreate(Strict):
     project_id: uuid.UUID
-    name: str = Field(pattern=NAME_PATTERN, description="Lowercase letter first, then a-z 0-9 _ -, at most 63.")
-
-    @field_validator("name")
-    @classmethod
-    def _not_reserved(cls, name: str) -> str:
-        return _not_reserved(name)
+    name: DatabaseName
 
 
 class DatabasePublic(BaseModel):
@@ -143,27 +152,36 @@ class BackupAccepted(BaseModel):
     backup: BackupPublic
 
 
-class RestoreTarget(Strict):
-    target: Literal["in_place", "new_database"]
-    name: str | None = Field(default=None, pattern=NAME_PATTERN, description="The new database's name.")
+class RestoreInPlace(Strict):
+    """Over the database itself: same name and credentials."""
 
-    @model_validator(mode="after")
-    def _name_fits_target(self) -> RestoreTarget:
-        if self.target == "new_database":
-            if self.name is None:
-                raise ValueError("name is required when target is new_database")
-            _not_reserved(self.name)
-        elif self.name is not None:
-            raise ValueError("name is only allowed when target is new_database")
-        return self
+    target: Literal["in_place"]
 
 
-class RestoreRequest(RestoreTarget):
-    """Restore a backup over its database or into a new one."""
+class RestoreToNewDatabase(Strict):
+    """Into a new database of the same project, with its own credentials."""
+
+    target: Literal["new_database"]
+    name: DatabaseName
 
 
-class PointInTimeRestoreRequest(RestoreTarget):
+RestoreRequest = Annotated[RestoreInPlace | RestoreToNewDatabase, Field(discriminator="target")]
+"""Restore a backup over its database or into a new one."""
+
+
+class PointInTime(Strict):
     point_in_time: AwareDatetime = Field(description="RFC 3339, with a time zone.")
+
+
+class PointInTimeInPlace(PointInTime, RestoreInPlace):
+    pass
+
+
+class PointInTimeToNewDatabase(PointInTime, RestoreToNewDatabase):
+    pass
+
+
+PointInTimeRestoreRequest = Annotated[PointInTimeInPlace | PointInTimeToNewDatabase, Field(discriminator="target")]
 
 
 class RestoreWindowPublic(BaseModel):

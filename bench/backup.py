@@ -38,7 +38,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from devstack.supervisor import Cluster, Stack
+from devstack.cluster import Cluster
+from devstack.stack import Stack
 from infra.pg_tools import pg_bindir, tool_args
 
 TARGET_GB = float(os.environ.get("BENCH_BACKUP_GB", "1.0"))

@@ -68,7 +68,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from bench.backup import BATCH_ROWS, CREATE_TABLE, FILL
-from devstack.supervisor import Cluster, Stack
+from devstack.cluster import Cluster
+from devstack.stack import Stack
 from infra.pg_tools import pg_bindir, tool_args
 from infra.processes import free_port, owned_dir, service_user, spawn, stop
 from infra.wal import SEGMENT, next_segment
@@ -380,7 +381,7 @@ async def our_restore(stack: Stack, http: httpx.AsyncClient, tenant: Tenant, mom
     operation_id = accepted["operation"]["id"]
     seen: dict[str, float] = {}
     stop_watching = asyncio.Event()
-    log = stack.root / "agent-work" / uuid.UUID(operation_id).hex / "cluster" / "postgres.log"
+    log = stack.work_dir / uuid.UUID(operation_id).hex / "cluster" / "postgres.log"
     watcher = asyncio.create_task(watch_log(log, seen, stop_watching))
     try:
         operation = await wait_succeeded(stack, http, operation_id)

@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 from psycopg_pool import AsyncConnectionPool
 
-from devstack.supervisor import Cluster, Stack
+from devstack.cluster import Cluster
+from devstack.stack import Stack
 from infra.host_postgres import HostPostgres, check_login
 from infra.pgbouncer import PgBouncer, Route
 from infra.secrets import new_password, scram_verifier

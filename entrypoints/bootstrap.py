@@ -21,11 +21,11 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
-from api.deps import Platform
+from api.platform import Platform
 from consumers.agent import ledger_schema
 from consumers.agent.base_backups import BaseBackups
+from consumers.agent.host import Host
 from consumers.agent.ledger import Ledger
-from consumers.agent.sagas import Host
 from consumers.agent.service import Agent, BackgroundJob
 from consumers.agent.wal_archiver import WalArchiver
 from consumers.projector.replay import ReplayReport, replay_projection
@@ -68,7 +68,7 @@ async def bus(settings: Settings) -> AsyncIterator[NATS]:
         await ensure_topology(nc.jetstream(), settings)
         yield nc
     finally:
-        await nc.drain()
+        await nc.close()
 
 
 def relay(settings: Settings, engine: AsyncEngine, nc: NATS) -> OutboxRelay:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import AwareDatetime, Field
 
@@ -62,10 +62,6 @@ class DatabaseCommand(Payload):
     dbname: str = Field(pattern=r"^db_[0-9a-f]{32}$")
     role: str = Field(pattern=r"^u_[0-9a-f]{32}$")
 
-    def outcome(self) -> dict[str, Any]:
-        """Fields of the success event that come from the command itself."""
-        return {}
-
 
 class NewDatabaseCommand(DatabaseCommand):
     """Makes a new database: its role's SCRAM verifier, the password sealed to the host, a limit."""
@@ -97,18 +93,12 @@ class RotateCredentials(DatabaseCommand):
     sealed_password: str = Field(repr=False, description="Sealed to the host key; for the login check only.")
     credentials_version: int = Field(ge=2)
 
-    def outcome(self) -> dict[str, Any]:
-        return {"credentials_version": self.credentials_version}
-
 
 class BackupCommand(DatabaseCommand):
     """Every backup command names the backup and its deterministic object key."""
 
     backup_id: uuid.UUID
     object_key: str = Field(pattern=OBJECT_KEY)
-
-    def outcome(self) -> dict[str, Any]:
-        return {"backup_id": self.backup_id}
 
 
 class BackupDatabase(BackupCommand):
@@ -145,9 +135,6 @@ class DeleteBackup(BackupCommand):
     KIND = OperationKind.DELETE_BACKUP
     reason: str = Field(pattern=r"^(requested|retention)$")
 
-    def outcome(self) -> dict[str, Any]:
-        return {"backup_id": self.backup_id, "reason": self.reason}
-
 
 class PointInTimeCommand(DatabaseCommand):
     """Restore ``source_dbname`` as it was at ``point_in_time`` from a base backup and archived WAL."""
@@ -156,9 +143,6 @@ class PointInTimeCommand(DatabaseCommand):
     base_backup_id: uuid.UUID
     source_database_id: uuid.UUID
     source_dbname: str = Field(pattern=r"^db_[0-9a-f]{32}$")
-
-    def outcome(self) -> dict[str, Any]:
-        return {"point_in_time": self.point_in_time}
 
 
 class RestorePointInTime(PointInTimeCommand):

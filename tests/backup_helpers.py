@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from devstack.supervisor import Stack
+from devstack.stack import Stack
 from entrypoints import bootstrap
 from infra.object_store import ObjectStore
 from infra.settings import Settings

@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack.cluster import Cluster
 from devstack.s3_server import S3Server
-from devstack.supervisor import Cluster, Stack
+from devstack.stack import Stack
 from tests.platform_client import PlatformClient
 from tests.s3 import s3_server
 from tests.stacks import STORES, WITHOUT_SCHEDULER, new_stack, started_stack

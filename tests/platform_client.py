@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from devstack.supervisor import Stack
+from devstack.stack import Stack
 
 TERMINAL = {"succeeded", "failed", "compensated"}
 

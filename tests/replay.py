@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from devstack.supervisor import Stack
+from devstack.stack import Stack
 
 
 def replay_matches(stack: Stack, *, settle: float = 30) -> None:

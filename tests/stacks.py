@@ -6,8 +6,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+from devstack.cluster import Cluster
 from devstack.s3_server import S3Server
-from devstack.supervisor import PROCESSES, Cluster, Stack
+from devstack.stack import PROCESSES, Stack
 
 STORES = ["filesystem", "s3"]
 FAST_RETRIES = {

@@ -90,13 +90,20 @@ class Ledger:
                 (verifier, database_id, verifier),
             )
 
-    async def restore_previous_verifier(self, database_id: uuid.UUID) -> str | None:
+    async def restore_previous_verifier(self, database_id: uuid.UUID, *, replaced: str) -> None:
+        """Undo ``set_verifier(database_id, replaced)``; nothing when ``replaced`` is not the live one
+        (never set, or already undone), so running it twice never reaches further back."""
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "UPDATE host_databases SET verifier = coalesce(previous_verifier, verifier)"
-                " WHERE database_id = %s RETURNING verifier",
-                (database_id,),
+            await conn.execute(
+                "UPDATE host_databases SET verifier = previous_verifier, previous_verifier = NULL"
+                " WHERE database_id = %s AND verifier = %s AND previous_verifier IS NOT NULL",
+                (database_id, replaced),
             )
+
+    async def verifier(self, database_id: uuid.UUID) -> str | None:
+        """The verifier PgBouncer routes the database with."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT verifier FROM host_databases WHERE database_id = %s", (database_id,))
             row = await cur.fetchone()
             return row[0] if row else None
 

@@ -1,4 +1,5 @@
-"""Runs one command as a saga, resuming from the ledger, compensating on permanent failure.
+"""Runs one command as a saga (``consumers.agent.sagas``), resuming from the ledger, compensating
+on permanent failure.
 
 The ledger decides everything: a finished operation re-publishes its recorded events and
 does nothing else; one that crashed resumes at the first unrecorded step; one whose step
@@ -7,20 +8,20 @@ failed permanently (recorded as ``StepFailed``) goes on compensating, never forw
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.agent.backups import backup_steps
+from consumers.agent.host import Host
 from consumers.agent.ledger import Ledger
-from consumers.agent.pitr import pitr_steps
-from consumers.agent.sagas import Host, Step, steps_for
+from consumers.agent.saga import Results, Saga
+from consumers.agent.sagas import SAGAS, SagaFactory
+from consumers.agent.work_dirs import TERMINAL, remove_operation_work
 from infra.errors import DeadlineExceeded, PermanentError
 from infra.faults import NO_FAULTS, Faults
-from schemas.commands import BackupCommand, CreateDatabase, DatabaseCommand, PointInTimeCommand
-from schemas.envelope import Envelope
+from schemas.commands import CreateDatabase, DatabaseCommand
+from schemas.envelope import Envelope, Payload
 from schemas.events import (
-    SUCCEEDED,
     OperationCompensated,
     OperationEvent,
     OperationFailed,
@@ -31,7 +32,6 @@ from schemas.events import (
 )
 
 Publish = Callable[[Envelope], Awaitable[None]]
-TERMINAL = {OperationFailed.TYPE, OperationCompensated.TYPE} | {event.TYPE for event in SUCCEEDED.values()}
 FIRST_AGENT_SEQUENCE = 2  # 0 is the API's OperationRequested, 1 the command itself
 
 
@@ -41,14 +41,18 @@ class SagaRunner:
     ledger: Ledger
     publish: Publish
     faults: Faults = NO_FAULTS
+    sagas: Mapping[type[DatabaseCommand], SagaFactory] = field(default_factory=lambda: SAGAS)
 
     async def run(self, command: Envelope) -> None:
-        cmd = database_command(command)
-        run = _Run(self, command, cmd, await self.ledger.history(command.correlation_id))
+        run = await self._start(command)
         await run.republish()
-        if run.finished:
-            return
+        if not run.finished:
+            await self._drive(run)
+        await self._clean_up(command)
+
+    async def _drive(self, run: _Run) -> None:
         if run.failed_step is None:
+            cmd = run.cmd
             if not run.history and isinstance(cmd, CreateDatabase) and await self.ledger.is_deleted(cmd.database_id):
                 await run.emit(OperationFailed, reason="the database was deleted; this stale create changes nothing")
                 return
@@ -60,16 +64,30 @@ class SagaRunner:
 
     async def dead_letter(self, command: Envelope, reason: str) -> None:
         """Give up on a command that kept failing: undo what it did, then say ``failed``."""
-        cmd = database_command(command)
-        run = _Run(self, command, cmd, await self.ledger.history(command.correlation_id))
+        run = await self._start(command)
         await run.republish()
-        if run.finished:
-            return
-        try:
-            await run.undo_completed()
-        except Exception as exc:
-            reason = f"{reason}; compensation incomplete ({exc}), the reconciler will report the drift"
-        await run.emit(OperationFailed, reason=reason, dead_lettered=True)
+        if not run.finished:
+            try:
+                await run.undo_completed()
+            except Exception as exc:
+                reason = (
+                    f"{reason}; undoing its completed steps failed too ({exc}): what they made may still be on"
+                    " the data host"
+                )
+            await run.emit(OperationFailed, reason=reason, dead_lettered=True)
+        await self._clean_up(command)
+
+    async def _clean_up(self, command: Envelope) -> None:
+        """The operation has ended: its scratch space goes, whatever interrupted the step that owned it."""
+        await remove_operation_work(self.host.work_dir, command.correlation_id, self.host.admin_dsn)
+
+    async def _start(self, command: Envelope) -> _Run:
+        cmd = database_command(command)
+        factory = self.sagas.get(type(cmd))
+        if factory is None:
+            raise PermanentError(f"no saga runs {command.type}")
+        history = await self.ledger.history(command.correlation_id)
+        return _Run(self, command, cmd, factory(self.host, cmd, command), history)
 
 
 def database_command(command: Envelope) -> DatabaseCommand:
@@ -79,21 +97,15 @@ def database_command(command: Envelope) -> DatabaseCommand:
     return cmd
 
 
-def _steps(host: Host, cmd: DatabaseCommand, command: Envelope) -> list[Step]:
-    if isinstance(cmd, BackupCommand):
-        return backup_steps(host, cmd, command)
-    if isinstance(cmd, PointInTimeCommand):
-        return pitr_steps(host, cmd, command)
-    return steps_for(host, cmd)
-
-
 class _Run:
-    def __init__(self, runner: SagaRunner, command: Envelope, cmd: DatabaseCommand, history: list[Envelope]) -> None:
+    def __init__(
+        self, runner: SagaRunner, command: Envelope, cmd: DatabaseCommand, saga: Saga, history: list[Envelope]
+    ) -> None:
         self.runner = runner
         self.command = command
         self.cmd = cmd
+        self.saga = saga
         self.history = history
-        self.steps: list[Step] = _steps(runner.host, cmd, command)
 
     @property
     def finished(self) -> bool:
@@ -111,9 +123,12 @@ class _Run:
         for envelope in self.history:
             await self.runner.publish(envelope)
 
-    async def emit(self, event: type[OperationEvent], **data: object) -> None:
+    async def emit(self, event: type[OperationEvent], **data: Any) -> None:
+        await self._record(event(kind=self.cmd.KIND, database_id=self.cmd.database_id, **data))
+
+    async def _record(self, payload: Payload) -> None:
         envelope = Envelope.wrap(
-            event(kind=self.cmd.KIND, database_id=self.cmd.database_id, **data),
+            payload,
             correlation_id=self.command.correlation_id,
             sequence=FIRST_AGENT_SEQUENCE + len(self.history),
             actor=self.command.actor,
@@ -124,43 +139,41 @@ class _Run:
         self.history.append(envelope)
         await self.runner.publish(envelope)
 
-    def outputs(self) -> dict[str, Any]:
-        """What the completed steps produced, merged in step order."""
-        merged: dict[str, Any] = {}
-        for event in self.history:
-            if event.type == OperationStepCompleted.TYPE:
-                merged |= event.data.get("outputs", {})
-        return merged
+    def results(self) -> Results:
+        """What the completed steps recorded, by step name."""
+        return Results(
+            {e.data["step"]: e.data.get("outputs", {}) for e in self.history if e.type == OperationStepCompleted.TYPE}
+        )
 
     async def forward(self) -> bool:
         """Run the remaining steps; ``False`` when one failed permanently."""
         done = set(self._steps_with(OperationStepCompleted.TYPE))
         kind = self.cmd.KIND.value
-        for step in self.steps:
+        faults = self.runner.faults
+        for step in self.saga.steps:
             if step.name in done:
                 continue
             try:
                 if actor := await self.runner.ledger.cancel_requested(self.command.correlation_id):
                     raise PermanentError(f"cancelled by {actor}")
-                self.runner.faults.before_step(f"{kind}.{step.name}")
-                outputs = await step.do()
+                faults.before_step(f"{kind}.{step.name}")
+                output = await step.do()
             except PermanentError as exc:
                 ends_failed = isinstance(exc, DeadlineExceeded)
                 await self.emit(OperationStepFailed, step=step.name, reason=str(exc), ends_failed=ends_failed)
                 return False
-            self.runner.faults.crash_point(f"{kind}.{step.name}.done")
-            await self.emit(OperationStepCompleted, step=step.name, outputs=outputs or {})
-            self.runner.faults.crash_point(f"{kind}.{step.name}.recorded")
-        success = SUCCEEDED[self.cmd.KIND]
-        fields = {k: v for k, v in self.outputs().items() if k in success.model_fields}
-        await self.emit(success, **fields | self.cmd.outcome())
+            faults.crash_point(f"{kind}.{step.name}.done")
+            outputs = output.model_dump(mode="json") if output is not None else {}
+            await self.emit(OperationStepCompleted, step=step.name, outputs=outputs)
+            faults.crash_point(f"{kind}.{step.name}.recorded")
+        await self._record(self.saga.succeeded(self.results()))
         return True
 
     async def undo_completed(self) -> None:
         """Undo completed steps in reverse; each undo is idempotent and recorded once."""
         done = set(self._steps_with(OperationStepCompleted.TYPE))
         undone = set(self._steps_with(OperationStepCompensated.TYPE))
-        for step in reversed(self.steps):
+        for step in reversed(self.saga.steps):
             if step.name not in done or step.name in undone:
                 continue
             if step.undo is not None:

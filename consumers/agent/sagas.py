@@ -1,182 +1,261 @@
-"""The steps of each command, in order, with the undo of each. Every step checks reality first."""
+"""The saga table: what the agent does for each command, step by step, with the undo of each step.
+
+Read a saga top to bottom: each ``Step(name, do, undo)`` runs once its predecessors are recorded in
+the ledger; when a step fails permanently, the completed ones are undone bottom up. The work
+behind the steps lives in ``consumers.agent.steps``; the runner that drives sagas (ledger, retries,
+compensation, crash recovery) in ``consumers.agent.runner``.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
-import psycopg
-
-from consumers.agent.ledger import Ledger
-from infra.backup_crypto import BackupKeys
-from infra.errors import PermanentError
-from infra.faults import NO_FAULTS, Faults
-from infra.host_postgres import HostPostgres, check_login
-from infra.object_store import ObjectStore
-from infra.pgbouncer import PgBouncer
-from infra.secrets import unseal
+from consumers.agent.host import Host
+from consumers.agent.saga import Results, Saga, Step
+from consumers.agent.steps.backups import BackupObject, DrillResult, NewBackup, StoredBackup, StoredDump
+from consumers.agent.steps.databases import (
+    DeletedTenantDatabase,
+    NewTenantDatabase,
+    RotatedTenantDatabase,
+    TenantDatabase,
+    WritesEnded,
+)
+from consumers.agent.steps.point_in_time import PointInTime
+from consumers.agent.steps.swap import Swap
 from schemas.commands import (
+    BackupDatabase,
     CreateDatabase,
     DatabaseCommand,
+    DeleteBackup,
     DeleteDatabase,
-    NewDatabaseCommand,
     ResetDatabase,
+    RestoreBackup,
+    RestoreBackupToNewDatabase,
+    RestorePointInTime,
+    RestorePointInTimeToNewDatabase,
     RotateCredentials,
+    VerifyBackup,
+)
+from schemas.envelope import Envelope
+from schemas.events import (
+    BackupCompleted,
+    BackupDeleted,
+    BackupVerified,
+    CredentialsRotated,
+    DatabaseCreated,
+    DatabaseDeleted,
+    DatabaseReset,
+    DatabaseRestored,
 )
 
-Action = Callable[[], Awaitable[None]]
-Outputs = dict[str, str | int]
+
+def create_database(host: Host, cmd: CreateDatabase, op: Envelope) -> Saga:
+    db = NewTenantDatabase(host, cmd)
+    return Saga(
+        [
+            Step("role_created", db.create_role, db.drop_role),
+            Step("database_created", db.create_database, db.drop_database),
+            *_opened(db),
+        ],
+        succeeded=lambda _: DatabaseCreated(kind=cmd.KIND, database_id=cmd.database_id),
+    )
 
 
-@dataclass(frozen=True)
-class Step:
-    """``do`` may return outputs: recorded with the step, they end up in the success event."""
-
-    name: str
-    do: Callable[[], Awaitable[Outputs | None]]
-    undo: Action | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Host:
-    """What a saga acts on: this host's PostgreSQL, its PgBouncer, the agent's ledger, the object
-    store and backup keys, and a work directory for downloads."""
-
-    postgres: HostPostgres
-    bouncer: PgBouncer
-    ledger: Ledger
-    bouncer_host: str
-    bouncer_port: int
-    private_key: str
-    admin_dsn: str
-    store: ObjectStore
-    backup_keys: BackupKeys
-    work_dir: Path
-    deadline_seconds: float
-    host_id: str = "host-1"
-    wal_spool: Path | None = None
-    faults: Faults = NO_FAULTS
-    login_attempts: int = 5
-
-    async def reroute(self) -> None:
-        await self.bouncer.apply(await self.ledger.routes())
-
-    async def verify_login(self, command: NewDatabaseCommand | RotateCredentials) -> None:
-        password = unseal(command.sealed_password, private_key_b64=self.private_key, context=str(command.database_id))
-        for attempt in range(self.login_attempts):
-            try:
-                await check_login(
-                    host=self.bouncer_host,
-                    port=self.bouncer_port,
-                    dbname=command.dbname,
-                    user=command.role,
-                    password=password,
-                )
-                return
-            except psycopg.OperationalError as exc:
-                error = exc
-                await asyncio.sleep(0.2 * (attempt + 1))
-        raise PermanentError(f"login through PgBouncer failed: {error}")
+def delete_database(host: Host, cmd: DeleteDatabase, op: Envelope) -> Saga:
+    db = DeletedTenantDatabase(host, cmd)
+    return Saga(
+        [
+            Step("tombstoned", db.tombstone, db.remove_tombstone),
+            Step("route_removed", db.end_writes, db.restore_route),
+            Step("database_dropped", db.drop_database),
+            Step("role_dropped", db.drop_role),
+        ],
+        succeeded=lambda results: DatabaseDeleted(
+            kind=cmd.KIND,
+            database_id=cmd.database_id,
+            writes_ended_at=results.get("route_removed", WritesEnded).writes_ended_at,
+        ),
+    )
 
 
-def create_steps(host: Host, cmd: NewDatabaseCommand) -> list[Step]:
-    async def create_role() -> None:
-        await host.ledger.remember_database(
-            cmd.database_id, dbname=cmd.dbname, role=cmd.role, max_connections=cmd.connection_limit
+def reset_database(host: Host, cmd: ResetDatabase, op: Envelope) -> Saga:
+    db = TenantDatabase(host, cmd)
+    return Saga(
+        [
+            Step("database_dropped", db.drop_database),
+            Step("database_created", db.create_database),
+            Step("public_revoked", db.revoke_public),
+            Step("connections_reset", db.reset_connections),
+        ],
+        succeeded=lambda _: DatabaseReset(kind=cmd.KIND, database_id=cmd.database_id),
+    )
+
+
+def rotate_credentials(host: Host, cmd: RotateCredentials, op: Envelope) -> Saga:
+    db = RotatedTenantDatabase(host, cmd)
+    return Saga(
+        [
+            Step("password_set", db.set_password, db.restore_password),
+            Step("route_updated", db.update_route, db.restore_previous_route),
+            Step("login_verified", db.verify_login),
+        ],
+        succeeded=lambda _: CredentialsRotated(
+            kind=cmd.KIND, database_id=cmd.database_id, credentials_version=cmd.credentials_version
+        ),
+    )
+
+
+def back_up(host: Host, cmd: BackupDatabase, op: Envelope) -> Saga:
+    backup = NewBackup(host, cmd, op)
+
+    def completed(results: Results) -> BackupCompleted:
+        dump = results.get("dump_uploaded", StoredDump)
+        return BackupCompleted(
+            kind=cmd.KIND,
+            database_id=cmd.database_id,
+            backup_id=cmd.backup_id,
+            object_key=dump.object_key,
+            size_bytes=dump.size_bytes,
+            dump_bytes=dump.dump_bytes,
+            sha256=dump.sha256,
+            key_id=dump.key_id,
+            duration_ms=dump.duration_ms,
         )
-        await host.postgres.ensure_role(cmd.role, verifier=cmd.password_verifier, connection_limit=cmd.connection_limit)
 
-    async def add_route() -> None:
-        await host.ledger.set_verifier(cmd.database_id, cmd.password_verifier)
-        await host.ledger.set_route(cmd.database_id, routed=True)
-        await host.reroute()
+    return Saga([Step("dump_uploaded", backup.dump_and_upload, backup.delete_object)], succeeded=completed)
 
-    async def verify_login() -> None:
-        await host.verify_login(cmd)
 
-    return [
-        Step("role_created", create_role, lambda: host.postgres.drop_role(cmd.role)),
-        Step(
-            "database_created",
-            lambda: host.postgres.ensure_database(cmd.dbname, owner=cmd.role),
-            lambda: host.postgres.drop_database(cmd.dbname),
+def restore_backup(host: Host, cmd: RestoreBackup, op: Envelope) -> Saga:
+    backup, swap = StoredBackup(host, cmd, op), Swap(host, cmd, op)
+    return Saga(
+        [
+            Step("backup_downloaded", backup.download_and_check, swap.remove_work_dir),
+            Step("scratch_restored", backup.restore_scratch, swap.drop_scratch),
+            *_swapped_in(swap),
+        ],
+        succeeded=lambda _: DatabaseRestored(kind=cmd.KIND, database_id=cmd.database_id, backup_id=cmd.backup_id),
+    )
+
+
+def restore_backup_to_new_database(host: Host, cmd: RestoreBackupToNewDatabase, op: Envelope) -> Saga:
+    backup, swap, db = StoredBackup(host, cmd, op), Swap(host, cmd, op), NewTenantDatabase(host, cmd)
+    return Saga(
+        [
+            Step("backup_downloaded", backup.download_and_check, swap.remove_work_dir),
+            Step("role_created", db.create_role, db.drop_role),
+            Step("scratch_restored", backup.restore_scratch, swap.drop_scratch),
+            Step("database_created", swap.rename_into_place, db.drop_database),
+            *_opened(db),
+            Step("work_cleaned", swap.remove_work_dir),
+        ],
+        succeeded=lambda _: DatabaseRestored(kind=cmd.KIND, database_id=cmd.database_id, backup_id=cmd.backup_id),
+    )
+
+
+def verify_backup(host: Host, cmd: VerifyBackup, op: Envelope) -> Saga:
+    backup = StoredBackup(host, cmd, op)
+
+    def verified(results: Results) -> BackupVerified:
+        drill = results.get("restore_drilled", DrillResult)
+        return BackupVerified(
+            kind=cmd.KIND,
+            database_id=cmd.database_id,
+            backup_id=cmd.backup_id,
+            duration_ms=drill.duration_ms,
+            tables=drill.tables,
+        )
+
+    return Saga([Step("restore_drilled", backup.drill, backup.undo_drill)], succeeded=verified)
+
+
+def delete_backup(host: Host, cmd: DeleteBackup, op: Envelope) -> Saga:
+    backup = BackupObject(host, cmd)
+    return Saga(
+        [Step("object_deleted", backup.delete_object)],
+        succeeded=lambda _: BackupDeleted(
+            kind=cmd.KIND, database_id=cmd.database_id, backup_id=cmd.backup_id, reason=cmd.reason
         ),
-        Step("public_revoked", lambda: host.postgres.revoke_public(cmd.dbname, owner=cmd.role)),
-        Step("route_added", add_route, lambda: _unroute(host, cmd)),
-        Step("login_verified", verify_login),
-    ]
+    )
 
 
-def delete_steps(host: Host, cmd: DeleteDatabase) -> list[Step]:
-    async def tombstone() -> None:
-        await host.ledger.remember_database(cmd.database_id, dbname=cmd.dbname, role=cmd.role, max_connections=1)
-        await host.ledger.set_deleted(cmd.database_id, True)
-
-    async def restore_route() -> None:
-        await host.ledger.set_route(cmd.database_id, routed=True)
-        await host.reroute()
-
-    return [
-        Step("tombstoned", tombstone, lambda: host.ledger.set_deleted(cmd.database_id, False)),
-        Step("route_removed", lambda: _unroute(host, cmd), restore_route),
-        Step("database_dropped", lambda: host.postgres.drop_database(cmd.dbname)),
-        Step("role_dropped", lambda: host.postgres.drop_role(cmd.role)),
-    ]
-
-
-def reset_steps(host: Host, cmd: ResetDatabase) -> list[Step]:
-    return [
-        Step("database_dropped", lambda: host.postgres.drop_database(cmd.dbname)),
-        Step("database_created", lambda: host.postgres.ensure_database(cmd.dbname, owner=cmd.role)),
-        Step("public_revoked", lambda: host.postgres.revoke_public(cmd.dbname, owner=cmd.role)),
-        Step("connections_reset", lambda: host.bouncer.disconnect(cmd.dbname)),
-    ]
-
-
-def rotate_steps(host: Host, cmd: RotateCredentials) -> list[Step]:
-    async def update_route() -> None:
-        await host.ledger.set_verifier(cmd.database_id, cmd.password_verifier)
-        await host.reroute()
-
-    async def restore_route() -> None:
-        await host.ledger.restore_previous_verifier(cmd.database_id)
-        await host.reroute()
-
-    async def restore_password() -> None:
-        previous = await host.ledger.restore_previous_verifier(cmd.database_id)
-        if previous is not None:
-            await host.postgres.set_password(cmd.role, verifier=previous)
-
-    async def verify_login() -> None:
-        await host.verify_login(cmd)
-
-    return [
-        Step(
-            "password_set",
-            lambda: host.postgres.set_password(cmd.role, verifier=cmd.password_verifier),
-            restore_password,
+def restore_point_in_time(host: Host, cmd: RestorePointInTime, op: Envelope) -> Saga:
+    pitr, swap = PointInTime(host, cmd, op), Swap(host, cmd, op)
+    return Saga(
+        [*_recovered(pitr, swap), *_copied_out(pitr, swap), *_swapped_in(swap)],
+        succeeded=lambda _: DatabaseRestored(
+            kind=cmd.KIND, database_id=cmd.database_id, point_in_time=cmd.point_in_time
         ),
-        Step("route_updated", update_route, restore_route),
-        Step("login_verified", verify_login),
+    )
+
+
+def restore_point_in_time_to_new_database(host: Host, cmd: RestorePointInTimeToNewDatabase, op: Envelope) -> Saga:
+    pitr, swap, db = PointInTime(host, cmd, op), Swap(host, cmd, op), NewTenantDatabase(host, cmd)
+    return Saga(
+        [
+            *_recovered(pitr, swap),
+            Step("role_created", db.create_role, db.drop_role),
+            *_copied_out(pitr, swap),
+            Step("database_created", swap.rename_into_place, db.drop_database),
+            *_opened(db),
+            Step("work_cleaned", swap.remove_work_dir),
+        ],
+        succeeded=lambda _: DatabaseRestored(
+            kind=cmd.KIND, database_id=cmd.database_id, point_in_time=cmd.point_in_time
+        ),
+    )
+
+
+# --- sequences several sagas share ---------------------------------------------------------
+
+
+def _opened(db: NewTenantDatabase) -> list[Step]:
+    """A new database made reachable: only its owner may connect, PgBouncer routes it, a real login works."""
+    return [
+        Step("public_revoked", db.revoke_public),
+        Step("route_added", db.add_route, db.remove_route),
+        Step("login_verified", db.verify_login),
     ]
 
 
-async def _unroute(host: Host, cmd: DatabaseCommand) -> None:
-    await host.ledger.set_route(cmd.database_id, routed=False)
-    await host.reroute()
-    await host.bouncer.disconnect(cmd.dbname)
+def _swapped_in(swap: Swap) -> list[Step]:
+    """The restored scratch database takes the live one's place; the original is kept until then."""
+    return [
+        Step("swapped_in", swap.swap_in, swap.swap_back),
+        Step("original_dropped", swap.drop_kept),
+        Step("work_cleaned", swap.remove_work_dir),
+    ]
 
 
-def steps_for(host: Host, cmd: DatabaseCommand) -> list[Step]:
-    match cmd:
-        case CreateDatabase():
-            return create_steps(host, cmd)
-        case DeleteDatabase():
-            return delete_steps(host, cmd)
-        case ResetDatabase():
-            return reset_steps(host, cmd)
-        case RotateCredentials():
-            return rotate_steps(host, cmd)
-    raise PermanentError(f"no saga for {type(cmd).__name__}")
+def _recovered(pitr: PointInTime, swap: Swap) -> list[Step]:
+    """A temporary cluster recovered to the target time from a base backup and the archived WAL."""
+    return [
+        Step("wal_sealed", pitr.seal),
+        Step("wal_fetched", pitr.fetch_wal, swap.remove_work_dir),
+        Step("point_in_time_recovered", pitr.recover, pitr.remove_cluster),
+    ]
+
+
+def _copied_out(pitr: PointInTime, swap: Swap) -> list[Step]:
+    """The one database copied out of the temporary cluster, which is then removed."""
+    return [
+        Step("scratch_restored", pitr.extract, swap.drop_scratch),
+        Step("temporary_cluster_removed", pitr.remove_cluster),
+    ]
+
+
+SagaFactory = Callable[[Host, Any, Envelope], Saga]
+SAGAS: dict[type[DatabaseCommand], SagaFactory] = {
+    CreateDatabase: create_database,
+    DeleteDatabase: delete_database,
+    ResetDatabase: reset_database,
+    RotateCredentials: rotate_credentials,
+    BackupDatabase: back_up,
+    RestoreBackup: restore_backup,
+    RestoreBackupToNewDatabase: restore_backup_to_new_database,
+    VerifyBackup: verify_backup,
+    DeleteBackup: delete_backup,
+    RestorePointInTime: restore_point_in_time,
+    RestorePointInTimeToNewDatabase: restore_point_in_time_to_new_database,
+}
+"""Every command the agent runs as a saga (a cancel is not one: it stops another operation)."""

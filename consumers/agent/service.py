@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from pathlib import Path
 from typing import Any, Protocol
 
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from pydantic import ValidationError
 
-from consumers.agent.ledger import Ledger
-from consumers.agent.runner import TERMINAL, SagaRunner, database_command
-from consumers.agent.sagas import Host
-from consumers.agent.temp_cluster import TempCluster
+from consumers.agent.host import Host
+from consumers.agent.runner import SagaRunner, database_command
+from consumers.agent.work_dirs import sweep_work_dir
 from infra.errors import PermanentError
 from infra.faults import NO_FAULTS, Faults
 from infra.settings import Settings
@@ -115,9 +112,7 @@ class Agent:
             return
         delivered = msg.raw_message.metadata.num_delivered
         if isinstance(cmd, CancelOperation):  # not in the lane: the operation it stops holds it
-            await self.ledger.request_cancel(cmd.operation_id, envelope.actor)
-            if task := self.running.get(cmd.operation_id):
-                task.cancel()
+            await self.cancel(cmd.operation_id, envelope.actor)
             await msg.ack()
             return
         heartbeat = asyncio.create_task(self._keep_alive(msg))
@@ -135,6 +130,12 @@ class Agent:
             await msg.nack(delay=self.settings.retry_delay_seconds * 2 ** min(delivered - 1, 5))
         finally:
             heartbeat.cancel()
+
+    async def cancel(self, operation_id: uuid.UUID, actor: str) -> None:
+        """Record who asked, then interrupt the running step; the runner then undoes what was done."""
+        await self.ledger.request_cancel(operation_id, actor)
+        if task := self.running.get(operation_id):
+            task.cancel()
 
     async def run_cancellable(self, envelope: Envelope) -> None:
         """Run the saga as a task a cancel request can interrupt; the runner then sees the request,
@@ -179,14 +180,3 @@ class Agent:
         while True:
             await asyncio.sleep(self.settings.ack_wait_seconds / 3)
             await msg.in_progress()
-
-
-async def sweep_work_dir(work_dir: Path, ledger: Ledger, admin_dsn: str) -> None:
-    """Remove the downloads and temporary clusters of operations that have ended: a crash or a
-    dead letter can end an operation without the step that cleans up after it."""
-    for entry in await asyncio.to_thread(lambda: list(work_dir.glob("*"))):
-        with suppress(ValueError):
-            history = await ledger.history(uuid.UUID(entry.name))
-            if history and history[-1].type in TERMINAL:
-                await TempCluster(entry / "cluster", admin_dsn).remove()
-                await asyncio.to_thread(shutil.rmtree, entry, True)

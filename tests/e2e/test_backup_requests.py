@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 
-from devstack.supervisor import Stack
+from devstack.stack import Stack
 from tests.backup_helpers import backup, ready_database
 from tests.e2e.test_bad_input import host_database_count
 from tests.platform_client import PlatformClient, new_key
@@ -90,3 +90,19 @@ async def test_bad_backup_requests_change_nothing(client: PlatformClient, stack:
     assert host_database_count(stack) == databases
     missing = await client.http.get(f"/databases/{database_id}/backup-policy", headers=tenant.headers)
     assert missing.status_code == 404
+
+
+async def test_no_backup_while_the_database_is_being_deleted(client: PlatformClient, stack: Stack) -> None:
+    tenant = await client.tenant()
+    database_id, _ = await ready_database(client, tenant, "leaving")
+    stack.stop_process("agent")  # the delete stays in flight
+    delete = await client.http.delete(f"/databases/{database_id}", headers=tenant.headers)
+    assert delete.status_code == 202, delete.text
+    before = queued_messages(stack)
+    response = await client.http.post(f"/databases/{database_id}/backups", headers=tenant.headers)
+    assert response.status_code == 409 and response.json()["error"]["code"] == "operation_in_progress"
+    assert queued_messages(stack) == before
+    stack.start_process("agent")
+    await client.succeeded(tenant, delete.json()["operation"]["id"])
+    gone = await client.http.post(f"/databases/{database_id}/backups", headers=tenant.headers)
+    assert gone.status_code == 404

@@ -8,7 +8,7 @@ import nats
 import psycopg
 import pytest
 
-from devstack.supervisor import Stack
+from devstack.stack import Stack
 from schemas.subjects import Subjects
 from tests.platform_client import PlatformClient, new_key
 

@@ -17,8 +17,9 @@ import httpx
 import psycopg
 import pytest
 
+from devstack.cluster import Cluster
 from devstack.faults import CRASH_EXIT_CODE, InjectedFaults
-from devstack.supervisor import Cluster, Stack
+from devstack.stack import Stack
 from infra.wal import wal_object_key
 from tests.backup_helpers import connect, host_databases, ready_database, rows, stack_store
 from tests.platform_client import PlatformClient, Tenant
@@ -117,7 +118,7 @@ async def sentinel_history(
 
 def assert_clean(stack: Stack) -> None:
     assert host_databases(stack, "rs_") == [] and host_databases(stack, "ro_") == []
-    assert list((stack.root / "agent-work").glob("*")) == []  # no temporary cluster or download left
+    assert list((stack.work_dir).glob("*")) == []  # no temporary cluster or download left
 
 
 async def test_sentinel_values_come_back_for_each_moment(pitr: PlatformClient) -> None:
@@ -197,7 +198,7 @@ async def test_agent_killed_mid_restore_finishes_and_cleans_up(pitr: PlatformCli
     assert_clean(stack)
     with psycopg.connect(stack.cluster.superuser_dsn()) as conn:
         conn.execute("SELECT 1")  # the host is fine
-    assert not running_from(stack.root / "agent-work")
+    assert not running_from(stack.work_dir)
 
 
 def running_from(directory: Path) -> list[int]:
@@ -235,6 +236,42 @@ async def test_cancel_stops_a_running_restore(pitr: PlatformClient) -> None:
     assert_clean(stack)
     again = await client.http.post(f"/operations/{operation_id}/cancel", headers=tenant.headers)
     assert again.status_code == 409
+
+
+async def test_a_deleted_database_restores_up_to_its_deletion(pitr: PlatformClient) -> None:
+    client = pitr
+    tenant = await client.tenant()
+    database_id, uri = await ready_database(client, tenant, "departed")
+    noted = await sentinel_history(client, tenant, database_id, uri)
+    delete = await client.http.delete(f"/databases/{database_id}", headers=tenant.headers)
+    assert delete.status_code == 202, delete.text
+    await client.succeeded(tenant, delete.json()["operation"]["id"])
+    after = datetime.now(UTC)
+    deadline = time.monotonic() + 60
+    while True:  # archiving goes on past the deletion...
+        with psycopg.connect(client.stack.cluster.superuser_dsn(), autocommit=True) as conn:
+            conn.execute("SELECT txid_current()")
+            conn.execute("SELECT pg_switch_wal()")
+        found = await window(client, tenant, database_id)
+        if found["last_archived_at"] and datetime.fromisoformat(found["last_archived_at"]) > after:
+            break
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.5)
+    assert datetime.fromisoformat(found["latest"]) <= after  # ...its restore window does not
+    body = {"point_in_time": after.isoformat(), "target": "new_database", "name": "too-late"}
+    late = await client.http.post(f"/databases/{database_id}/restore", json=body, headers=tenant.headers)
+    assert late.status_code == 422, late.text
+    assert "the database was deleted: its restore window ends at" in late.json()["error"]["message"]
+    in_place = await client.http.post(
+        f"/databases/{database_id}/restore",
+        json={"point_in_time": noted[0][0].isoformat(), "target": "in_place"},
+        headers=tenant.headers,
+    )
+    assert in_place.status_code == 404  # nothing to restore over
+    copy = await restore_to(client, tenant, database_id, noted[-1][0], target="new_database", name="revived")
+    assert copy["status"] == "succeeded", copy
+    copy_uri = (await client.credentials(tenant, copy["database"]["id"]))["uri"]
+    assert rows(copy_uri, "sentinel") == [(1, noted[-1][1])]
 
 
 async def test_missing_wal_segment_fails_loudly_and_changes_nothing(pitr: PlatformClient) -> None:

@@ -66,4 +66,4 @@ async def test_damaged_backups_are_refused_before_anything_changes(backup_client
     download = await client.http.get(f"/backups/{first['id']}/download", headers=tenant.headers)
     assert download.status_code == 409 and download.json()["error"]["code"] == "backup_damaged"
     await store.close()
-    assert list((stack.root / "agent-work").glob("*")) == []  # no download left behind
+    assert list((stack.work_dir).glob("*")) == []  # no download left behind

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import httpx
 
+from devstack.cluster import Cluster
 from devstack.faults import CRASH_EXIT_CODE, InjectedFaults
 from devstack.s3_server import S3Server
-from devstack.supervisor import Cluster, Stack
+from devstack.stack import Stack
 from tests.backup_helpers import (
     connect,
     host_databases,
@@ -69,7 +70,7 @@ async def test_agent_killed_mid_upload_and_mid_restore(backup_client: PlatformCl
     with connect(uri) as conn:
         assert conn.execute("SELECT count(*) FROM blobs").fetchone() == (400000,)
     assert host_databases(stack, "rs_") == [] and host_databases(stack, "ro_") == []
-    assert list((stack.root / "agent-work").glob("*")) == []
+    assert list((stack.work_dir).glob("*")) == []
     await store.close()
     replay_matches(stack)
 

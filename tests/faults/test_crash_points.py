@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from devstack.faults import CRASH_EXIT_CODE, InjectedFaults
-from devstack.supervisor import Stack
+from devstack.stack import Stack
 from tests.platform_client import PlatformClient
 from tests.replay import replay_matches
 

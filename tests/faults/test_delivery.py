@@ -10,7 +10,7 @@ import nats
 import psycopg
 
 from devstack.faults import CRASH_EXIT_CODE, InjectedFaults
-from devstack.supervisor import Stack
+from devstack.stack import Stack
 from schemas.envelope import Envelope
 from schemas.subjects import Subjects
 from tests.platform_client import PlatformClient, new_key

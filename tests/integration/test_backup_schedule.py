@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from devstack.supervisor import PROCESSES, Stack
+from devstack.stack import PROCESSES, Stack
 from infra.metadata.engine import make_engine
 from infra.processes import spawn, stop
 from infra.settings import Settings

@@ -19,7 +19,7 @@ from sqlmodel import SQLModel
 import infra.metadata.tables  # noqa: F401  (registers the write-side tables)
 import readmodel.tables  # noqa: F401
 from consumers.agent import ledger_schema
-from devstack.supervisor import CONTROL_ROLE, Cluster
+from devstack.cluster import CONTROL_ROLE, Cluster
 from infra.metadata import migrate
 
 FIRST_RELEASE_SCHEMA = Path(__file__).parent / "fixtures" / "metadata_schema_131a240.sql"

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from devstack.supervisor import CONTROL_ROLE, Cluster
+from devstack.cluster import CONTROL_ROLE, Cluster
 from infra.metadata import migrate
 from infra.metadata.engine import make_engine
 from readmodel.projection import PROJECTIONS, apply

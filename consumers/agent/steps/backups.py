@@ -22,8 +22,9 @@ from collections.abc import AsyncIterator
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from consumers.agent.sagas import Host, Outputs, Step
-from consumers.agent.swap import Swap
+from consumers.agent.host import Host
+from consumers.agent.saga import StepOutput
+from consumers.agent.steps.swap import Swap
 from infra.backup_crypto import BackupIntegrityError, decrypt_stream, encrypt_stream
 from infra.errors import PermanentError, within_deadline
 from infra.object_store import ObjectNotFound
@@ -31,11 +32,7 @@ from infra.pg_tools import PgToolError, pg_dump, pg_restore
 from schemas.commands import (
     BackupCommand,
     BackupDatabase,
-    DeleteBackup,
-    RestoreBackup,
-    RestoreBackupToNewDatabase,
     StoredBackupCommand,
-    VerifyBackup,
     encryption_context,
 )
 from schemas.envelope import Envelope
@@ -45,24 +42,43 @@ UPLOAD_CRASH_AFTER = 9 * 1024 * 1024
 """The ``backup.uploading`` crash point fires past this many bytes: a first S3 part is stored."""
 
 
-class _Saga:
-    """What every backup saga needs: the host, the command and its envelope."""
+class StoredDump(StepOutput):
+    object_key: str
+    size_bytes: int
+    dump_bytes: int
+    sha256: str
+    key_id: str
+    duration_ms: int
 
-    def __init__(self, host: Host, cmd: BackupCommand, envelope: Envelope) -> None:
+
+class DrillResult(StepOutput):
+    duration_ms: int
+    tables: int
+
+
+class BackupObject:
+    """A backup's object in the store, which a deletion (or an undone backup) removes."""
+
+    def __init__(self, host: Host, cmd: BackupCommand) -> None:
         self.host = host
         self.cmd = cmd
-        self.swap = Swap(host, cmd, envelope)
-        self.download = self.swap.work_dir / "backup.enc"
-        source = cmd.source_database_id if isinstance(cmd, StoredBackupCommand) else cmd.database_id
-        self.context = encryption_context(envelope.project_id, source, cmd.backup_id)
 
-    def crash_point(self, name: str) -> None:
-        self.host.faults.crash_point(f"{self.cmd.KIND.value}.{name}")
+    async def delete_object(self) -> None:
+        await self.host.store.abort_incomplete(self.cmd.object_key)
+        await self.host.store.delete(self.cmd.object_key)
 
-    # --- backup -------------------------------------------------------------------------
 
-    async def dump_and_upload(self) -> Outputs:
-        assert isinstance(self.cmd, BackupDatabase)
+class NewBackup(BackupObject):
+    """``pg_dump`` of the live database, encrypted as it streams into the object store."""
+
+    cmd: BackupDatabase
+
+    def __init__(self, host: Host, cmd: BackupDatabase, envelope: Envelope) -> None:
+        super().__init__(host, cmd)
+        self.cmd = cmd
+        self.context = encryption_context(envelope.project_id, cmd.database_id, cmd.backup_id)
+
+    async def dump_and_upload(self) -> StoredDump:
         cmd, started = self.cmd, time.monotonic()
         hasher, dumped = hashlib.sha256(), 0
 
@@ -84,26 +100,31 @@ class _Saga:
                         yield piece
                         handed += len(piece)
                         if handed > UPLOAD_CRASH_AFTER:
-                            self.crash_point("uploading")
+                            self.host.faults.crash_point(f"{cmd.KIND.value}.uploading")
 
                 await self.host.store.abort_incomplete(cmd.object_key)  # left by a crashed attempt
                 return await self.host.store.put(cmd.object_key, ciphertext())
 
         size = await within_deadline(self.host.deadline_seconds, "the backup", upload())  # pg_dump errors are retried
-        return {
-            "object_key": cmd.object_key,
-            "size_bytes": size,
-            "dump_bytes": dumped,
-            "sha256": hasher.hexdigest(),
-            "key_id": self.host.backup_keys.current,
-            "duration_ms": round((time.monotonic() - started) * 1000),
-        }
+        return StoredDump(
+            object_key=cmd.object_key,
+            size_bytes=size,
+            dump_bytes=dumped,
+            sha256=hasher.hexdigest(),
+            key_id=self.host.backup_keys.current,
+            duration_ms=round((time.monotonic() - started) * 1000),
+        )
 
-    async def delete_object(self) -> None:
-        await self.host.store.abort_incomplete(self.cmd.object_key)
-        await self.host.store.delete(self.cmd.object_key)
 
-    # --- restore ------------------------------------------------------------------------
+class StoredBackup:
+    """A completed backup, downloaded and checked, then restored into a scratch database."""
+
+    def __init__(self, host: Host, cmd: StoredBackupCommand, envelope: Envelope) -> None:
+        self.host = host
+        self.cmd = cmd
+        self.swap = Swap(host, cmd, envelope)
+        self.download = self.swap.work_dir / "backup.enc"
+        self.context = encryption_context(envelope.project_id, cmd.source_database_id, cmd.backup_id)
 
     async def _read_download(self) -> AsyncIterator[bytes]:
         with self.download.open("rb") as file:
@@ -119,7 +140,6 @@ class _Saga:
             raise
 
     async def _download_and_check(self) -> None:
-        assert isinstance(self.cmd, StoredBackupCommand)
         await asyncio.to_thread(self.swap.work_dir.mkdir, parents=True, exist_ok=True)
         hasher = hashlib.sha256()
         try:
@@ -146,10 +166,14 @@ class _Saga:
             yield piece
             fed += 1
             if fed == 2:
-                self.crash_point("restoring")
+                self.host.faults.crash_point(f"{self.cmd.KIND.value}.restoring")
 
-    async def restore_scratch(self, owner: str | None) -> None:
-        """The backup, restored into a fresh scratch database (again from zero on a retry)."""
+    async def restore_scratch(self) -> None:
+        """The backup, restored into a fresh scratch database owned by the tenant's role."""
+        await self._restore_into_scratch(self.cmd.role)
+
+    async def _restore_into_scratch(self, owner: str | None) -> None:
+        """Into a fresh scratch database (again from zero on a retry); nothing half-restored stays."""
         await self.swap.create_scratch(owner)
         restore = pg_restore(self.host.admin_dsn, self.swap.scratch, self._plaintext(), role=owner)
         try:
@@ -161,18 +185,16 @@ class _Saga:
             await self.swap.drop_scratch()  # nothing half-restored stays behind
             raise
 
-    # --- drill --------------------------------------------------------------------------
-
-    async def drill(self) -> Outputs:
+    async def drill(self) -> DrillResult:
         """Download, check, restore into scratch, count what came back, drop it: the whole drill."""
         started = time.monotonic()
         try:
             await self.download_and_check()
-            await self.restore_scratch(owner=None)
+            await self._restore_into_scratch(owner=None)
             tables = await self._count_tables()
         finally:
             await self.undo_drill()
-        return {"duration_ms": round((time.monotonic() - started) * 1000), "tables": tables}
+        return DrillResult(duration_ms=round((time.monotonic() - started) * 1000), tables=tables)
 
     async def _count_tables(self) -> int:
         conninfo = make_conninfo(self.host.admin_dsn, dbname=self.swap.scratch)
@@ -194,28 +216,3 @@ class _Saga:
 def _size(count: int) -> str:
     gib = count / 2**30
     return f"{gib:g} GiB" if gib >= 1 else f"{count} bytes"
-
-
-def backup_steps(host: Host, cmd: BackupCommand, envelope: Envelope) -> list[Step]:
-    saga = _Saga(host, cmd, envelope)
-    swap = saga.swap
-    match cmd:
-        case BackupDatabase():
-            return [Step("dump_uploaded", saga.dump_and_upload, saga.delete_object)]
-        case RestoreBackup():
-            return [
-                Step("backup_downloaded", saga.download_and_check, swap.remove_work_dir),
-                Step("scratch_restored", lambda: saga.restore_scratch(cmd.role), swap.drop_scratch),
-                *swap.in_place(),
-            ]
-        case RestoreBackupToNewDatabase():
-            return swap.new_database(
-                cmd,
-                [Step("backup_downloaded", saga.download_and_check, swap.remove_work_dir)],
-                [Step("scratch_restored", lambda: saga.restore_scratch(cmd.role), swap.drop_scratch)],
-            )
-        case VerifyBackup():
-            return [Step("restore_drilled", saga.drill, saga.undo_drill)]
-        case DeleteBackup():
-            return [Step("object_deleted", saga.delete_object)]
-    raise PermanentError(f"no saga for {type(cmd).__name__}")

@@ -1,4 +1,4 @@
-"""Putting restored data in place, shared by every restore saga.
+"""Putting restored data in place, and the operation's scratch space, shared by every restore saga.
 
 Data is first restored into a scratch database (``rs_<operation>``). In place, two renames in one
 transaction make the scratch database the live one and keep the original as ``ro_<operation>``
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from pathlib import Path
 
-from consumers.agent.sagas import Host, Step, create_steps
-from schemas.commands import DatabaseCommand, NewDatabaseCommand
+from consumers.agent.host import Host
+from consumers.agent.work_dirs import operation_work_dir
+from schemas.commands import DatabaseCommand
 from schemas.envelope import Envelope
 
 
@@ -22,7 +22,7 @@ class Swap:
         self.host = host
         self.cmd = cmd
         operation = envelope.correlation_id.hex
-        self.work_dir: Path = host.work_dir / operation
+        self.work_dir = operation_work_dir(host.work_dir, envelope.correlation_id)
         self.scratch = f"rs_{operation}"
         self.kept = f"ro_{operation}"
 
@@ -61,25 +61,3 @@ class Swap:
 
     async def remove_work_dir(self) -> None:
         await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
-
-    def in_place(self) -> list[Step]:
-        """The steps after the scratch database is ready, for a restore over the live database."""
-        return [
-            Step("swapped_in", self.swap_in, self.swap_back),
-            Step("original_dropped", self.drop_kept),
-            Step("work_cleaned", self.remove_work_dir),
-        ]
-
-    def new_database(self, cmd: NewDatabaseCommand, fetched: list[Step], restored: list[Step]) -> list[Step]:
-        """A new database: what fetches the data, the role, what restores it, then the create saga's end."""
-        create = {step.name: step for step in create_steps(self.host, cmd)}
-        return [
-            *fetched,
-            create["role_created"],
-            *restored,
-            Step("database_created", self.rename_into_place, lambda: self.host.postgres.drop_database(self.cmd.dbname)),
-            create["public_revoked"],
-            create["route_added"],
-            create["login_verified"],
-            Step("work_cleaned", self.remove_work_dir),
-        ]

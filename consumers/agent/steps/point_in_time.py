@@ -15,9 +15,9 @@ import hashlib
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
+from consumers.agent.host import Host
 from consumers.agent.ledger import BaseBackup
-from consumers.agent.sagas import Host, Step
-from consumers.agent.swap import Swap
+from consumers.agent.steps.swap import Swap
 from consumers.agent.temp_cluster import TempCluster
 from consumers.agent.wal_archiver import decompressed
 from infra.backup_crypto import BackupIntegrityError, decrypt_stream
@@ -26,14 +26,16 @@ from infra.object_store import ObjectNotFound
 from infra.pg_tools import PgToolError, pg_dump, pg_restore
 from infra.processes import owned_dir
 from infra.wal import base_context, next_segment, wal_context, wal_object_key
-from schemas.commands import PointInTimeCommand, RestorePointInTime, RestorePointInTimeToNewDatabase
+from schemas.commands import PointInTimeCommand
 from schemas.envelope import Envelope
 
 T = TypeVar("T")
 SEAL_POLL = 0.05
 
 
-class _PointInTime:
+class PointInTime:
+    """The database as it was at the target time, recovered in a temporary cluster and copied out."""
+
     def __init__(self, host: Host, cmd: PointInTimeCommand, envelope: Envelope) -> None:
         self.host = host
         self.cmd = cmd
@@ -165,23 +167,3 @@ class _PointInTime:
 
     async def remove_cluster(self) -> None:
         await self.cluster.remove()
-
-
-def pitr_steps(host: Host, cmd: PointInTimeCommand, envelope: Envelope) -> list[Step]:
-    saga = _PointInTime(host, cmd, envelope)
-    swap = saga.swap
-    fetched = [
-        Step("wal_sealed", saga.seal),
-        Step("wal_fetched", saga.fetch_wal, swap.remove_work_dir),
-        Step("point_in_time_recovered", saga.recover, saga.remove_cluster),
-    ]
-    restored = [
-        Step("scratch_restored", saga.extract, swap.drop_scratch),
-        Step("temporary_cluster_removed", saga.remove_cluster),
-    ]
-    match cmd:
-        case RestorePointInTime():
-            return [*fetched, *restored, *swap.in_place()]
-        case RestorePointInTimeToNewDatabase():
-            return swap.new_database(cmd, fetched, restored)
-    raise PermanentError(f"no saga for {type(cmd).__name__}")

@@ -1,0 +1,34 @@
+"""What the API process holds, handed over by the composition root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from infra.backup_crypto import BackupKeys
+from infra.faults import NO_FAULTS, Faults
+from infra.object_store import ObjectStore
+from infra.secrets import SecretBox
+from infra.settings import Settings
+from producers.commands import OutboxRelay
+from schemas.subjects import Subjects
+
+
+@dataclass(frozen=True, kw_only=True)
+class Platform:
+    """What the API process holds: settings, the metadata engine, the outbox relay, the key that
+    encrypts passwords at rest, the object store and keys that serve backup downloads, and the
+    fault hooks (no-ops outside tests)."""
+
+    settings: Settings
+    engine: AsyncEngine
+    relay: OutboxRelay
+    box: SecretBox
+    store: ObjectStore
+    backup_keys: BackupKeys
+    faults: Faults = NO_FAULTS
+
+    @property
+    def subjects(self) -> Subjects:
+        return Subjects(namespace=self.settings.namespace)

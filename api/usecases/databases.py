@@ -1,0 +1,193 @@
+"""Databases: create one, change it (delete, reset, rotate its credentials), read its credentials,
+and the identity every new database gets (ids, physical names, a password)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from api.errors import ApiError, not_found
+from api.models import Accepted, Credentials, DatabasesPublic
+from api.platform import Platform
+from api.principal import Principal
+from api.usecases.loading import database_public, load_live_database
+from api.usecases.operations import accept_operation, ensure_idle
+from infra.metadata.tables import CREDENTIALS
+from infra.secrets import new_password, scram_verifier, seal
+from readmodel.tables import DATABASES, GONE, PROJECTS
+from schemas.commands import CreateDatabase, DeleteDatabase, ResetDatabase, RotateCredentials
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewIdentity:
+    """What makes a new database: ids, opaque physical names, and its password (stored encrypted;
+    only its SCRAM verifier and a copy sealed to the host travel)."""
+
+    database_id: uuid.UUID
+    dbname: str
+    role: str
+    password_verifier: str
+    sealed_password: str
+    connection_limit: int
+
+    def fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+async def reserve_name(platform: Platform, conn: AsyncConnection, project_id: uuid.UUID, name: str) -> str:
+    """Lock the project, then check the quota and that ``name`` is free; returns the project's plan."""
+    project = (
+        await conn.execute(sa.select(PROJECTS.c.plan).where(PROJECTS.c.id == project_id).with_for_update())
+    ).first()
+    if project is None:
+        raise not_found("project")
+    live = sa.and_(DATABASES.c.project_id == project_id, DATABASES.c.status.not_in(GONE))
+    count = (await conn.execute(sa.select(sa.func.count()).where(live))).scalar_one()
+    if count >= platform.settings.databases_per_project:
+        raise ApiError(
+            409, "quota_exceeded", f"a project holds at most {platform.settings.databases_per_project} databases"
+        )
+    if (await conn.execute(sa.select(DATABASES.c.id).where(live, DATABASES.c.name == name))).first():
+        raise ApiError(409, "name_taken", f"this project already has a database named {name!r}")
+    return str(project.plan)
+
+
+async def new_identity(platform: Platform, conn: AsyncConnection, project_id: uuid.UUID, name: str) -> NewIdentity:
+    """Reserve ``name`` in the project and make the identity of a new database."""
+    await reserve_name(platform, conn, project_id, name)
+    database_id = uuid.uuid4()
+    verifier, sealed = await store_password(platform, conn, database_id, 1)
+    return NewIdentity(
+        database_id=database_id,
+        dbname=f"db_{database_id.hex}",
+        role=f"u_{database_id.hex}",
+        password_verifier=verifier,
+        sealed_password=sealed,
+        connection_limit=platform.settings.tenant_connection_limit,
+    )
+
+
+async def store_password(
+    platform: Platform, conn: AsyncConnection, database_id: uuid.UUID, version: int
+) -> tuple[str, str]:
+    """A fresh password: stored encrypted, returned as (SCRAM verifier, sealed for the host)."""
+    password = new_password()
+    await conn.execute(
+        sa.insert(CREDENTIALS).values(
+            database_id=database_id,
+            version=version,
+            created_at=datetime.now(UTC),
+            password_encrypted=platform.box.encrypt(password, context=f"{database_id}:{version}"),
+        )
+    )
+    sealed = seal(password, public_key_b64=platform.settings.host_public_key, context=str(database_id))
+    return scram_verifier(password), sealed
+
+
+async def create_database(
+    conn: AsyncConnection, platform: Platform, principal: Principal, project_id: uuid.UUID, name: str
+) -> Accepted:
+    identity = await new_identity(platform, conn, project_id, name)
+    command = CreateDatabase(**identity.fields())
+    return await accept_operation(
+        conn, platform, principal, command, name=name, project_id=project_id, credentials_version=1
+    )
+
+
+async def list_databases(conn: AsyncConnection, platform: Platform, project_id: uuid.UUID | None) -> DatabasesPublic:
+    """One project's databases, or (``None``) every project's."""
+    query = sa.select(DATABASES).order_by(DATABASES.c.created_at)
+    if project_id is not None:
+        query = query.where(DATABASES.c.project_id == project_id)
+    rows = (await conn.execute(query)).all()
+    return DatabasesPublic(data=[database_public(platform, r) for r in rows], count=len(rows))
+
+
+async def read_credentials(
+    conn: AsyncConnection, platform: Platform, principal: Principal, database_id: uuid.UUID
+) -> Credentials:
+    db = await load_live_database(conn, database_id, principal)
+    encrypted = (
+        await conn.execute(
+            sa.select(CREDENTIALS.c.password_encrypted).where(
+                CREDENTIALS.c.database_id == database_id, CREDENTIALS.c.version == db.credentials_version
+            )
+        )
+    ).scalar_one()
+    password = platform.box.decrypt(encrypted, context=f"{database_id}:{db.credentials_version}")
+    host, port = platform.settings.pgbouncer_public_host, platform.settings.pgbouncer_port
+    return Credentials(
+        uri=f"postgresql://{db.role}:{password}@{host}:{port}/{db.dbname}",
+        host=host,
+        port=port,
+        dbname=db.dbname,
+        user=db.role,
+        password=password,
+    )
+
+
+async def delete_database(
+    conn: AsyncConnection, platform: Platform, principal: Principal, database_id: uuid.UUID
+) -> Accepted:
+    db = await _idle_database(conn, principal, database_id)
+    command = DeleteDatabase(database_id=db.id, dbname=db.dbname, role=db.role)
+    return await _accept_change(conn, platform, principal, command, db, db.credentials_version)
+
+
+async def reset_database(
+    conn: AsyncConnection, platform: Platform, principal: Principal, database_id: uuid.UUID
+) -> Accepted:
+    db = await _idle_database(conn, principal, database_id)
+    command = ResetDatabase(database_id=db.id, dbname=db.dbname, role=db.role)
+    return await _accept_change(conn, platform, principal, command, db, db.credentials_version)
+
+
+async def rotate_credentials(
+    conn: AsyncConnection, platform: Platform, principal: Principal, database_id: uuid.UUID
+) -> Accepted:
+    db = await _idle_database(conn, principal, database_id)
+    latest = (
+        await conn.execute(sa.select(sa.func.max(CREDENTIALS.c.version)).where(CREDENTIALS.c.database_id == db.id))
+    ).scalar_one()
+    version = latest + 1
+    verifier, sealed = await store_password(platform, conn, db.id, version)
+    command = RotateCredentials(
+        database_id=db.id,
+        dbname=db.dbname,
+        role=db.role,
+        password_verifier=verifier,
+        sealed_password=sealed,
+        credentials_version=version,
+    )
+    return await _accept_change(conn, platform, principal, command, db, version)
+
+
+async def _idle_database(conn: AsyncConnection, principal: Principal, database_id: uuid.UUID) -> Any:
+    db = await load_live_database(conn, database_id, principal, for_update=True)
+    await ensure_idle(conn, database_id)
+    return db
+
+
+async def _accept_change(
+    conn: AsyncConnection,
+    platform: Platform,
+    principal: Principal,
+    command: DeleteDatabase | ResetDatabase | RotateCredentials,
+    db: Any,
+    version: int,
+) -> Accepted:
+    return await accept_operation(
+        conn,
+        platform,
+        principal,
+        command,
+        name=db.name,
+        project_id=db.project_id,
+        credentials_version=version,
+        host_id=db.host_id,
+    )

@@ -1,0 +1,95 @@
+"""Finding what the caller may see, and its public form. Another tenant's resource is not found."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from api.errors import ApiError, not_found
+from api.models import BackupPublic, DatabasePublic, OperationPublic, StepPublic
+from api.platform import Platform
+from api.principal import Principal
+from readmodel.tables import BACKUPS, DATABASES, GONE, OPERATIONS, STEPS, BackupStatus, DatabaseStatus
+
+
+async def load_database(
+    conn: AsyncConnection, database_id: uuid.UUID, principal: Principal, *, for_update: bool = False
+) -> Row[Any]:
+    query = sa.select(DATABASES).where(DATABASES.c.id == database_id)
+    row = (await conn.execute(query.with_for_update() if for_update else query)).first()
+    if row is None or not principal.sees(row.project_id):
+        raise not_found("database")
+    return row
+
+
+async def load_live_database(
+    conn: AsyncConnection, database_id: uuid.UUID, principal: Principal, *, for_update: bool = False
+) -> Row[Any]:
+    """A database that exists on its host: deleted ones and failed creates are not found."""
+    row = await load_database(conn, database_id, principal, for_update=for_update)
+    if row.status in GONE:
+        raise not_found("database")
+    return row
+
+
+def check_created(database: Row[Any]) -> None:
+    if database.status == DatabaseStatus.CREATING:
+        raise ApiError(409, "database_not_available", "the database is still being created")
+
+
+async def load_backup(
+    conn: AsyncConnection, backup_id: uuid.UUID, principal: Principal, *, for_update: bool = False
+) -> Row[Any]:
+    query = sa.select(BACKUPS).where(BACKUPS.c.id == backup_id)
+    row = (await conn.execute(query.with_for_update() if for_update else query)).first()
+    if row is None or row.status == BackupStatus.DELETED or not principal.sees(row.project_id):
+        raise not_found("backup")
+    return row
+
+
+def check_completed(backup: Row[Any]) -> None:
+    if backup.status != BackupStatus.COMPLETED:
+        raise ApiError(409, "backup_not_completed", f"the backup is {backup.status}, not completed")
+
+
+async def load_operation(conn: AsyncConnection, operation_id: uuid.UUID, principal: Principal) -> OperationPublic:
+    row = (await conn.execute(sa.select(OPERATIONS).where(OPERATIONS.c.id == operation_id))).first()
+    if row is None or not principal.sees(row.project_id):
+        raise not_found("operation")
+    steps = (
+        await conn.execute(
+            sa.select(STEPS.c.name, STEPS.c.status, STEPS.c.detail)
+            .where(STEPS.c.operation_id == operation_id)
+            .order_by(STEPS.c.position)
+        )
+    ).all()
+    return OperationPublic(
+        **{k: v for k, v in row._mapping.items() if k in OperationPublic.model_fields},
+        steps=[StepPublic(name=s.name, status=s.status, detail=s.detail) for s in steps],
+    )
+
+
+def database_public(platform: Platform, row: Row[Any]) -> DatabasePublic:
+    return DatabasePublic(
+        id=row.id,
+        project_id=row.project_id,
+        name=row.name,
+        status=row.status,
+        host=platform.settings.pgbouncer_public_host,
+        port=platform.settings.pgbouncer_port,
+        dbname=row.dbname,
+        user=row.role,
+        last_operation_id=row.last_operation_id,
+        last_verified_backup_id=row.last_verified_backup_id,
+        last_verified_restore_at=row.last_verified_restore_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def backup_public(row: Row[Any]) -> BackupPublic:
+    return BackupPublic.model_validate({k: v for k, v in row._mapping.items() if k in BackupPublic.model_fields})
