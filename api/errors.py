@@ -4,6 +4,7 @@ document says which errors each route answers with."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,7 +12,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
 
 log = logging.getLogger("pgplane.api")
 
@@ -69,13 +69,13 @@ HTTP_CODES = {404: "route_not_found", 405: "method_not_allowed"}
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method some route serves at this path (Starlette's own 405 names only the first route's)."""
+    """Every method the OpenAPI document lists for this path (Starlette's own 405 names only the
+    methods of the first route that matched the path)."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        route_methods = getattr(route, "methods", None)
-        if match is not Match.NONE and route_methods:
-            methods |= set(route_methods)
+    for template, operations in request.app.openapi()["paths"].items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {method.upper() for method in operations}
     return ", ".join(sorted(methods))
 
 

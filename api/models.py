@@ -225,3 +225,15 @@ class AuditEntryPublic(BaseModel):
 class AuditLogPublic(BaseModel):
     data: list[AuditEntryPublic]
     count: int
+
+
+class ComponentReadiness(BaseModel):
+    ok: bool
+    detail: str = Field(description="What was found: an error, a heartbeat's age, a lag.")
+
+
+class Readiness(BaseModel):
+    ready: bool = Field(description="Every component is ok; the status is 503 otherwise.")
+    components: dict[str, ComponentReadiness] = Field(
+        description="nats, metadata, projector and one agent:<host> per data host."
+    )

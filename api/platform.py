@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.backup_crypto import BackupKeys
 from infra.faults import NO_FAULTS, Faults
+from infra.heartbeats import Heartbeats
 from infra.object_store import ObjectStore
 from infra.secrets import SecretBox
 from infra.settings import Settings
@@ -23,6 +25,8 @@ class Platform:
 
     settings: Settings
     engine: AsyncEngine
+    bus: NATS
+    heartbeats: Heartbeats
     relay: OutboxRelay
     box: SecretBox
     store: ObjectStore

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import psycopg
@@ -46,7 +47,7 @@ class Cluster:
         self.start_server("nats")
         self._bootstrap()
 
-    @property
+    @cached_property
     def servers(self) -> Path:
         """Where PostgreSQL's files live (see ``devstack.state.server_root``)."""
         return server_root(self.root, service_user())

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import psycopg
@@ -50,7 +51,7 @@ class Stack:
     def admin_token(self) -> str:
         return self.cluster.secrets["admin_token"]
 
-    @property
+    @cached_property
     def servers(self) -> Path:
         """Where PgBouncer's files and the agent's temporary clusters live (the service user reaches them)."""
         return server_root(self.root, service_user())
@@ -126,6 +127,19 @@ class Stack:
         }[name]
         base = {k: v for k, v in os.environ.items() if not k.startswith("PGPLANE_")}
         return base | common | own | self.extra_env | (overrides or {})
+
+    def write_operator_env(self, path: Path) -> None:
+        """What operator commands (``pgplane migrate``, ``pgplane replay``) need to find this platform."""
+        c = self.cluster
+        env = {
+            "PGPLANE_NAMESPACE": self.namespace,
+            "PGPLANE_NATS_URL": c.nats_url,
+            "PGPLANE_HOST_ID": self.host_id,
+            "PGPLANE_METADATA_DSN": c.control_dsn(self.meta_db),
+            "PGPLANE_LEDGER_DSN": c.superuser_dsn(self.ledger_db),
+        }
+        path.touch(mode=0o600)
+        path.write_text("".join(f"{name}={value}\n" for name, value in env.items()))
 
     def start_process(
         self, name: str, overrides: dict[str, str] | None = None, *, faults: InjectedFaults | None = None

@@ -21,6 +21,7 @@ from types import FrameType
 from devstack.cluster import Cluster
 from devstack.stack import Stack
 from devstack.state import Ports, RunRecord
+from entrypoints.cli import OPERATOR_ENV
 from infra.settings import Settings
 
 POLL_SECONDS = 0.5
@@ -121,6 +122,7 @@ def run_dev(settings: Settings) -> None:
     try:
         cluster.start()
         stack.start()
+        stack.write_operator_env(state / OPERATOR_ENV)
         print(
             f"pgplane is up.\n"
             f"  API:         {stack.api_url}/api/v1  (docs: {stack.api_url}/api/docs)\n"

@@ -10,13 +10,16 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import nats
 import psycopg
+import sqlalchemy as sa
 from fastapi import FastAPI
 from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
+from nats.errors import NoServersError
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,10 +33,12 @@ from consumers.agent.service import Agent, BackgroundJob
 from consumers.agent.wal_archiver import WalArchiver
 from consumers.projector.replay import ReplayReport, replay_projection
 from consumers.projector.service import Projector
+from infra.errors import Unreachable
 from infra.faults import NO_FAULTS, Faults
+from infra.heartbeats import Heartbeats
 from infra.host_postgres import HostPostgres
 from infra.metadata import migrate
-from infra.metadata.engine import make_engine
+from infra.metadata.engine import make_engine, where
 from infra.object_store import ObjectStore, open_store
 from infra.pgbouncer import PgBouncer
 from infra.secrets import SecretBox
@@ -53,17 +58,29 @@ async def metadata(settings: Settings, *, pool_size: int = 10) -> AsyncIterator[
     """The metadata database, at the schema revision this release needs."""
     engine = make_engine(settings.metadata_dsn, pool_size=pool_size)
     try:
-        async with engine.connect() as conn:
-            await migrate.check(conn)
+        try:
+            async with engine.connect() as conn:
+                await migrate.check(conn)
+        except (OSError, TimeoutError, sa.exc.DBAPIError) as exc:
+            raise Unreachable(f"the metadata database at {where(settings.metadata_dsn)}: {exc}") from exc
         yield engine
     finally:
         await engine.dispose()
 
 
 @asynccontextmanager
-async def bus(settings: Settings) -> AsyncIterator[NATS]:
-    """A NATS connection with the JetStream topology in place."""
-    nc = await nats.connect(settings.nats_url)
+async def bus(settings: Settings, *, fail_fast: bool = False) -> AsyncIterator[NATS]:
+    """A NATS connection with the JetStream topology in place. A service rides out NATS restarts by
+    reconnecting for as long as it takes; an operator command (``fail_fast``) gives up in seconds."""
+    try:
+        nc = await nats.connect(
+            settings.nats_url,
+            connect_timeout=2,
+            max_reconnect_attempts=1 if fail_fast else -1,
+            reconnect_time_wait=1 if fail_fast else 2,
+        )
+    except (OSError, TimeoutError, NoServersError) as exc:
+        raise Unreachable(f"NATS at {settings.nats_url}: {exc or type(exc).__name__}") from exc
     try:
         await ensure_topology(nc.jetstream(), settings)
         yield nc
@@ -92,6 +109,8 @@ def api(settings: Settings, *, faults: Faults = NO_FAULTS, store: ObjectStore | 
             app.state.platform = Platform(
                 settings=settings,
                 engine=engine,
+                bus=nc,
+                heartbeats=await heartbeats(settings, nc),
                 relay=outbox,
                 box=SecretBox(secret_key),
                 store=backups,
@@ -153,14 +172,20 @@ async def run_agent(
         nc = await broker.connect()
         await ensure_topology(nc.jetstream(), settings)
         agent = Agent(settings=settings, broker=broker, host=host, faults=faults)
-        await agent.serve(stop, _pitr_jobs(settings, host, agent))
+        beating = partial((await heartbeats(settings, nc)).run, f"agent.{settings.host_id}")
+        await agent.serve(stop, [beating, *_pitr_jobs(settings, host, agent)])
+
+
+async def heartbeats(settings: Settings, nc: NATS) -> Heartbeats:
+    bucket = Subjects(namespace=settings.namespace).heartbeats_bucket
+    return Heartbeats(await nc.jetstream().key_value(bucket))
 
 
 def _pitr_jobs(settings: Settings, host: Host, agent: Agent) -> list[BackgroundJob]:
     """WAL archiving and base backups, when this host's PostgreSQL archives into a spool."""
     if settings.wal_spool_dir is None:
         return []
-    return [
+    jobs: list[WalArchiver | BaseBackups] = [
         WalArchiver(
             spool=settings.wal_spool_dir,
             host_id=settings.host_id,
@@ -182,6 +207,7 @@ def _pitr_jobs(settings: Settings, host: Host, agent: Agent) -> list[BackgroundJ
             retention_days=settings.wal_retention_days,
         ),
     ]
+    return [job.run for job in jobs]
 
 
 async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
@@ -191,7 +217,8 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
         subscription = await nc.jetstream().pull_subscribe_bind(
             durable=subjects.projector_durable, stream=subjects.events_stream
         )
-        await Projector(engine, subscription).run(stop)
+        beating = (await heartbeats(settings, nc)).run("projector", stop)
+        await asyncio.gather(Projector(engine, subscription).run(stop), beating)
 
 
 async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
@@ -202,12 +229,19 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
 
 def migrate_metadata(settings: Settings) -> str:
     """Bring the metadata database to this release's schema; returns the revision it was at."""
-    return migrate.upgrade(settings.metadata_dsn)
+    try:
+        return migrate.upgrade(settings.metadata_dsn)
+    except sa.exc.OperationalError as exc:
+        raise Unreachable(f"the metadata database at {where(settings.metadata_dsn)}: {exc.orig}") from exc
 
 
 async def migrate_ledger(settings: Settings) -> tuple[int, int]:
     """Bring this data host's ledger to this release's schema; returns the versions before and after."""
-    async with await psycopg.AsyncConnection.connect(settings.ledger_dsn, connect_timeout=5) as conn:
+    try:
+        connection = await psycopg.AsyncConnection.connect(settings.ledger_dsn, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        raise Unreachable(f"the agent ledger at {where(settings.ledger_dsn)}: {exc}") from exc
+    async with connection as conn:
         return await ledger_schema.migrate(conn)
 
 
@@ -217,7 +251,7 @@ async def check_metadata(settings: Settings) -> None:
 
 
 async def replay(settings: Settings, *, keep: bool = False) -> ReplayReport:
-    async with metadata(settings, pool_size=1) as engine, bus(settings) as nc:
+    async with metadata(settings, pool_size=1) as engine, bus(settings, fail_fast=True) as nc:
         return await replay_projection(engine, nc.jetstream(), Subjects(namespace=settings.namespace), keep=keep)
 
 

@@ -1,4 +1,9 @@
-"""``pgplane``: run one process of the platform, the whole platform locally, or an operator command."""
+"""``pgplane``: run one process of the platform, the whole platform locally, or an operator command.
+
+Operator commands (``migrate``, ``replay``) read the settings the local stack wrote into its state
+directory (``pgplane.env``), under whatever ``PGPLANE_*`` variables are set; they give up within
+seconds when a server does not answer, and exit 2 on any error (``replay`` exits 1 for drift).
+"""
 
 from __future__ import annotations
 
@@ -17,17 +22,33 @@ from infra.faults import NO_FAULTS, Faults
 from infra.settings import Settings
 
 T = TypeVar("T")
+OPERATOR_ENV = "pgplane.env"
 
 
 def _fail_cleanly(work: Callable[[], T]) -> T:
-    """Run ``work``; a schema this release cannot use ends the process with one line and exit 2."""
+    """Run ``work``; a server that does not answer or a schema this release cannot use ends the
+    process with one line and exit 2."""
     from consumers.agent.ledger_schema import LedgerOutOfDate
+    from infra.errors import Unreachable
     from infra.metadata.migrate import SchemaOutOfDate
 
     try:
         return work()
+    except Unreachable as exc:
+        print(f"pgplane: cannot reach {exc}", file=sys.stderr)
     except (SchemaOutOfDate, LedgerOutOfDate) as exc:
         print(f"pgplane: {exc}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _operator(work: Callable[[], T]) -> T:
+    """An operator command: like ``_fail_cleanly``, and any other error is one line and exit 2 too."""
+    try:
+        return _fail_cleanly(work)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        print(f"pgplane: {type(exc).__name__}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -75,7 +96,7 @@ def cmd_scheduler(settings: Settings, _: argparse.Namespace, faults: Faults) -> 
 def cmd_replay(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
     from entrypoints import bootstrap
 
-    report = asyncio.run(bootstrap.replay(settings, keep=args.keep))
+    report = _operator(lambda: asyncio.run(bootstrap.replay(settings, keep=args.keep)))
     print(json.dumps(asdict(report) | {"matches": report.matches}, indent=2))
     sys.exit(0 if report.matches else 1)
 
@@ -86,10 +107,10 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace, _: Faults) -> None
 
     for target in args.targets:
         if target == "metadata":
-            revision = _fail_cleanly(lambda: bootstrap.migrate_metadata(settings))
+            revision = _operator(lambda: bootstrap.migrate_metadata(settings))
             print(f"metadata database: revision {revision or 'none'} -> {head()}")
         else:
-            before, after = _fail_cleanly(lambda: asyncio.run(bootstrap.migrate_ledger(settings)))
+            before, after = _operator(lambda: asyncio.run(bootstrap.migrate_ledger(settings)))
             print(f"agent ledger: version {before} -> {after}")
 
 
@@ -101,8 +122,7 @@ def cmd_schemas(_: Settings, args: argparse.Namespace, __: Faults) -> None:
 
 
 def cmd_dev(settings: Settings, _: argparse.Namespace, __: Faults) -> None:
-    """The whole platform on the embedded default, until Ctrl-C (from a checkout: the dev stack
-    is not part of the installed package)."""
+    """The whole platform on the embedded default (from a checkout: the dev stack is not installed)."""
     try:
         from devstack.supervisor import run_dev
     except ImportError:
@@ -110,8 +130,21 @@ def cmd_dev(settings: Settings, _: argparse.Namespace, __: Faults) -> None:
     run_dev(settings)
 
 
+OPERATOR_COMMANDS = {"migrate", "replay"}
+
+
+def settings_for(command: str) -> Settings:
+    """Processes read their environment; operator commands also the local stack's ``pgplane.env``."""
+    settings = Settings()
+    env_file = settings.state_dir / OPERATOR_ENV
+    if command in OPERATOR_COMMANDS and env_file.exists():
+        return Settings(_env_file=env_file)
+    return settings
+
+
 def main(argv: list[str] | None = None, *, faults: Faults = NO_FAULTS) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(prog="pgplane")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("api", help="the REST API").set_defaults(func=cmd_api)
@@ -133,7 +166,7 @@ def main(argv: list[str] | None = None, *, faults: Faults = NO_FAULTS) -> None:
     schemas.add_argument("directory")
     schemas.set_defaults(func=cmd_schemas)
     args = parser.parse_args(argv)
-    args.func(Settings(), args, faults)
+    args.func(settings_for(args.command), args, faults)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,10 @@ class TransientError(Exception):
     """A failure worth retrying: the message is redelivered later."""
 
 
+class Unreachable(Exception):
+    """A server a process needs does not answer (the message names which one, never a password)."""
+
+
 async def within_deadline(seconds: float, what: str, work: Awaitable[T]) -> T:
     """``work``, or ``DeadlineExceeded`` once it has run ``seconds``."""
     try:

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import NotFoundError
 
 from infra.settings import Settings
@@ -77,3 +85,4 @@ async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
             await js.add_stream(config)
     await js.add_consumer(subjects.commands_stream, agent_consumer(subjects, settings))
     await js.add_consumer(subjects.events_stream, projector_consumer(subjects))
+    await js.create_key_value(KeyValueConfig(bucket=subjects.heartbeats_bucket, history=1, storage=StorageType.FILE))

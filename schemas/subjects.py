@@ -20,6 +20,10 @@ class Subjects:
         return f"{self.namespace.upper()}_EVENTS"
 
     @property
+    def heartbeats_bucket(self) -> str:
+        return f"{self.namespace.upper()}_HEARTBEATS"
+
+    @property
     def dead_letter_stream(self) -> str:
         return f"{self.namespace.upper()}_DLQ"
 

@@ -1,4 +1,4 @@
-"""Liveness and Prometheus metrics (outside /api/v1)."""
+"""Liveness, readiness and Prometheus metrics (outside /api/v1)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from pydantic import BaseModel
 
 from api.deps import PlatformDep
+from api.models import Readiness
+from api.usecases.readiness import readiness
 from infra.metadata.tables import OUTBOX
 from readmodel.tables import OPERATIONS
 
@@ -24,6 +26,15 @@ class Liveness(BaseModel):
 async def healthz() -> Liveness:
     """Liveness: the API process answers (what it depends on is ``/readyz``'s business)."""
     return Liveness()
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready."}})
+async def readyz(*, platform: PlatformDep, response: Response) -> Readiness:
+    """Readiness: NATS, the metadata database, the projector (and its lag) and every agent's heartbeat."""
+    found = await readiness(platform)
+    if not found.ready:
+        response.status_code = 503
+    return found
 
 
 METRICS: dict[int | str, dict[str, Any]] = {

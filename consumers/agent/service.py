@@ -12,9 +12,9 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
-from typing import Any, Protocol
+from typing import Any
 
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
@@ -34,8 +34,8 @@ log = logging.getLogger("pgplane.agent")
 PUBLISH_TIMEOUT = 10.0
 
 
-class BackgroundJob(Protocol):
-    async def run(self, stop: asyncio.Event) -> None: ...
+BackgroundJob = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+"""Work beside the commands (WAL archiving, base backups, the heartbeat) that runs until stop."""
 
 
 class Lanes:
@@ -88,7 +88,7 @@ class Agent:
 
         await self.broker.start()
         log.info("agent for host %s consuming %s", host_id, self.subjects.host_commands(host_id))
-        background = [asyncio.create_task(job.run(stop)) for job in jobs]
+        background = [asyncio.create_task(job(stop)) for job in jobs]
         await stop.wait()
         await asyncio.gather(*background)
         await self.broker.stop()

@@ -44,7 +44,7 @@ def sync_url(dsn: str) -> sa.URL:
 
 def upgrade(dsn: str) -> str:
     """Bring the database at ``dsn`` to ``head()``; returns the revision it was at (``""``: empty)."""
-    engine = sa.create_engine(sync_url(dsn), poolclass=sa.NullPool)
+    engine = sa.create_engine(sync_url(dsn), poolclass=sa.NullPool, connect_args={"connect_timeout": 5})
     try:
         with engine.begin() as conn:
             conn.execute(sa.text(LOCK))  # two migrators at once: the second waits, then finds nothing to do
