@@ -165,3 +165,23 @@ async def test_cancels_in_quick_succession_leave_no_scratch_space(tmp_path: Path
     assert published[-1].type == "pgplane.operation.compensated" and done == []
     assert published[-1].data["reason"] == "cancelled by token:impatient"
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_dead_letter_whose_undo_fails_says_what_may_be_left() -> None:
+    ledger, published = FakeLedger(), []  # type: ignore[var-annotated]
+
+    async def made() -> None:
+        return None
+
+    async def unmake() -> None:
+        raise OSError("the data host does not answer")
+
+    op = command()
+    runner = runner_for([Step("role_created", made, unmake)], fake_host(ledger), published)
+    await runner.run(op)  # succeeds; now pretend it kept failing after its first step instead
+    ledger.events = [e for e in ledger.events if e.data.get("step") == "role_created" or "started" in e.type]
+    await runner.dead_letter(op, "dead-lettered after 3 attempts: boom")
+    reason = published[-1].data["reason"]
+    assert published[-1].type == "pgplane.operation.failed" and published[-1].data["dead_lettered"]
+    assert "undoing its completed steps failed too" in reason and "may still be on the data host" in reason
+    assert "reconciler" not in reason
