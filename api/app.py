@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
+from api.middleware import RequestGuard
 from api.routes import audit, backups, databases, health, operations, point_in_time, projects
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -22,7 +23,7 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 SWAGGER_UI = Path(swagger_ui_bundle.swagger_ui_path)
 
 
-def create_app(lifespan: Lifespan) -> FastAPI:
+def create_app(lifespan: Lifespan, *, max_body_bytes: int = 2**20) -> FastAPI:
     app = FastAPI(
         title="pgplane",
         version="1.0.0",
@@ -32,6 +33,7 @@ def create_app(lifespan: Lifespan) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     install_error_handlers(app)
+    app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
     for module in (projects, databases, backups, point_in_time, operations, audit):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(health.router)

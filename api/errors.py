@@ -3,6 +3,7 @@ document says which errors each route answers with."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -12,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+
+from api.middleware import BodyTooLarge, error_body, request_id_of
 
 log = logging.getLogger("pgplane.api")
 
@@ -32,6 +35,7 @@ def not_found(what: str) -> ApiError:
 class ErrorDetail(BaseModel):
     code: str = Field(description="Stable and specific: what went wrong, for programs.")
     message: str = Field(description="What went wrong, for people.")
+    request_id: str = Field(description="Also in the X-Request-Id header; quote it when you ask us.")
 
 
 class ErrorBody(BaseModel):
@@ -43,6 +47,8 @@ MEANINGS = {
     403: "The token may not do this.",
     404: "Not found, or another tenant's.",
     409: "Conflicts with the current state: a name taken, the quota reached, another operation running.",
+    413: "The body is larger than the limit (1 MiB unless configured otherwise).",
+    415: "The body is not JSON.",
     422: "Invalid request, or an Idempotency-Key reused with another request.",
     503: "A component the answer needs is down.",
 }
@@ -53,13 +59,19 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": MEANINGS[status]} for status in statuses}
 
 
-def _body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
+def error_response(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = error_body(code, message, request_id_of(request.scope))
+    return JSONResponse(json.loads(body), status_code=status, headers=headers)
 
 
 def _describe(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            position = err.get("loc", ("body", "?"))[-1]
+            return f"the body is not valid JSON: {err.get('ctx', {}).get('error')} (at character {position})"
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
     return "; ".join(parts) or "invalid request"
@@ -81,24 +93,28 @@ def _allowed_methods(request: Request) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(request, exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(_body("invalid_request", _describe(exc)), status_code=422)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(request, 422, "invalid_request", _describe(exc))
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, _: BodyTooLarge) -> JSONResponse:
+        return error_response(request, 413, "body_too_large", "the body is larger than this API accepts")
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         headers = dict(exc.headers or {})
         if exc.status_code == 400:  # FastAPI's answer to a body it cannot even decode
-            return JSONResponse(_body("invalid_body", "the body is not JSON in UTF-8"), status_code=422)
+            return error_response(request, 422, "invalid_body", "the body is not JSON in UTF-8")
         if exc.status_code == 405:
             headers["Allow"] = _allowed_methods(request)
         code = HTTP_CODES.get(exc.status_code, "http_error")
-        return JSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
+        return error_response(request, exc.status_code, code, str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse(_body("internal_error", "something went wrong on our side"), status_code=500)
+        return error_response(request, 500, "internal_error", "something went wrong on our side")

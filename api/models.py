@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 RESERVED_NAMES = frozenset(
@@ -35,11 +36,33 @@ DatabaseName = Annotated[
 
 
 class Strict(BaseModel):
+    """A request body: unknown fields are refused, and so are values of another JSON type."""
+
     model_config = ConfigDict(extra="forbid")
 
 
+Text = Annotated[
+    str,
+    Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$", description="No control characters."),
+]
+RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+
+
+def _rfc3339(value: object) -> object:
+    if not isinstance(value, str) or not re.match(RFC3339, value):
+        raise ValueError("must be an RFC 3339 date and time with a time zone, like 2026-11-25T10:42:07Z")
+    return value
+
+
+Moment = Annotated[
+    AwareDatetime,
+    BeforeValidator(_rfc3339),
+    Field(description="RFC 3339, with a time zone.", json_schema_extra={"pattern": RFC3339}),
+]
+
+
 class ProjectCreate(Strict):
-    name: str = Field(min_length=1, max_length=100)
+    name: Text
     plan: str = Field(default="free", pattern=r"^(free|pro)$")
 
 
@@ -51,7 +74,7 @@ class ProjectPublic(BaseModel):
 
 
 class TokenCreate(Strict):
-    name: str = Field(min_length=1, max_length=100)
+    name: Text
 
 
 class TokenCreated(BaseModel):
@@ -170,7 +193,7 @@ RestoreRequest = Annotated[RestoreInPlace | RestoreToNewDatabase, Field(discrimi
 
 
 class PointInTime(Strict):
-    point_in_time: AwareDatetime = Field(description="RFC 3339, with a time zone.")
+    point_in_time: Moment
 
 
 class PointInTimeInPlace(PointInTime, RestoreInPlace):
@@ -195,11 +218,11 @@ class RestoreWindowPublic(BaseModel):
 
 
 class BackupPolicyUpdate(Strict):
-    schedule: str | None = Field(
-        default="daily", max_length=100, description="'daily' (00:00 UTC), a cron expression in UTC, or null for off."
+    schedule: Annotated[str, Field(max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")] | None = Field(
+        description="'daily' (00:00 UTC), a cron expression in UTC, or null for off."
     )
-    retain_days: int = Field(default=7, ge=1, le=3650, description="Backups older than this are deleted...")
-    keep_last: int = Field(default=7, ge=0, le=1000, description="...except the newest keep_last completed ones.")
+    retain_days: StrictInt = Field(default=7, ge=1, le=3650, description="Backups older than this are deleted...")
+    keep_last: StrictInt = Field(default=7, ge=0, le=1000, description="...except the newest keep_last completed ones.")
 
 
 class BackupPolicyPublic(BaseModel):

@@ -125,7 +125,7 @@ def api(settings: Settings, *, faults: Faults = NO_FAULTS, store: ObjectStore | 
                 stop.set()
                 await relaying
 
-    return create_app(lifespan)
+    return create_app(lifespan, max_body_bytes=settings.max_body_bytes)
 
 
 async def run_agent(

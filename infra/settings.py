@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         default=None, description="Base64 32-byte key that encrypts tenant passwords at rest."
     )
+    max_body_bytes: int = Field(default=2**20, ge=1024, description="Larger request bodies are refused (413).")
     databases_per_project: int = 10
     idempotency_ttl_hours: int = Field(default=24, ge=24)
 

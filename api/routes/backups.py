@@ -27,7 +27,10 @@ router = APIRouter(tags=["backups"], responses=errors(401, 422))
 
 
 @router.post(
-    "/databases/{database_id}/backups", status_code=202, response_model=BackupAccepted, responses=errors(404, 409)
+    "/databases/{database_id}/backups",
+    status_code=202,
+    response_model=BackupAccepted,
+    responses=errors(413, 415, 404, 409),
 )
 async def create_backup(
     *, principal: CurrentPrincipal, mutation: MutationDep, database_id: uuid.UUID
@@ -52,7 +55,9 @@ async def read_backup(*, platform: PlatformDep, principal: CurrentPrincipal, bac
         return backup_public(await load_backup(conn, backup_id, principal))
 
 
-@router.delete("/backups/{backup_id}", status_code=202, response_model=BackupAccepted, responses=errors(404, 409))
+@router.delete(
+    "/backups/{backup_id}", status_code=202, response_model=BackupAccepted, responses=errors(413, 415, 404, 409)
+)
 async def delete_backup(*, principal: CurrentPrincipal, mutation: MutationDep, backup_id: uuid.UUID) -> BackupAccepted:
     """Delete a backup's stored object; 202 with the operation."""
     return await mutation.run(
@@ -60,7 +65,9 @@ async def delete_backup(*, principal: CurrentPrincipal, mutation: MutationDep, b
     )
 
 
-@router.post("/backups/{backup_id}/restore", status_code=202, response_model=Accepted, responses=errors(404, 409))
+@router.post(
+    "/backups/{backup_id}/restore", status_code=202, response_model=Accepted, responses=errors(413, 415, 404, 409)
+)
 async def restore_backup(
     *, principal: CurrentPrincipal, mutation: MutationDep, backup_id: uuid.UUID, body: RestoreRequest
 ) -> Accepted:
@@ -70,7 +77,9 @@ async def restore_backup(
     )
 
 
-@router.post("/backups/{backup_id}/verify", status_code=202, response_model=BackupAccepted, responses=errors(404, 409))
+@router.post(
+    "/backups/{backup_id}/verify", status_code=202, response_model=BackupAccepted, responses=errors(413, 415, 404, 409)
+)
 async def verify_backup(*, principal: CurrentPrincipal, mutation: MutationDep, backup_id: uuid.UUID) -> BackupAccepted:
     """Restore drill: restore into a scratch database, check it, drop it; records the time it took."""
     return await mutation.run(
@@ -100,7 +109,9 @@ async def download_backup(
     )
 
 
-@router.put("/databases/{database_id}/backup-policy", response_model=BackupPolicyPublic, responses=errors(404))
+@router.put(
+    "/databases/{database_id}/backup-policy", response_model=BackupPolicyPublic, responses=errors(413, 415, 404)
+)
 async def update_backup_policy(
     *, principal: CurrentPrincipal, mutation: MutationDep, database_id: uuid.UUID, body: BackupPolicyUpdate
 ) -> BackupPolicyPublic:

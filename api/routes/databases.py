@@ -15,7 +15,7 @@ from api.usecases.loading import database_public, load_database
 router = APIRouter(prefix="/databases", tags=["databases"], responses=errors(401, 422))
 
 
-@router.post("", status_code=202, response_model=Accepted, responses=errors(404, 409))
+@router.post("", status_code=202, response_model=Accepted, responses=errors(413, 415, 404, 409))
 async def create_database(*, principal: CurrentPrincipal, mutation: MutationDep, body: DatabaseCreate) -> Accepted:
     """Create a database; 202 with the operation that provisions it."""
     principal.check_project(body.project_id)
@@ -56,7 +56,7 @@ async def read_credentials(
         return await databases.read_credentials(conn, platform, principal, database_id)
 
 
-@router.delete("/{database_id}", status_code=202, response_model=Accepted, responses=errors(404, 409))
+@router.delete("/{database_id}", status_code=202, response_model=Accepted, responses=errors(413, 415, 404, 409))
 async def delete_database(*, principal: CurrentPrincipal, mutation: MutationDep, database_id: uuid.UUID) -> Accepted:
     """Delete a database and its role; 202 with the operation."""
     return await mutation.run(
@@ -64,7 +64,7 @@ async def delete_database(*, principal: CurrentPrincipal, mutation: MutationDep,
     )
 
 
-@router.post("/{database_id}/reset", status_code=202, response_model=Accepted, responses=errors(404, 409))
+@router.post("/{database_id}/reset", status_code=202, response_model=Accepted, responses=errors(413, 415, 404, 409))
 async def reset_database(*, principal: CurrentPrincipal, mutation: MutationDep, database_id: uuid.UUID) -> Accepted:
     """Drop all data; the name and credentials stay."""
     return await mutation.run(
@@ -72,7 +72,9 @@ async def reset_database(*, principal: CurrentPrincipal, mutation: MutationDep, 
     )
 
 
-@router.post("/{database_id}/rotate-credentials", status_code=202, response_model=Accepted, responses=errors(404, 409))
+@router.post(
+    "/{database_id}/rotate-credentials", status_code=202, response_model=Accepted, responses=errors(413, 415, 404, 409)
+)
 async def rotate_credentials(*, principal: CurrentPrincipal, mutation: MutationDep, database_id: uuid.UUID) -> Accepted:
     """New password; the old one stops working once the operation succeeds."""
     return await mutation.run(

@@ -24,7 +24,9 @@ async def read_operation(
         return await load_operation(conn, operation_id, principal)
 
 
-@router.post("/{operation_id}/cancel", status_code=202, response_model=OperationPublic, responses=errors(404, 409))
+@router.post(
+    "/{operation_id}/cancel", status_code=202, response_model=OperationPublic, responses=errors(413, 415, 404, 409)
+)
 async def cancel_operation(
     *, principal: CurrentPrincipal, mutation: MutationDep, operation_id: uuid.UUID
 ) -> OperationPublic:

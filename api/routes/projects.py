@@ -14,7 +14,7 @@ from api.usecases import projects
 router = APIRouter(prefix="/projects", tags=["projects"], responses=errors(401, 422))
 
 
-@router.post("", status_code=201, response_model=ProjectPublic, responses=errors(403))
+@router.post("", status_code=201, response_model=ProjectPublic, responses=errors(413, 415, 403))
 async def create_project(*, principal: AdminPrincipal, mutation: MutationDep, body: ProjectCreate) -> ProjectPublic:
     """Create a project (admin token)."""
     return await mutation.run(
@@ -22,7 +22,7 @@ async def create_project(*, principal: AdminPrincipal, mutation: MutationDep, bo
     )
 
 
-@router.post("/{project_id}/tokens", status_code=201, response_model=TokenCreated, responses=errors(404))
+@router.post("/{project_id}/tokens", status_code=201, response_model=TokenCreated, responses=errors(413, 415, 404))
 async def create_token(
     *, principal: CurrentPrincipal, mutation: MutationDep, project_id: uuid.UUID, body: TokenCreate
 ) -> TokenCreated:

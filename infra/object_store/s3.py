@@ -26,6 +26,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import TYPE_CHECKING
 
 import aioboto3
+from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
 from infra.object_store import CHUNK_SIZE, ObjectNotFound, S3Options, check_key, check_prefix
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MISSING = ("404", "NoSuchKey", "NotFound")
+CLIENT_CONFIG = AioConfig(connect_timeout=5, read_timeout=60, retries={"max_attempts": 5, "mode": "standard"})
+"""A request that hangs fails after a minute and is retried, rather than holding a backup forever."""
 
 
 class S3Store:
@@ -160,6 +163,7 @@ class S3Store:
                         endpoint_url=options.endpoint_url,
                         aws_access_key_id=options.access_key_id,
                         aws_secret_access_key=options.secret_access_key,
+                        config=CLIENT_CONFIG,
                     )
                 )
             return self._client
