@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import re
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, TypeVar
 
-import sqlalchemy as sa
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from api.authentication import authenticate, unauthorized
 from api.errors import ApiError
 from api.idempotency import request_digest, store_response, stored_response
 from api.platform import Platform
 from api.principal import Principal
-from infra.metadata.tables import TOKENS
-from infra.secrets import token_digest
 
-TOKEN_FORMAT = re.compile(r"^pgp_([0-9a-f]{32})_([A-Za-z0-9_-]{20,})$")
 log = logging.getLogger("pgplane.api")
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -42,32 +36,13 @@ BEARER = HTTPBearer(auto_error=False, description="The admin token, or an API to
 
 
 async def get_principal(
-    platform: PlatformDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+    request: Request,
+    platform: PlatformDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> Principal:
-    unauthorized = ApiError(
-        401, "unauthorized", "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
-    )
     if credentials is None or not credentials.credentials:
-        raise unauthorized
-    token = credentials.credentials
-    admin = platform.settings.admin_token
-    if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
-        return Principal("admin", None)
-    match = TOKEN_FORMAT.match(token)
-    if match is None:
-        raise unauthorized
-    token_id, secret = uuid.UUID(match.group(1)), match.group(2)
-    async with platform.engine.connect() as conn:
-        row = (
-            await conn.execute(
-                sa.select(TOKENS.c.project_id, TOKENS.c.secret_digest).where(
-                    TOKENS.c.id == token_id, TOKENS.c.revoked_at.is_(None)
-                )
-            )
-        ).first()
-    if row is None or not hmac.compare_digest(row.secret_digest, token_digest(secret)):
-        raise unauthorized
-    return Principal(f"token:{token_id}", row.project_id)
+        raise unauthorized()
+    return await authenticate(platform, credentials.credentials, request.client.host if request.client else "")
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

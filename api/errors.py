@@ -50,6 +50,7 @@ MEANINGS = {
     413: "The body is larger than the limit (1 MiB unless configured otherwise).",
     415: "The body is not JSON.",
     422: "Invalid request, or an Idempotency-Key reused with another request.",
+    429: "Too many wrong tokens from this address lately: wait for Retry-After seconds.",
     503: "A component the answer needs is down.",
 }
 
@@ -107,6 +108,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         headers = dict(exc.headers or {})
+        if exc.status_code == 400 and isinstance(exc.__cause__, BodyTooLarge):  # FastAPI wraps what reading raised
+            return error_response(request, 413, "body_too_large", "the body is larger than this API accepts")
         if exc.status_code == 400:  # FastAPI's answer to a body it cannot even decode
             return error_response(request, 422, "invalid_body", "the body is not JSON in UTF-8")
         if exc.status_code == 405:

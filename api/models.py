@@ -73,16 +73,36 @@ class ProjectPublic(BaseModel):
     created_at: datetime
 
 
+class ProjectsPublic(BaseModel):
+    data: list[ProjectPublic]
+    count: int
+
+
 class TokenCreate(Strict):
     name: Text
+    expires_in_days: StrictInt | None = Field(
+        default=None, ge=1, le=3650, description="The token stops working after this many days; null: never."
+    )
 
 
-class TokenCreated(BaseModel):
+class TokenPublic(BaseModel):
     id: uuid.UUID
     project_id: uuid.UUID
     name: str
-    token: str = Field(description="The secret, shown once.")
+    scopes: list[str] = Field(description="What the token may do: read and change its project's resources.")
     created_at: datetime
+    last_used_at: datetime | None = Field(description="Recorded at most once a minute.")
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokensPublic(BaseModel):
+    data: list[TokenPublic]
+    count: int
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="The secret, shown once: pgp_<id>_<secret>_<checksum>.")
 
 
 class DatabaseCreate(Strict):
@@ -134,7 +154,10 @@ class OperationPublic(BaseModel):
     status: str
     backup_id: uuid.UUID | None
     point_in_time: datetime | None
-    error: str | None
+    error: str | None = Field(description="What went wrong, in product terms.")
+    error_detail: str | None = Field(
+        default=None, description="For the admin token only: addresses, physical names, the tools' own words."
+    )
     steps: list[StepPublic]
     created_at: datetime
     updated_at: datetime
@@ -143,6 +166,12 @@ class OperationPublic(BaseModel):
 class Accepted(BaseModel):
     operation: OperationPublic
     database: DatabasePublic
+
+
+class DeleteAccepted(Accepted):
+    backups_kept_until: datetime = Field(
+        description="Until when the database's backups can still be restored (into a new database); then they go."
+    )
 
 
 class BackupPublic(BaseModel):

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from nats.aio.client import Client as NATS
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.backup_crypto import BackupKeys
+from api.data_keys import DataKeys
 from infra.faults import NO_FAULTS, Faults
 from infra.heartbeats import Heartbeats
 from infra.object_store import ObjectStore
 from infra.secrets import SecretBox
 from infra.settings import Settings
-from producers.commands import OutboxRelay
+from producers.commands import Outbox, OutboxRelay
 from schemas.subjects import Subjects
 
 
@@ -28,11 +28,12 @@ class Platform:
     bus: NATS
     heartbeats: Heartbeats
     relay: OutboxRelay
+    outbox: Outbox
     box: SecretBox
     store: ObjectStore
-    backup_keys: BackupKeys
+    data_keys: DataKeys
     faults: Faults = NO_FAULTS
 
     @property
     def subjects(self) -> Subjects:
-        return Subjects(namespace=self.settings.namespace)
+        return self.outbox.subjects

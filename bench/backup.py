@@ -30,7 +30,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ import psycopg
 
 from devstack.cluster import Cluster
 from devstack.stack import Stack
+from devstack.state import scratch_root
 from infra.pg_tools import pg_bindir, tool_args
 
 TARGET_GB = float(os.environ.get("BENCH_BACKUP_GB", "1.0"))
@@ -277,7 +277,7 @@ async def run(stack: Stack, raw_dir: Path) -> dict[str, Any]:
 
 
 async def main() -> None:
-    root = Path(tempfile.mkdtemp(prefix="pgplane-bench-backup-"))
+    root = scratch_root("pgplane-bench-backup-")
     raw_dir = root / "raw"
     raw_dir.mkdir()
     cluster = Cluster(root, wal_archive=False)

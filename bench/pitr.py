@@ -53,7 +53,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -70,6 +69,7 @@ from psycopg.conninfo import make_conninfo
 from bench.backup import BATCH_ROWS, CREATE_TABLE, FILL
 from devstack.cluster import Cluster
 from devstack.stack import Stack
+from devstack.state import scratch_root
 from infra.pg_tools import pg_bindir, tool_args
 from infra.processes import free_port, owned_dir, service_user, spawn, stop
 from infra.wal import SEGMENT, next_segment
@@ -675,7 +675,7 @@ async def run(cluster: Cluster, root: Path) -> dict[str, Any]:
 async def main() -> None:
     if sorted(OTHER_MB) != OTHER_MB:
         raise SystemExit("BENCH_PITR_OTHER_MB must be ascending: the other tenant's data only grows")
-    root = Path(tempfile.mkdtemp(prefix="pgplane-bench-pitr-"))
+    root = scratch_root("pgplane-bench-pitr-")
     cluster = Cluster(root, wal_archive=True)
     try:
         cluster.start()

@@ -12,11 +12,9 @@ import asyncio
 import json
 import os
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from devstack.cluster import Cluster
 from devstack.stack import Stack
+from devstack.state import scratch_root
 from infra.host_postgres import HostPostgres, check_login
 from infra.pgbouncer import PgBouncer, Route
 from infra.secrets import new_password, scram_verifier
@@ -63,7 +62,7 @@ async def raw_path(stack: Stack) -> dict[str, Any]:
         directory=stack.pgbouncer_dir,
         port=stack.pgbouncer_port,
         admin_password=cluster.secrets["pgbouncer_admin_password"],
-        server_host="127.0.0.1",
+        server_host=str(cluster.socket_dir),  # tenant roles come in only through PgBouncer's socket
         server_port=cluster.pg_port,
     )
     routes: list[Route] = []
@@ -76,7 +75,9 @@ async def raw_path(stack: Stack) -> dict[str, Any]:
             await host.ensure_role(role, verifier=verifier, connection_limit=20)
             await host.ensure_database(dbname, owner=role)
             await host.revoke_public(dbname, owner=role)
-            routes.append(Route(dbname=dbname, role=role, verifier=verifier, max_connections=20))
+            routes.append(
+                Route(database_id=uuid.uuid4(), dbname=dbname, role=role, verifier=verifier, max_connections=20)
+            )
             await bouncer.apply(list(routes))
             await check_login(host="127.0.0.1", port=stack.pgbouncer_port, dbname=dbname, user=role, password=password)
 
@@ -105,7 +106,7 @@ async def our_path(stack: Stack) -> dict[str, Any]:
 
 
 async def main() -> None:
-    root = Path(tempfile.mkdtemp(prefix="pgplane-bench-"))
+    root = scratch_root("pgplane-bench-")
     cluster = Cluster(root, wal_archive=False)
     cluster.start()
     raw_stack = Stack(

@@ -4,24 +4,39 @@ runs as the ``postgres`` user (or ``nobody``), from a directory that user can re
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import nats
 import psycopg
 from psycopg import sql
 
 from devstack.secrets import load_secrets
 from devstack.state import Ports, Process, server_root, terminate
+from infra.bus_permissions import Role
+from infra.host_postgres import TENANTS
 from infra.pg_tools import pg_bindir
 from infra.processes import STARTUP_TIMEOUT, owned_dir, service_user, spawn, stop, tail, wait_for_port
 from infra.secrets import scram_verifier
 
+PG_HBA = f"""# written by the pgplane dev stack at every start
+local   all  +{TENANTS}  scram-sha-256
+host    all  +{TENANTS}  all  reject
+local   all  all         scram-sha-256
+host    all  all         127.0.0.1/32  scram-sha-256
+host    all  all         ::1/128       scram-sha-256
+"""
 CONTROL_ROLE = "pgplane_control"
+ADMIN_NATS_USER = "admin"
 SUPERUSER = "postgres"
 
 
@@ -34,15 +49,18 @@ class Cluster:
     pg_port: int = 0
     nats_port: int = 0
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    nats_users: dict[str, tuple[Role, str]] = field(default_factory=dict)
+    """Every NATS user the server knows, with its permissions and password (written 0600)."""
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o755)
-        (self.root / "logs").mkdir(exist_ok=True)
+        (self.root / "logs").mkdir(mode=0o700, exist_ok=True)
         self.secrets = load_secrets(self.root / "secrets.json")
         ports = Ports(self.root / "ports.json")
         self.pg_port = self.pg_port or ports.take("postgres")
         self.nats_port = self.nats_port or ports.take("nats")
+        admin = Role(user=ADMIN_NATS_USER, publish=[">"], subscribe=[">"])
+        self.nats_users[admin.user] = (admin, self.secrets["nats_admin_password"])
         self.start_server("postgres")
         self.start_server("nats")
         self._bootstrap()
@@ -55,6 +73,15 @@ class Cluster:
     @property
     def nats_url(self) -> str:
         return f"nats://127.0.0.1:{self.nats_port}"
+
+    def nats_admin(self) -> dict[str, str]:
+        """``nats.connect`` arguments of the cluster's administrator (tests, the dev stack's own setup)."""
+        return {"servers": self.nats_url, "user": ADMIN_NATS_USER, "password": self.secrets["nats_admin_password"]}
+
+    @property
+    def socket_dir(self) -> Path:
+        """PostgreSQL's Unix socket: how PgBouncer reaches it, the only way in for tenant roles."""
+        return self.servers / "pg-socket"
 
     @property
     def wal_spool(self) -> Path:
@@ -89,7 +116,9 @@ class Cluster:
         if not (data / "PG_VERSION").exists():
             self._initdb(data, log)
         stop_stale_postmaster(data)
-        options = ["listen_addresses=127.0.0.1", "unix_socket_directories="]
+        self._write_pg_hba(data)
+        owned_dir(self.socket_dir).chmod(0o700)  # only PostgreSQL's own user (PgBouncer's too) enters
+        options = ["listen_addresses=127.0.0.1", f"unix_socket_directories={self.socket_dir}"]
         if self.wal_archive:
             owned_dir(self.wal_spool)
             options += [
@@ -113,6 +142,13 @@ class Cluster:
                     raise
                 time.sleep(0.1)
 
+    def _write_pg_hba(self, data: Path) -> None:
+        """Tenant roles only through the socket (PgBouncer); everyone else by password over TCP too."""
+        hba = data / "pg_hba.conf"
+        hba.write_text(PG_HBA)
+        if user := service_user():
+            os.chown(hba, user.pw_uid, user.pw_gid)
+
     def _initdb(self, data: Path, log: Path) -> None:
         owned_dir(data).chmod(0o700)
         pwfile = data.parent / "postgres.pw"
@@ -130,14 +166,42 @@ class Cluster:
                 "password_encryption = 'scram-sha-256'\nwal_level = replica\n"
             )
 
-    def _start_nats(self) -> subprocess.Popen[bytes]:
+    def add_nats_users(self, roles: list[Role], passwords: dict[str, str]) -> None:
+        """Let these users in with their permissions: the server rereads its configuration (SIGHUP)."""
+        self.nats_users |= {role.user: (role, passwords[role.user]) for role in roles}
+        self._write_nats_conf()
+        proc = self.procs.get("nats")
+        if proc is not None:
+            proc.send_signal(signal.SIGHUP)
+            last = roles[-1]
+            wait_until_nats_accepts(self.nats_url, last.user, passwords[last.user])
+
+    def _write_nats_conf(self) -> None:
         store = self.root / "nats"
         store.mkdir(exist_ok=True)
+        users = [
+            {
+                "user": role.user,
+                "password": password,
+                "permissions": {
+                    "publish": {"allow": role.publish},
+                    "subscribe": {"allow": role.subscribe},
+                    **({"allow_responses": True} if role.answers_requests else {}),
+                },
+            }
+            for role, password in self.nats_users.values()
+        ]
         conf = self.root / "nats-local.conf"
+        conf.touch(mode=0o600)
         conf.write_text(
             f"listen: 127.0.0.1:{self.nats_port}\nserver_name: pgplane-local\n"
             f'jetstream {{\n  store_dir: "{store}"\n  sync_interval: always\n}}\n'
+            f"authorization {{\n  users = {json.dumps(users, indent=2)}\n}}\n"
         )
+
+    def _start_nats(self) -> subprocess.Popen[bytes]:
+        self._write_nats_conf()
+        conf = self.root / "nats-local.conf"
         binary = Path(sys.executable).parent / "nats-server"
         log = self.root / "logs" / "nats.log"
         proc = spawn([str(binary if binary.exists() else "nats-server"), "-c", str(conf)], log)
@@ -169,3 +233,24 @@ def stop_stale_postmaster(data: Path) -> None:
     if process is not None:
         print(f"stopping the PostgreSQL an earlier run left on {data} (pid {pid})", flush=True)
         terminate([process])
+
+
+def wait_until_nats_accepts(url: str, user: str, password: str, *, timeout: float = 10.0) -> None:
+    """A reloaded NATS takes a moment to know its new users: try until one can connect."""
+
+    async def attempt() -> None:
+        nc = await nats.connect(
+            url, user=user, password=password, connect_timeout=1, max_reconnect_attempts=1, allow_reconnect=False
+        )
+        await nc.close()
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with ThreadPoolExecutor(1) as thread:  # callers may be inside a running event loop
+                thread.submit(asyncio.run, attempt()).result()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

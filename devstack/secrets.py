@@ -9,6 +9,7 @@ from pathlib import Path
 
 from infra.backup_crypto import new_backup_key_spec
 from infra.secrets import new_host_key, new_password, new_secret_key
+from infra.signing import new_signing_key
 
 
 def load_secrets(path: Path) -> dict[str, str]:
@@ -28,6 +29,10 @@ def load_secrets(path: Path) -> dict[str, str]:
         }
     if "backup_keys" not in saved:  # state made before backups existed
         saved["backup_keys"] = new_backup_key_spec("k1")
+    if "nats_admin_password" not in saved:  # state made before NATS had users
+        saved["nats_admin_password"] = new_password()
+    if "command_signing_key" not in saved:  # state made before commands were signed
+        saved["command_signing_key"], saved["command_verify_keys"] = new_signing_key("s1")
     path.touch(mode=0o600)
     path.write_text(json.dumps(saved, indent=2))
     if token := os.environ.get("PGPLANE_ADMIN_TOKEN"):

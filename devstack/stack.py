@@ -4,6 +4,7 @@ API, agent, projector and scheduler as child processes, each given only the cred
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -20,9 +21,15 @@ from consumers.agent import ledger_schema
 from devstack.cluster import CONTROL_ROLE, Cluster
 from devstack.faults import InjectedFaults
 from devstack.state import Ports, server_root
+from entrypoints.bootstrap import setup_bus
+from infra import bus_permissions
+from infra.bus_permissions import Role
 from infra.metadata import migrate
 from infra.pgbouncer import PgBouncer, pgbouncer_ini
 from infra.processes import owned_dir, service_user, spawn, stop, tail, wait_for_port
+from infra.secrets import new_password
+from infra.settings import Settings
+from schemas.subjects import Subjects
 
 PROCESSES = ("projector", "agent", "scheduler", "api")
 
@@ -71,19 +78,57 @@ class Stack:
         self.api_port = ports.take("api", self.api_port or None)
         self.cluster.create_database(self.meta_db, owner=CONTROL_ROLE)
         self.cluster.create_database(self.ledger_db)
+        self.cluster.add_nats_users(self.nats_roles(), self.nats_passwords)
         self.migrate()
         self.start_process("pgbouncer")
 
     def migrate(self) -> None:
-        """What ``pgplane migrate metadata ledger`` does, as each database's owner."""
+        """What ``pgplane migrate metadata ledger bus`` does: each database as its owner, the bus as
+        the operator."""
         migrate.upgrade(self.cluster.control_dsn(self.meta_db))
 
-        async def ledger() -> None:
+        async def ledger_and_bus() -> None:
             async with await psycopg.AsyncConnection.connect(self.cluster.superuser_dsn(self.ledger_db)) as conn:
                 await ledger_schema.migrate(conn)
+            await setup_bus(self.settings("operator"))
 
         with ThreadPoolExecutor(1) as thread:  # callers may be inside a running event loop
-            thread.submit(asyncio.run, ledger()).result()
+            thread.submit(asyncio.run, ledger_and_bus()).result()
+
+    def nats_roles(self) -> list[Role]:
+        return bus_permissions.roles(Subjects(namespace=self.namespace), [self.host_id])
+
+    @cached_property
+    def nats_passwords(self) -> dict[str, str]:
+        """One password per NATS user of this platform, kept (0600) so a restart keeps them."""
+        path = self.root / "nats-users.json"
+        saved: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        for role in self.nats_roles():
+            saved.setdefault(role.user, new_password())
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(saved, indent=2))
+        return saved
+
+    def nats_user(self, name: str) -> dict[str, str]:
+        """``PGPLANE_NATS_USER``/``PASSWORD`` of process ``name`` (the agent's user is per host)."""
+        s = Subjects(namespace=self.namespace)
+        role = {
+            "api": bus_permissions.api(s),
+            "scheduler": bus_permissions.scheduler(s),
+            "projector": bus_permissions.projector(s),
+            "agent": bus_permissions.agent(s, self.host_id),
+            "operator": bus_permissions.operator(s),
+        }[name]
+        return {"PGPLANE_NATS_USER": role.user, "PGPLANE_NATS_PASSWORD": self.nats_passwords[role.user]}
+
+    def nats(self) -> dict[str, str]:
+        """``nats.connect`` arguments of this platform's operator (what tests use to look at streams)."""
+        user = self.nats_user("operator")
+        return {
+            "servers": self.cluster.nats_url,
+            "user": user["PGPLANE_NATS_USER"],
+            "password": user["PGPLANE_NATS_PASSWORD"],
+        }
 
     def start(self) -> None:
         self.start_servers()
@@ -99,34 +144,42 @@ class Stack:
             "PGPLANE_PGBOUNCER_PORT": str(self.pgbouncer_port),
             "PGPLANE_HOST_PUBLIC_KEY": s["host_public_key"],
         }
-        backups = {
-            "PGPLANE_OBJECT_STORE_URL": self.object_store_url or (self.root / "backups").resolve().as_uri(),
-            "PGPLANE_BACKUP_KEYS": s["backup_keys"],
-        }
+        backups = {"PGPLANE_OBJECT_STORE_URL": self.object_store_url or (self.root / "backups").resolve().as_uri()}
         own = {
+            "operator": {
+                "PGPLANE_METADATA_DSN": c.control_dsn(self.meta_db),
+                "PGPLANE_LEDGER_DSN": c.superuser_dsn(self.ledger_db),
+            },
             "api": {
                 "PGPLANE_METADATA_DSN": c.control_dsn(self.meta_db),
                 "PGPLANE_SECRET_KEY": s["secret_key"],
                 "PGPLANE_ADMIN_TOKEN": s["admin_token"],
                 "PGPLANE_API_PORT": str(self.api_port),
+                "PGPLANE_COMMAND_SIGNING_KEY": s["command_signing_key"],
             }
             | backups,
             "projector": {"PGPLANE_METADATA_DSN": c.control_dsn(self.meta_db)},
-            "scheduler": {"PGPLANE_METADATA_DSN": c.control_dsn(self.meta_db)},
+            "scheduler": {
+                "PGPLANE_METADATA_DSN": c.control_dsn(self.meta_db),
+                "PGPLANE_COMMAND_SIGNING_KEY": s["command_signing_key"],
+            },
             "agent": {
                 "PGPLANE_HOST_ADMIN_DSN": c.superuser_dsn(),
                 "PGPLANE_LEDGER_DSN": c.superuser_dsn(self.ledger_db),
                 "PGPLANE_PGBOUNCER_DIR": str(self.pgbouncer_dir),
                 "PGPLANE_PGBOUNCER_ADMIN_PASSWORD": s["pgbouncer_admin_password"],
+                "PGPLANE_HOST_PG_HOST": str(c.socket_dir),
                 "PGPLANE_HOST_PG_PORT": str(c.pg_port),
                 "PGPLANE_HOST_PRIVATE_KEY": s["host_private_key"],
                 "PGPLANE_AGENT_WORK_DIR": str(self.work_dir),
+                "PGPLANE_COMMAND_VERIFY_KEYS": s["command_verify_keys"],
             }
             | ({"PGPLANE_WAL_SPOOL_DIR": str(c.wal_spool)} if c.wal_archive else {})
-            | backups,
+            | backups
+            | {"PGPLANE_BACKUP_KEYS": s["backup_keys"]},  # the master keys live only where the data is
         }[name]
         base = {k: v for k, v in os.environ.items() if not k.startswith("PGPLANE_")}
-        return base | common | own | self.extra_env | (overrides or {})
+        return base | common | own | self.nats_user(name) | self.extra_env | (overrides or {})
 
     def write_operator_env(self, path: Path) -> None:
         """What operator commands (``pgplane migrate``, ``pgplane replay``) need to find this platform."""
@@ -137,9 +190,16 @@ class Stack:
             "PGPLANE_HOST_ID": self.host_id,
             "PGPLANE_METADATA_DSN": c.control_dsn(self.meta_db),
             "PGPLANE_LEDGER_DSN": c.superuser_dsn(self.ledger_db),
-        }
+        } | self.nats_user("operator")
         path.touch(mode=0o600)
         path.write_text("".join(f"{name}={value}\n" for name, value in env.items()))
+
+    def settings(self, name: str) -> Settings:
+        """The settings process ``name`` runs with."""
+        env = self.env(name)
+        return Settings.model_validate(
+            {k.removeprefix("PGPLANE_").lower(): v for k, v in env.items() if k.startswith("PGPLANE_")}
+        )
 
     def start_process(
         self, name: str, overrides: dict[str, str] | None = None, *, faults: InjectedFaults | None = None
@@ -184,7 +244,7 @@ class Stack:
             directory=directory,
             port=self.pgbouncer_port,
             admin_password=self.cluster.secrets["pgbouncer_admin_password"],
-            server_host="127.0.0.1",
+            server_host=str(self.cluster.socket_dir),
             server_port=self.cluster.pg_port,
         )
         if not (directory / "databases.ini").exists():

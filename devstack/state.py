@@ -11,6 +11,7 @@ import os
 import pwd
 import signal
 import stat
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,3 +147,10 @@ def terminate(processes: list[Process], *, timeout: float = 20.0) -> None:
         if process.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGKILL)
+
+
+def scratch_root(prefix: str) -> Path:
+    """A throwaway directory for a cluster (tests, benchmarks) that the servers' user can enter."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    return root

@@ -110,6 +110,7 @@ def run_dev(settings: Settings) -> None:
     """The whole platform on the embedded default, until it is told to stop."""
     state = settings.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o700)  # secrets, logs and tenants' backups: nobody else's business
     record = RunRecord(state / "run.json")
     record.claim()
     cluster = Cluster(state)

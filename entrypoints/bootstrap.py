@@ -18,16 +18,20 @@ import psycopg
 import sqlalchemy as sa
 from fastapi import FastAPI
 from faststream.nats import NatsBroker
+from faststream.security import SASLPlaintext
 from nats.aio.client import Client as NATS
 from nats.errors import NoServersError
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
+from api.data_keys import DataKeys
 from api.platform import Platform
 from consumers.agent import ledger_schema
 from consumers.agent.base_backups import BaseBackups
+from consumers.agent.drift import VerifierWatch
 from consumers.agent.host import Host
+from consumers.agent.key_service import KeyService
 from consumers.agent.ledger import Ledger
 from consumers.agent.service import Agent, BackgroundJob
 from consumers.agent.wal_archiver import WalArchiver
@@ -43,10 +47,13 @@ from infra.object_store import ObjectStore, open_store
 from infra.pgbouncer import PgBouncer
 from infra.secrets import SecretBox
 from infra.settings import Settings
+from infra.signing import CommandSigner, CommandVerifier
 from infra.topology import ensure_topology
-from producers.commands import OutboxRelay
+from producers.commands import Outbox, OutboxRelay
 from producers.scheduler import BackupScheduler
 from schemas.subjects import Subjects
+
+MIN_ADMIN_TOKEN = 32
 
 
 def object_store(settings: Settings) -> ObjectStore:
@@ -68,24 +75,45 @@ async def metadata(settings: Settings, *, pool_size: int = 10) -> AsyncIterator[
         await engine.dispose()
 
 
+def nats_credentials(settings: Settings) -> dict[str, Any]:
+    """The process's NATS user and its own inbox prefix (replies to others stay unreadable to it)."""
+    if settings.nats_user is None:
+        return {}
+    password = settings.nats_password.get_secret_value() if settings.nats_password else None
+    return {"user": settings.nats_user, "password": password, "inbox_prefix": f"_INBOX.{settings.nats_user}"}
+
+
 @asynccontextmanager
 async def bus(settings: Settings, *, fail_fast: bool = False) -> AsyncIterator[NATS]:
-    """A NATS connection with the JetStream topology in place. A service rides out NATS restarts by
-    reconnecting for as long as it takes; an operator command (``fail_fast``) gives up in seconds."""
+    """A NATS connection as this process's user. A service rides out NATS restarts by reconnecting
+    for as long as it takes; an operator command (``fail_fast``) gives up in seconds. Streams and
+    consumers are made by ``pgplane migrate bus`` (``setup_bus``), never by a service."""
     try:
         nc = await nats.connect(
             settings.nats_url,
             connect_timeout=2,
             max_reconnect_attempts=1 if fail_fast else -1,
             reconnect_time_wait=1 if fail_fast else 2,
+            **nats_credentials(settings),
         )
     except (OSError, TimeoutError, NoServersError) as exc:
         raise Unreachable(f"NATS at {settings.nats_url}: {exc or type(exc).__name__}") from exc
     try:
-        await ensure_topology(nc.jetstream(), settings)
         yield nc
     finally:
         await nc.close()
+
+
+async def setup_bus(settings: Settings) -> list[str]:
+    """Create or update every stream and durable consumer (the operator role); returns their names."""
+    async with bus(settings, fail_fast=True) as nc:
+        return await ensure_topology(nc.jetstream(), settings)
+
+
+def outbox(settings: Settings) -> Outbox:
+    """Where commands and events wait to be published; commands are signed on the way in."""
+    key = _required(settings.command_signing_key, "PGPLANE_COMMAND_SIGNING_KEY")
+    return Outbox(Subjects(namespace=settings.namespace), CommandSigner(key))
 
 
 def relay(settings: Settings, engine: AsyncEngine, nc: NATS) -> OutboxRelay:
@@ -96,6 +124,9 @@ def api(settings: Settings, *, faults: Faults = NO_FAULTS, store: ObjectStore | 
     """The REST API; its adapters open in the app's lifespan and close with it."""
     if settings.secret_key is None or not settings.host_public_key:
         raise SystemExit("PGPLANE_SECRET_KEY and PGPLANE_HOST_PUBLIC_KEY are required")
+    commands = outbox(settings)
+    if settings.admin_token is not None and len(settings.admin_token.get_secret_value()) < MIN_ADMIN_TOKEN:
+        raise SystemExit(f"PGPLANE_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN} characters")
     secret_key = settings.secret_key.get_secret_value()
 
     @asynccontextmanager
@@ -105,20 +136,21 @@ def api(settings: Settings, *, faults: Faults = NO_FAULTS, store: ObjectStore | 
             nc = await stack.enter_async_context(bus(settings))
             backups = store or object_store(settings)
             stack.push_async_callback(backups.close)
-            outbox = relay(settings, engine, nc)
+            outgoing = relay(settings, engine, nc)
             app.state.platform = Platform(
                 settings=settings,
                 engine=engine,
                 bus=nc,
-                heartbeats=await heartbeats(settings, nc),
-                relay=outbox,
+                heartbeats=heartbeats(settings, nc),
+                relay=outgoing,
+                outbox=commands,
                 box=SecretBox(secret_key),
                 store=backups,
-                backup_keys=settings.keys(),
+                data_keys=DataKeys(nc, commands.subjects, commands.signer),
                 faults=faults,
             )
             stop = asyncio.Event()
-            relaying = asyncio.create_task(outbox.run(stop))
+            relaying = asyncio.create_task(outgoing.run(stop))
             try:
                 yield
             finally:
@@ -134,6 +166,9 @@ async def run_agent(
     """The data-host agent: this host's commands, plus WAL archiving and base backups when the
     host's PostgreSQL archives into a spool."""
     size = settings.agent_concurrency + 2
+    if not settings.command_verify_keys:
+        raise SystemExit("PGPLANE_COMMAND_VERIFY_KEYS is required")
+    verifier = CommandVerifier(settings.command_verify_keys)
     async with AsyncExitStack() as stack:
         admin_pool = await stack.enter_async_context(
             AsyncConnectionPool(settings.host_admin_dsn, min_size=1, max_size=size, open=False)
@@ -168,17 +203,31 @@ async def run_agent(
             wal_spool=settings.wal_spool_dir,
             faults=faults,
         )
-        broker = NatsBroker(settings.nats_url)
+        credentials = nats_credentials(settings)
+        login = credentials and SASLPlaintext(username=credentials["user"], password=credentials["password"])
+        broker = NatsBroker(
+            settings.nats_url,
+            security=login or None,
+            inbox_prefix=credentials.get("inbox_prefix", "_INBOX"),
+            max_reconnect_attempts=-1,
+        )
         nc = await broker.connect()
-        await ensure_topology(nc.jetstream(), settings)
-        agent = Agent(settings=settings, broker=broker, host=host, faults=faults)
-        beating = partial((await heartbeats(settings, nc)).run, f"agent.{settings.host_id}")
-        await agent.serve(stop, [beating, *_pitr_jobs(settings, host, agent)])
+        agent = Agent(
+            settings=settings,
+            broker=broker,
+            host=host,
+            verifier=verifier,
+            key_service=KeyService(host.backup_keys, verifier),
+            inbox=credentials.get("inbox_prefix", "_INBOX"),
+            faults=faults,
+        )
+        beating = partial(heartbeats(settings, nc).run, f"agent.{settings.host_id}")
+        watching = partial(VerifierWatch(host, agent.publish_event).run, interval=settings.verifier_check_seconds)
+        await agent.serve(stop, [beating, watching, *_pitr_jobs(settings, host, agent)])
 
 
-async def heartbeats(settings: Settings, nc: NATS) -> Heartbeats:
-    bucket = Subjects(namespace=settings.namespace).heartbeats_bucket
-    return Heartbeats(await nc.jetstream().key_value(bucket))
+def heartbeats(settings: Settings, nc: NATS) -> Heartbeats:
+    return Heartbeats(nc.jetstream(), Subjects(namespace=settings.namespace))
 
 
 def _pitr_jobs(settings: Settings, host: Host, agent: Agent) -> list[BackgroundJob]:
@@ -217,14 +266,14 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
         subscription = await nc.jetstream().pull_subscribe_bind(
             durable=subjects.projector_durable, stream=subjects.events_stream
         )
-        beating = (await heartbeats(settings, nc)).run("projector", stop)
+        beating = heartbeats(settings, nc).run("projector", stop)
         await asyncio.gather(Projector(engine, subscription).run(stop), beating)
 
 
 async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     """Backup slots, missed-slot reports and retention, published through the outbox."""
     async with metadata(settings, pool_size=2) as engine, bus(settings) as nc:
-        await BackupScheduler(engine, settings).run(stop, relay(settings, engine, nc))
+        await BackupScheduler(engine, settings, outbox(settings)).run(stop, relay(settings, engine, nc))
 
 
 def migrate_metadata(settings: Settings) -> str:

@@ -66,11 +66,12 @@ def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 def cmd_api(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
     import uvicorn
 
+    from api.http_protocol import JsonErrorsH11Protocol
     from entrypoints import bootstrap
 
     _fail_cleanly(lambda: asyncio.run(bootstrap.check_metadata(settings)))
     app = bootstrap.api(settings, faults=faults)
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", http=JsonErrorsH11Protocol)
 
 
 def cmd_agent(settings: Settings, args: argparse.Namespace, faults: Faults) -> None:
@@ -109,9 +110,12 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace, _: Faults) -> None
         if target == "metadata":
             revision = _operator(lambda: bootstrap.migrate_metadata(settings))
             print(f"metadata database: revision {revision or 'none'} -> {head()}")
-        else:
+        elif target == "ledger":
             before, after = _operator(lambda: asyncio.run(bootstrap.migrate_ledger(settings)))
             print(f"agent ledger: version {before} -> {after}")
+        else:
+            made = _operator(lambda: asyncio.run(bootstrap.setup_bus(settings)))
+            print(f"bus: streams and consumers in place: {', '.join(made)}")
 
 
 def cmd_schemas(_: Settings, args: argparse.Namespace, __: Faults) -> None:
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None, *, faults: Faults = NO_FAULTS) -> None:
     sub.add_parser("scheduler", help="scheduled backups, missed slots, retention").set_defaults(func=cmd_scheduler)
     sub.add_parser("dev", help="the whole platform locally").set_defaults(func=cmd_dev)
     migrate = sub.add_parser("migrate", help="bring databases to this release's schema")
-    migrate.add_argument("targets", nargs="+", choices=["metadata", "ledger"])
+    migrate.add_argument("targets", nargs="+", choices=["metadata", "ledger", "bus"])
     migrate.set_defaults(func=cmd_migrate)
     replay = sub.add_parser("replay", help="operator replays")
     replay.add_argument("what", choices=["projection"])

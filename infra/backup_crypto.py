@@ -33,7 +33,7 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -99,12 +99,17 @@ def new_backup_key_spec(key_id: str = "k1") -> str:
     return f"{key_id}:{base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()}"
 
 
+def derive_data_key(master_key: bytes, salt: bytes) -> bytes:
+    """A backup's own key, from the master key its header names and the backup's random salt."""
+    info = b"pgplane-backup-v%d data key" % VERSION
+    return HKDF(algorithm=SHA256(), length=KEY_SIZE, salt=salt, info=info).derive(master_key)
+
+
 class _ChunkCipher:
     """The per-backup data key plus the associated data every chunk of that backup shares."""
 
-    def __init__(self, master_key: bytes, header: bytes, salt: bytes, context: str) -> None:
-        info = b"pgplane-backup-v%d data key" % VERSION
-        self._aead = AESGCM(HKDF(algorithm=SHA256(), length=KEY_SIZE, salt=salt, info=info).derive(master_key))
+    def __init__(self, data_key: bytes, header: bytes, context: str) -> None:
+        self._aead = AESGCM(data_key)
         # The header is self-delimiting and the context is length-prefixed, so the encoding is unambiguous.
         context_bytes = context.encode()
         self._aad_prefix = header + len(context_bytes).to_bytes(4, "big") + context_bytes
@@ -136,7 +141,7 @@ class Encryptor:
         salt = os.urandom(SALT_SIZE)
         key_id = self.key_id.encode()
         self._header = MAGIC + bytes([VERSION, len(key_id)]) + key_id + salt
-        self._cipher = _ChunkCipher(keys.keys[self.key_id], self._header, salt, context)
+        self._cipher = _ChunkCipher(derive_data_key(keys.keys[self.key_id], salt), self._header, context)
         self._pending = bytearray()
         self._index = 0
         self._finalized = False
@@ -171,23 +176,47 @@ class Encryptor:
 
 
 class _Decryptor:
-    """Parses arbitrarily split input; buffers at most one frame plus the piece being fed."""
+    """Parses arbitrarily split input; buffers at most one frame plus the piece being fed. Once the
+    header is read (``header``), ``start`` gives it the data key the header's key id and salt name."""
 
-    def __init__(self, keys: BackupKeys, context: str) -> None:
-        self._keys = keys
+    def __init__(self, context: str) -> None:
         self._context = context
         self._buffer = bytearray()
         self._cipher: _ChunkCipher | None = None
         self._index = 0
         self._finished = False
 
-    def feed(self, data: bytes) -> Iterator[bytes]:
-        """Plaintext of each chunk that ``data`` completes, yielded as soon as its tag verifies."""
+    def add(self, data: bytes) -> None:
         if self._finished and data:
             raise BackupIntegrityError("backup has data after its final chunk")
         self._buffer += data
-        if self._cipher is None and not self._read_header():
-            return
+
+    def header(self) -> tuple[str, bytes, bytes] | None:
+        """``(key id, salt, header bytes)`` once enough input arrived; ``None`` until then."""
+        buffer = self._buffer
+        if len(buffer) < len(MAGIC) + 2:
+            return None
+        if buffer[: len(MAGIC)] != MAGIC:
+            raise BackupIntegrityError("not a pgplane backup (bad magic)")
+        if buffer[len(MAGIC)] != VERSION:
+            raise BackupIntegrityError(f"unsupported backup format version {buffer[len(MAGIC)]}")
+        key_id_end = len(MAGIC) + 2 + buffer[len(MAGIC) + 1]
+        header_size = key_id_end + SALT_SIZE
+        if len(buffer) < header_size:
+            return None
+        header = bytes(buffer[:header_size])
+        return header[len(MAGIC) + 2 : key_id_end].decode("ascii", "replace"), header[key_id_end:], header
+
+    def start(self, data_key: bytes, header: bytes) -> None:
+        self._cipher = _ChunkCipher(data_key, header, self._context)
+        del self._buffer[: len(header)]
+
+    @property
+    def started(self) -> bool:
+        return self._cipher is not None
+
+    def chunks(self) -> Iterator[bytes]:
+        """Plaintext of each complete chunk buffered, yielded as soon as its tag verifies."""
         while not self._finished and (plaintext := self._read_chunk()) is not None:
             yield plaintext
 
@@ -196,27 +225,6 @@ class _Decryptor:
             raise BackupIntegrityError("backup ends before its header is complete")
         if not self._finished:
             raise BackupIntegrityError("backup is truncated: it ends before its final chunk")
-
-    def _read_header(self) -> bool:
-        buffer = self._buffer
-        if len(buffer) < len(MAGIC) + 2:
-            return False
-        if buffer[: len(MAGIC)] != MAGIC:
-            raise BackupIntegrityError("not a pgplane backup (bad magic)")
-        if buffer[len(MAGIC)] != VERSION:
-            raise BackupIntegrityError(f"unsupported backup format version {buffer[len(MAGIC)]}")
-        key_id_end = len(MAGIC) + 2 + buffer[len(MAGIC) + 1]
-        header_size = key_id_end + SALT_SIZE
-        if len(buffer) < header_size:
-            return False
-        key_id = buffer[len(MAGIC) + 2 : key_id_end].decode("ascii", "replace")
-        master_key = self._keys.keys.get(key_id)
-        if master_key is None:
-            raise BackupIntegrityError(f"backup was encrypted with unknown key id {key_id!r}")
-        header = bytes(buffer[:header_size])
-        self._cipher = _ChunkCipher(master_key, header, header[key_id_end:], self._context)
-        del buffer[:header_size]
-        return True
 
     def _read_chunk(self) -> bytes | None:
         assert self._cipher is not None
@@ -252,11 +260,36 @@ async def encrypt_stream(chunks: AsyncIterable[bytes], *, keys: BackupKeys, cont
     yield encryptor.finalize()
 
 
-async def decrypt_stream(chunks: AsyncIterable[bytes], *, keys: BackupKeys, context: str) -> AsyncIterator[bytes]:
+KeySource = Callable[[str, bytes], Awaitable[bytes]]
+"""``(key id, salt) → data key``: where a reader gets a backup's key (a key service, for the API)."""
+
+
+def local_keys(keys: BackupKeys) -> KeySource:
+    """The data keys derived here, from master keys this process holds (the agent)."""
+
+    async def data_key(key_id: str, salt: bytes) -> bytes:
+        master_key = keys.keys.get(key_id)
+        if master_key is None:
+            raise BackupIntegrityError(f"backup was encrypted with unknown key id {key_id!r}")
+        return derive_data_key(master_key, salt)
+
+    return data_key
+
+
+async def decrypt_stream(
+    chunks: AsyncIterable[bytes], *, keys: BackupKeys | KeySource, context: str
+) -> AsyncIterator[bytes]:
     """Yields plaintext chunk by chunk, each only after its tag verified; raises BackupIntegrityError on any
     problem, including input that ends before the final chunk, or data after the final chunk."""
-    decryptor = _Decryptor(keys, context)
+    source = local_keys(keys) if isinstance(keys, BackupKeys) else keys
+    decryptor = _Decryptor(context)
     async for piece in chunks:
-        for plaintext in decryptor.feed(piece):
+        decryptor.add(piece)
+        if not decryptor.started:
+            if (header := decryptor.header()) is None:
+                continue
+            key_id, salt, header_bytes = header
+            decryptor.start(await source(key_id, salt), header_bytes)
+        for plaintext in decryptor.chunks():
             yield plaintext
     decryptor.close()

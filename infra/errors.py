@@ -10,7 +10,15 @@ T = TypeVar("T")
 
 
 class PermanentError(Exception):
-    """A failure that retrying cannot fix: the saga compensates."""
+    """A failure that retrying cannot fix: the saga compensates.
+
+    The message is what the tenant reads, in product terms; ``detail`` is what an operator needs
+    (server addresses, physical names, a tool's own words): logged and shown to admins only.
+    """
+
+    def __init__(self, message: str, *, detail: object = None) -> None:
+        super().__init__(message)
+        self.detail = None if detail is None else str(detail)
 
 
 class DeadlineExceeded(PermanentError):

@@ -1,6 +1,7 @@
-"""Heartbeats of the long-running consumers (each agent, the projector) in a NATS key-value bucket:
-each writes the time every few seconds under its own key, and ``/readyz`` reads them all. A key
-stays after its process dies, so a dead process shows as a stale heartbeat, not as nothing."""
+"""Heartbeats of the long-running consumers (each agent, the projector): each publishes the time
+every few seconds on its own subject of the heartbeats stream, which keeps only the last message
+per subject; ``/readyz`` reads them all. A dead process's last heartbeat stays, so it shows as a
+stale heartbeat, not as nothing."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from nats.js.errors import NoKeysError
-from nats.js.kv import KeyValue
+from nats.js import JetStreamContext
+
+from schemas.subjects import Subjects
 
 log = logging.getLogger("pgplane.heartbeats")
 INTERVAL_SECONDS = 5.0
@@ -20,31 +22,32 @@ STALE_SECONDS = 3 * INTERVAL_SECONDS
 
 
 class Heartbeats:
-    def __init__(self, kv: KeyValue) -> None:
-        self._kv = kv
+    def __init__(self, js: JetStreamContext, subjects: Subjects) -> None:
+        self._js = js
+        self._subjects = subjects
 
-    async def beat(self, key: str) -> None:
-        await self._kv.put(key, json.dumps({"at": datetime.now(UTC).isoformat()}).encode())
+    async def beat(self, name: str) -> None:
+        body = json.dumps({"at": datetime.now(UTC).isoformat()}).encode()
+        await self._js.publish(self._subjects.heartbeat(name), body, stream=self._subjects.heartbeats_stream)
 
-    async def run(self, key: str, stop: asyncio.Event, *, interval: float = INTERVAL_SECONDS) -> None:
+    async def run(self, name: str, stop: asyncio.Event, *, interval: float = INTERVAL_SECONDS) -> None:
         """Beat until ``stop`` is set; a failed beat is logged and tried again at the next one."""
         while not stop.is_set():
             try:
-                await self.beat(key)
+                await self.beat(name)
             except Exception:
-                log.warning("heartbeat %s failed; retrying", key, exc_info=True)
+                log.warning("heartbeat %s failed; retrying", name, exc_info=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 
     async def read(self) -> dict[str, datetime]:
-        """The last heartbeat of every process that ever sent one."""
-        try:
-            keys = await self._kv.keys()
-        except NoKeysError:
-            return {}
+        """The last heartbeat of every process that ever sent one, by name."""
+        stream = self._subjects.heartbeats_stream
+        info = await self._js.stream_info(stream, subjects_filter=self._subjects.heartbeat(">"))
         found = {}
-        for key in keys:
-            entry = await self._kv.get(key)
-            if entry.value:
-                found[key] = datetime.fromisoformat(json.loads(entry.value)["at"])
+        for subject in info.state.subjects or {}:
+            message = await self._js.get_last_msg(stream, subject)
+            found[self._subjects.heartbeat_name(subject)] = datetime.fromisoformat(
+                json.loads(message.data or b"{}")["at"]
+            )
         return found

@@ -11,6 +11,9 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+TENANTS = "pgplane_tenants"
+"""The group role of every tenant role: pg_hba refuses it anywhere but PgBouncer's socket."""
+
 
 class HostPostgres:
     def __init__(self, pool: AsyncConnectionPool) -> None:
@@ -27,8 +30,18 @@ class HostPostgres:
     async def database_exists(self, dbname: str) -> bool:
         return await self._exists("SELECT 1 FROM pg_database WHERE datname = %s", dbname)
 
+    async def lock_down(self) -> None:
+        """What every data host needs before tenants arrive (idempotent, run at agent start): the
+        tenants' group role, which pg_hba admits only through PgBouncer's socket; no CONNECT for
+        PUBLIC on ``postgres`` and ``template1``, where the catalog lists every tenant."""
+        if not await self.role_exists(TENANTS):
+            await self._ddl(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(TENANTS)))
+        for dbname in ("postgres", "template1"):
+            await self._ddl(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(sql.Identifier(dbname)))
+
     async def ensure_role(self, role: str, *, verifier: str, connection_limit: int) -> None:
-        """A login role that can do nothing but own its database."""
+        """A login role that can do nothing but own its database, in the tenants' group, whose failing
+        statements PostgreSQL never writes to its log (they could hold a password)."""
         verb = "ALTER" if await self.role_exists(role) else "CREATE"
         options = sql.SQL(
             "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
@@ -37,6 +50,24 @@ class HostPostgres:
         await self._ddl(
             sql.SQL(verb + " ROLE {role} WITH {options}").format(role=sql.Identifier(role), options=options)
         )
+        await self.confine(role)
+
+    async def confine(self, role: str) -> None:
+        """Put a tenant role in the tenants' group and keep its statements out of the log (idempotent)."""
+        await self._ddl(sql.SQL("GRANT {} TO {}").format(sql.Identifier(TENANTS), sql.Identifier(role)))
+        await self._ddl(sql.SQL("ALTER ROLE {} SET log_min_error_statement = 'panic'").format(sql.Identifier(role)))
+
+    async def verifier(self, role: str) -> str | None:
+        """The password verifier PostgreSQL holds for ``role`` (a tenant can change its own)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,))
+            row = await cur.fetchone()
+            return row[0] if row else None
+
+    async def end_sessions(self, role: str) -> None:
+        """Every session of ``role`` on this server ends now."""
+        async with self._pool.connection() as conn:
+            await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
 
     async def set_password(self, role: str, *, verifier: str) -> None:
         await self._ddl(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ ADMIN_USER = "pgbouncer_admin"
 
 @dataclass(frozen=True, kw_only=True)
 class Route:
+    database_id: uuid.UUID
     dbname: str
     role: str
     verifier: str
@@ -65,7 +67,8 @@ class PgBouncer:
 
     def write_files(self, routes: list[Route]) -> None:
         databases = ["[databases]"] + [
-            f"{r.dbname} = {self._server} dbname={r.dbname} max_db_connections={r.max_connections}"
+            f"{r.dbname} = {self._server} dbname={r.dbname} pool_size={r.max_connections}"
+            f" max_db_connections={r.max_connections}"
             for r in sorted(routes, key=lambda r: r.dbname)
         ]
         users = [f'"{ADMIN_USER}" "{self._admin_verifier}"'] + [

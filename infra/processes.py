@@ -76,7 +76,7 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """A child in its own session (a Ctrl-C in the terminal reaches only us), logging to ``log``."""
     user = service_user() if as_service_user else None
-    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+    with open(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:  # the child keeps a copy
         return subprocess.Popen(
             args,
             stdout=out,

@@ -20,6 +20,8 @@ class Settings(BaseSettings):
 
     # message bus
     nats_url: str = "nats://127.0.0.1:4222"
+    nats_user: str | None = Field(default=None, description="This process's NATS user (see infra.bus_permissions).")
+    nats_password: SecretStr | None = None
     namespace: str = Field(
         default="pgplane",
         pattern=r"^[a-z][a-z0-9]{0,30}$",
@@ -43,8 +45,15 @@ class Settings(BaseSettings):
     host_pg_host: str = "127.0.0.1"
     host_pg_port: int = 5432
     host_public_key: str = Field(default="", description="X25519 key commands to this host are sealed to.")
+    command_signing_key: SecretStr | None = Field(
+        default=None, description="'kid:<base64 Ed25519 seed>': how the API and the scheduler sign commands."
+    )
+    command_verify_keys: str = Field(
+        default="", description="'kid:<base64 Ed25519 public key>,...': signatures an agent accepts."
+    )
     host_private_key: SecretStr | None = None
     tenant_connection_limit: int = 20
+    verifier_check_seconds: float = Field(default=60.0, gt=0, description="How often the agent looks for drift.")
     agent_concurrency: int = 8
 
     # backups: the object store (file:///dir or s3://bucket/prefix) and the keys that seal them
@@ -59,6 +68,8 @@ class Settings(BaseSettings):
     backup_key_id: str | None = None
     agent_work_dir: Path = Path(".pgplane/agent-work")
     backup_deadline_seconds: float = Field(default=6 * 3600, gt=0, description="A backup or restore step's limit.")
+    backup_retention_days_free: int = Field(default=7, ge=1, description="A deleted database's backups stay...")
+    backup_retention_days_pro: int = Field(default=30, ge=1, description="...this long, by plan.")
     backup_max_bytes_free: int = 10 * 2**30
     backup_max_bytes_pro: int = 100 * 2**30
 
@@ -85,6 +96,9 @@ class Settings(BaseSettings):
         default=None, description="Base64 32-byte key that encrypts tenant passwords at rest."
     )
     max_body_bytes: int = Field(default=2**20, ge=1024, description="Larger request bodies are refused (413).")
+    auth_failures_per_minute: int = Field(
+        default=10, ge=1, description="Wrong tokens one client address may present per minute before a 429."
+    )
     databases_per_project: int = 10
     idempotency_ttl_hours: int = Field(default=24, ge=24)
 
@@ -107,6 +121,10 @@ class Settings(BaseSettings):
 
     def pitr_window_days(self, plan: str) -> int:
         return self.pitr_window_days_pro if plan == "pro" else self.pitr_window_days_free
+
+    def backup_retention_days(self, plan: str) -> int:
+        """How long a deleted database's backups stay restorable."""
+        return self.backup_retention_days_pro if plan == "pro" else self.backup_retention_days_free
 
     def backup_max_bytes(self, plan: str) -> int:
         return self.backup_max_bytes_pro if plan == "pro" else self.backup_max_bytes_free

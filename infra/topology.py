@@ -7,7 +7,6 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
-    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -38,6 +37,13 @@ def streams(subjects: Subjects) -> list[StreamConfig]:
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW,
             max_age=365 * DAY,
+        ),
+        StreamConfig(
+            name=subjects.heartbeats_stream,
+            subjects=[subjects.heartbeat(">")],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_msgs_per_subject=1,
         ),
         StreamConfig(
             name=subjects.dead_letter_stream,
@@ -74,15 +80,17 @@ def projector_consumer(subjects: Subjects) -> ConsumerConfig:
     )
 
 
-async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
-    """Idempotent: every process calls it at start-up."""
+async def ensure_topology(js: JetStreamContext, settings: Settings) -> list[str]:
+    """Create or update every stream and durable (idempotent; ``pgplane migrate bus`` runs it)."""
     subjects = Subjects(namespace=settings.namespace)
+    made = []
     for config in streams(subjects):
         try:
             await js.stream_info(config.name or "")
             await js.update_stream(config)
         except NotFoundError:
             await js.add_stream(config)
+        made.append(config.name or "")
     await js.add_consumer(subjects.commands_stream, agent_consumer(subjects, settings))
     await js.add_consumer(subjects.events_stream, projector_consumer(subjects))
-    await js.create_key_value(KeyValueConfig(bucket=subjects.heartbeats_bucket, history=1, storage=StorageType.FILE))
+    return [*made, subjects.agent_durable(settings.host_id), subjects.projector_durable]

@@ -14,14 +14,13 @@ from typing import Any
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from producers.commands import request_operation
+from producers.commands import Outbox, request_operation
 from schemas.commands import BackupDatabase, DeleteBackup, backup_object_key
-from schemas.subjects import Subjects
 
 
 async def request_backup(
     conn: AsyncConnection,
-    subjects: Subjects,
+    outbox: Outbox,
     *,
     database: Row[Any],
     max_bytes: int,
@@ -42,7 +41,7 @@ async def request_backup(
     )
     queued = await request_operation(
         conn,
-        subjects,
+        outbox,
         command=command,
         name=database.name,
         host_id=database.host_id,
@@ -59,7 +58,7 @@ async def request_backup(
 
 async def request_backup_deletion(
     conn: AsyncConnection,
-    subjects: Subjects,
+    outbox: Outbox,
     *,
     backup: Row[Any],
     database: Row[Any],
@@ -78,7 +77,7 @@ async def request_backup_deletion(
     )
     return await request_operation(
         conn,
-        subjects,
+        outbox,
         command=command,
         name=database.name,
         host_id=database.host_id,

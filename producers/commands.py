@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -19,8 +20,9 @@ from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from infra.metadata.tables import IDEMPOTENCY, OUTBOX
+from infra.signing import CommandSigner
 from readmodel.projection import apply
-from schemas.commands import CancelOperation, DatabaseCommand
+from schemas.commands import CancelOperation, DatabaseCommand, OperationKind
 from schemas.envelope import Envelope, Payload
 from schemas.events import CancelRequested, OperationRequested
 from schemas.subjects import Subjects
@@ -28,15 +30,28 @@ from schemas.subjects import Subjects
 log = logging.getLogger("pgplane.outbox")
 
 
-async def record_event(conn: AsyncConnection, subjects: Subjects, event: Envelope) -> None:
-    """Apply an API-made event to the read model now (read your writes) and queue it."""
-    await apply(conn, event)
-    await _enqueue(conn, event, subject=subjects.event(event.type), stream=subjects.events_stream)
+@dataclass(frozen=True)
+class Outbox:
+    """Where accepted messages wait, in the caller's transaction, to be published after commit:
+    events for every subscriber, and commands, signed, for their data host."""
+
+    subjects: Subjects
+    signer: CommandSigner
+
+    async def event(self, conn: AsyncConnection, event: Envelope) -> None:
+        """Apply an event made here to the read model now (read your writes) and queue it."""
+        await apply(conn, event)
+        await _enqueue(conn, event, subject=self.subjects.event(event.type), stream=self.subjects.events_stream)
+
+    async def command(self, conn: AsyncConnection, command: Envelope, *, host_id: str, kind: OperationKind) -> None:
+        subject = self.subjects.command(host_id, kind)
+        signed = self.signer.sign(command, subject)
+        await _enqueue(conn, signed, subject=subject, stream=self.subjects.commands_stream)
 
 
 async def request_operation(
     conn: AsyncConnection,
-    subjects: Subjects,
+    outbox: Outbox,
     *,
     command: DatabaseCommand,
     name: str,
@@ -74,7 +89,7 @@ async def request_operation(
         project_id=project_id,
         occurred_at=now,
     )
-    await record_event(conn, subjects, requested)
+    await outbox.event(conn, requested)
     message = Envelope.wrap(
         command,
         correlation_id=operation_id,
@@ -84,7 +99,7 @@ async def request_operation(
         causation_id=requested.id,
         occurred_at=now,
     )
-    await _enqueue(conn, message, subject=subjects.command(host_id, command.KIND), stream=subjects.commands_stream)
+    await outbox.command(conn, message, host_id=host_id, kind=command.KIND)
     return operation_id
 
 
@@ -102,7 +117,7 @@ async def _enqueue(conn: AsyncConnection, envelope: Envelope, *, subject: str, s
 
 async def request_cancel(
     conn: AsyncConnection,
-    subjects: Subjects,
+    outbox: Outbox,
     *,
     command: CancelOperation,
     host_id: str,
@@ -115,7 +130,7 @@ async def request_cancel(
         project_id=project_id,
         actor=actor,
     )
-    await record_event(conn, subjects, requested)
+    await outbox.event(conn, requested)
     message = Envelope.wrap(
         command,
         correlation_id=requested.correlation_id,
@@ -124,7 +139,7 @@ async def request_cancel(
         project_id=project_id,
         causation_id=requested.id,
     )
-    await _enqueue(conn, message, subject=subjects.command(host_id, command.KIND), stream=subjects.commands_stream)
+    await outbox.command(conn, message, host_id=host_id, kind=command.KIND)
 
 
 def project_event(payload: Payload, *, project_id: uuid.UUID, actor: str) -> Envelope:

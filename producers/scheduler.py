@@ -25,21 +25,20 @@ from infra.metadata.tables import SLOTS
 from infra.settings import Settings
 from producers.backup_schedule import slots_between
 from producers.backups import request_backup, request_backup_deletion
-from producers.commands import OutboxRelay, record_event
+from producers.commands import Outbox, OutboxRelay
 from readmodel.tables import BACKUPS, DATABASES, GONE, POLICIES, PROJECTS, BackupStatus, DatabaseStatus
 from schemas.envelope import Envelope
 from schemas.events import BackupMissed
-from schemas.subjects import Subjects
 
 log = logging.getLogger("pgplane.scheduler")
 ACTOR = "scheduler"
 
 
 class BackupScheduler:
-    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+    def __init__(self, engine: AsyncEngine, settings: Settings, outbox: Outbox) -> None:
         self._engine = engine
         self._settings = settings
-        self._subjects = Subjects(namespace=settings.namespace)
+        self._outbox = outbox
 
     async def run(self, stop: asyncio.Event, relay: OutboxRelay) -> None:
         """A pass every ``scheduler_interval_seconds``; what it queued is published right after."""
@@ -73,6 +72,41 @@ class BackupScheduler:
                     await self._retain(conn, policy, now)
             except Exception:
                 log.exception("scheduling database %s failed; next pass retries", policy.database_id)
+        try:
+            async with self._engine.begin() as conn:
+                await self._purge_deleted(conn, now)
+        except Exception:
+            log.exception("purging the backups of deleted databases failed; next pass retries")
+
+    async def _purge_deleted(self, conn: AsyncConnection, now: datetime) -> None:
+        """A deleted database's backups stay restorable (into a new database) for its plan's backup
+        retention after the deletion, then go, each with its own deletion operation."""
+        rows = (
+            await conn.execute(
+                sa.select(BACKUPS, DATABASES.c.deleted_at, PROJECTS.c.plan)
+                .join(DATABASES, DATABASES.c.id == BACKUPS.c.database_id)
+                .join(PROJECTS, PROJECTS.c.id == BACKUPS.c.project_id)
+                .where(
+                    DATABASES.c.status == DatabaseStatus.DELETED,
+                    DATABASES.c.deleted_at.is_not(None),
+                    BACKUPS.c.status.in_([BackupStatus.COMPLETED, BackupStatus.FAILED]),
+                )
+                .with_for_update(of=BACKUPS, skip_locked=True)
+            )
+        ).all()
+        for backup in rows:
+            if backup.deleted_at + timedelta(days=self._settings.backup_retention_days(backup.plan)) > now:
+                continue
+            database = (await conn.execute(sa.select(DATABASES).where(DATABASES.c.id == backup.database_id))).one()
+            await request_backup_deletion(
+                conn,
+                self._outbox,
+                backup=backup,
+                database=database,
+                actor=ACTOR,
+                reason="retention",
+                operation_id=uuid.uuid5(backup.id, "retention"),
+            )
 
     async def _claim_slots(self, conn: AsyncConnection, policy: Row[Any], now: datetime) -> None:
         last = (
@@ -96,7 +130,7 @@ class BackupScheduler:
             backup_id = uuid.uuid5(policy.database_id, f"backup@{slot.isoformat()}")
             operation_id, _ = await request_backup(
                 conn,
-                self._subjects,
+                self._outbox,
                 database=database,
                 max_bytes=self._settings.backup_max_bytes(policy.plan),
                 actor=ACTOR,
@@ -144,7 +178,7 @@ class BackupScheduler:
             actor=ACTOR,
             project_id=policy.project_id,
         )
-        await record_event(conn, self._subjects, event)
+        await self._outbox.event(conn, event)
 
     async def _retain(self, conn: AsyncConnection, policy: Row[Any], now: datetime) -> None:
         """Completed backups past ``retain_days``, except the newest ``keep_last``, are deleted."""
@@ -164,7 +198,7 @@ class BackupScheduler:
         for backup in expired:
             await request_backup_deletion(
                 conn,
-                self._subjects,
+                self._outbox,
                 backup=backup,
                 database=database,
                 actor=ACTOR,

@@ -34,6 +34,7 @@ from schemas.commands import OperationKind
 from schemas.envelope import Envelope, Payload
 from schemas.events import (
     ApiTokenCreated,
+    ApiTokenRevoked,
     BackupCompleted,
     BackupDeleted,
     BackupDownloaded,
@@ -43,6 +44,8 @@ from schemas.events import (
     BaseBackupCompleted,
     BaseBackupDeleted,
     CancelRequested,
+    CommandRejected,
+    CredentialsRead,
     CredentialsRotated,
     DatabaseCreated,
     DatabaseDeleted,
@@ -57,6 +60,8 @@ from schemas.events import (
     OperationStepCompleted,
     OperationStepFailed,
     ProjectCreated,
+    ProjectDeleted,
+    VerifierDrifted,
     WalSegmentArchived,
 )
 
@@ -104,8 +109,17 @@ async def project_created(conn: AsyncConnection, env: Envelope, event: ProjectCr
     await _audit(conn, env, "project.create", "project", env.project_id, "succeeded", {"name": event.name})
 
 
+async def project_deleted(conn: AsyncConnection, env: Envelope, event: ProjectDeleted) -> None:
+    await conn.execute(sa.update(PROJECTS).where(PROJECTS.c.id == env.project_id).values(deleted_at=env.occurred_at))
+    await _audit(conn, env, "project.delete", "project", env.project_id, "succeeded", {"name": event.name})
+
+
 async def api_token_created(conn: AsyncConnection, env: Envelope, event: ApiTokenCreated) -> None:
     await _audit(conn, env, "api_token.create", "api_token", event.token_id, "succeeded", {"name": event.name})
+
+
+async def api_token_revoked(conn: AsyncConnection, env: Envelope, event: ApiTokenRevoked) -> None:
+    await _audit(conn, env, "api_token.revoke", "api_token", event.token_id, "succeeded", {"name": event.name})
 
 
 async def backup_policy_set(conn: AsyncConnection, env: Envelope, event: BackupPolicySet) -> None:
@@ -129,6 +143,11 @@ async def cancel_requested(conn: AsyncConnection, env: Envelope, event: CancelRe
     await _audit(conn, env, "operation.cancel", "database", event.database_id, "requested", detail)
 
 
+async def credentials_read(conn: AsyncConnection, env: Envelope, event: CredentialsRead) -> None:
+    detail = {"credentials_version": event.credentials_version}
+    await _audit(conn, env, "database.credentials_read", "database", event.database_id, "succeeded", detail)
+
+
 async def backup_downloaded(conn: AsyncConnection, env: Envelope, event: BackupDownloaded) -> None:
     detail = {"backup_id": str(event.backup_id)}
     await _audit(conn, env, "backup.download", "database", event.database_id, "succeeded", detail)
@@ -137,6 +156,16 @@ async def backup_downloaded(conn: AsyncConnection, env: Envelope, event: BackupD
 async def backup_missed(conn: AsyncConnection, env: Envelope, event: BackupMissed) -> None:
     detail = {"slot": event.slot.isoformat(), "reason": event.reason}
     await _audit(conn, env, "backup.missed", "database", event.database_id, "missed", detail)
+
+
+async def command_rejected(conn: AsyncConnection, env: Envelope, event: CommandRejected) -> None:
+    detail = {"host_id": event.host_id, "subject": event.subject, "reason": event.reason}
+    await _audit(conn, env, "command.rejected", "command", env.correlation_id, "rejected", detail)
+
+
+async def verifier_drifted(conn: AsyncConnection, env: Envelope, event: VerifierDrifted) -> None:
+    detail = {"host_id": event.host_id, "dbname": event.dbname}
+    await _audit(conn, env, "database.verifier_drift", "database", event.database_id, "detected", detail)
 
 
 # --- the data host's WAL archive and base backups ------------------------------------------
@@ -255,7 +284,7 @@ async def step_completed(conn: AsyncConnection, env: Envelope, event: OperationS
 
 
 async def step_failed(conn: AsyncConnection, env: Envelope, event: OperationStepFailed) -> None:
-    if await _advance(conn, env):
+    if await _advance(conn, env, error_detail=event.detail):
         await _step(conn, env, event.step, "failed", event.reason)
 
 
@@ -265,7 +294,7 @@ async def step_compensated(conn: AsyncConnection, env: Envelope, event: Operatio
 
 
 async def operation_failed(conn: AsyncConnection, env: Envelope, event: OperationFailed) -> None:
-    await _ended_without_effect(conn, env, event, OperationStatus.FAILED)
+    await _ended_without_effect(conn, env, event, OperationStatus.FAILED, error_detail=event.detail)
 
 
 async def operation_compensated(conn: AsyncConnection, env: Envelope, event: OperationCompensated) -> None:
@@ -273,9 +302,13 @@ async def operation_compensated(conn: AsyncConnection, env: Envelope, event: Ope
 
 
 async def _ended_without_effect(
-    conn: AsyncConnection, env: Envelope, event: OperationFailed | OperationCompensated, status: OperationStatus
+    conn: AsyncConnection,
+    env: Envelope,
+    event: OperationFailed | OperationCompensated,
+    status: OperationStatus,
+    **details: str | None,
 ) -> None:
-    if not await _advance(conn, env, status=status, error=event.reason):
+    if not await _advance(conn, env, status=status, error=event.reason, **{k: v for k, v in details.items() if v}):
         return
     if event.kind in BUSY:
         after = DatabaseStatus.FAILED if event.kind in CREATES_DATABASE else DatabaseStatus.AVAILABLE
@@ -363,11 +396,16 @@ async def backup_deleted(conn: AsyncConnection, env: Envelope, event: BackupDele
 Projection = Callable[[AsyncConnection, Envelope, Any], Awaitable[None]]
 PROJECTIONS: dict[type[Payload], Projection] = {
     ProjectCreated: project_created,
+    ProjectDeleted: project_deleted,
     ApiTokenCreated: api_token_created,
+    ApiTokenRevoked: api_token_revoked,
     BackupPolicySet: backup_policy_set,
     CancelRequested: cancel_requested,
     BackupDownloaded: backup_downloaded,
+    CredentialsRead: credentials_read,
     BackupMissed: backup_missed,
+    CommandRejected: command_rejected,
+    VerifierDrifted: verifier_drifted,
     WalSegmentArchived: wal_segment_archived,
     BaseBackupCompleted: base_backup_completed,
     BaseBackupDeleted: base_backup_deleted,

@@ -58,6 +58,7 @@ class Project(SQLModel, table=True):
     name: str
     plan: str
     created_at: datetime = Field(sa_type=TZ)
+    deleted_at: datetime | None = Field(default=None, sa_type=TZ)
 
 
 class Database(SQLModel, table=True):
@@ -155,6 +156,9 @@ class Operation(SQLModel, table=True):
     backup_id: uuid.UUID | None = None
     point_in_time: datetime | None = Field(default=None, sa_type=TZ)
     error: str | None = None
+    """What went wrong, in product terms."""
+    error_detail: str | None = None
+    """What operators need to know (addresses, physical names, a tool's own words): admins only."""
     actor: str
     last_sequence: int
     created_at: datetime = Field(sa_type=TZ)

@@ -161,3 +161,14 @@ class CancelOperation(DatabaseCommand):
     TYPE = "pgplane.command.cancel_operation"
     KIND = OperationKind.CANCEL
     operation_id: uuid.UUID
+
+
+class RevealDataKey(Payload):
+    """A request to a data host's key service (not a saga): the data key of one stored backup,
+    sealed to ``reply_key`` so only the asking API process can read it. Signed like a command."""
+
+    TYPE = "pgplane.request.reveal_data_key"
+    backup_id: uuid.UUID
+    key_id: str = Field(pattern=KEY_ID)
+    salt: str = Field(pattern=r"^[A-Za-z0-9+/=]{44}$", description="Base64 of the backup's 32-byte salt.")
+    reply_key: str = Field(description="Base64 X25519 public key the answer is sealed to.")

@@ -47,6 +47,10 @@ class Envelope(BaseModel):
     project_id: uuid.UUID
     schema_version: int = SCHEMA_VERSION
     data: dict[str, Any]
+    key_id: str | None = None
+    """Commands: which key signed the envelope (see ``infra.signing``)."""
+    signature: str | None = None
+    """Commands: base64 Ed25519 signature over the subject and the rest of the envelope."""
 
     @model_validator(mode="after")
     def _data_fits_type(self) -> Self:

@@ -16,8 +16,19 @@ class ProjectCreated(Payload):
     plan: str
 
 
+class ProjectDeleted(Payload):
+    TYPE = "pgplane.project.deleted"
+    name: str
+
+
 class ApiTokenCreated(Payload):
     TYPE = "pgplane.api_token.created"
+    token_id: uuid.UUID
+    name: str
+
+
+class ApiTokenRevoked(Payload):
+    TYPE = "pgplane.api_token.revoked"
     token_id: uuid.UUID
     name: str
 
@@ -73,6 +84,9 @@ class OperationStepFailed(OperationEvent):
     TYPE = "pgplane.operation.step_failed"
     step: str
     reason: str
+    """In product terms: what tenants read."""
+    detail: str | None = None
+    """What operators need (addresses, physical names, a tool's own words); never shown to tenants."""
     ends_failed: bool = False
     """The operation ends ``failed`` rather than ``compensated`` (a deadline passed) once undone."""
 
@@ -82,6 +96,8 @@ class OperationFailed(OperationEvent):
 
     TYPE = "pgplane.operation.failed"
     reason: str
+    detail: str | None = None
+    """What operators need; never shown to tenants."""
     dead_lettered: bool = False
 
 
@@ -144,6 +160,14 @@ class BackupDeleted(OperationEvent):
     reason: str
 
 
+class CredentialsRead(Payload):
+    """Someone read a database's password through the API."""
+
+    TYPE = "pgplane.database.credentials_read"
+    database_id: uuid.UUID
+    credentials_version: int
+
+
 class BackupDownloaded(Payload):
     """Someone took the decrypted dump out through the API."""
 
@@ -180,6 +204,27 @@ class BackupMissed(Payload):
 
 PLATFORM_PROJECT = uuid.UUID(int=0)
 """The ``project_id`` of host events, which belong to no tenant."""
+
+
+class CommandRejected(Payload):
+    """An agent refused a command it cannot trust or read (unsigned, forged, altered, misdirected,
+    malformed); it went to the dead letters and changed nothing."""
+
+    TYPE = "pgplane.command.rejected"
+    host_id: str
+    subject: str
+    stream_sequence: int
+    reason: str
+
+
+class VerifierDrifted(Payload):
+    """A tenant changed its own password in SQL: PostgreSQL and PgBouncer disagree until the next
+    rotation of the database sets one password everywhere again."""
+
+    TYPE = "pgplane.database.verifier_drifted"
+    host_id: str
+    database_id: uuid.UUID
+    dbname: str
 
 
 class WalSegmentArchived(Payload):

@@ -20,8 +20,15 @@ class Subjects:
         return f"{self.namespace.upper()}_EVENTS"
 
     @property
-    def heartbeats_bucket(self) -> str:
+    def heartbeats_stream(self) -> str:
         return f"{self.namespace.upper()}_HEARTBEATS"
+
+    def heartbeat(self, name: str) -> str:
+        """``agent.host-1`` → ``<ns>.heartbeat.agent.host-1``."""
+        return f"{self.namespace}.heartbeat.{name}"
+
+    def heartbeat_name(self, subject: str) -> str:
+        return subject.removeprefix(f"{self.namespace}.heartbeat.")
 
     @property
     def dead_letter_stream(self) -> str:
@@ -42,6 +49,10 @@ class Subjects:
 
     def all_events(self) -> str:
         return f"{self.namespace}.evt.>"
+
+    def key_service(self, host_id: str) -> str:
+        """Where a data host answers requests for one backup's data key (request and reply)."""
+        return f"{self.namespace}.keys.{host_id}"
 
     def dead_letter(self, host_id: str) -> str:
         return f"{self.namespace}.dlq.{host_id}"

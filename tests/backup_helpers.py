@@ -10,17 +10,12 @@ import psycopg
 from devstack.stack import Stack
 from entrypoints import bootstrap
 from infra.object_store import ObjectStore
-from infra.settings import Settings
 from tests.platform_client import PlatformClient, Tenant
 
 
 def stack_store(stack: Stack) -> ObjectStore:
     """The platform's own object store, opened the way its processes open it."""
-    env = stack.env("agent")
-    settings = Settings.model_validate(
-        {k.removeprefix("PGPLANE_").lower(): v for k, v in env.items() if k.startswith("PGPLANE_")}
-    )
-    return bootstrap.object_store(settings)
+    return bootstrap.object_store(stack.settings("agent"))
 
 
 async def object_bytes(store: ObjectStore, key: str) -> bytes:

@@ -5,9 +5,7 @@ API, agent, projector). A server that cannot start fails the session loudly."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from devstack.cluster import Cluster
 from devstack.s3_server import S3Server
 from devstack.stack import Stack
+from devstack.state import scratch_root
 from tests.platform_client import PlatformClient
 from tests.s3 import s3_server
 from tests.stacks import STORES, WITHOUT_SCHEDULER, new_stack, started_stack
@@ -24,7 +23,7 @@ __all__ = ["s3_server"]
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    root = Path(tempfile.mkdtemp(prefix="pgplane-test-"))
+    root = scratch_root("pgplane-test-")
     servers = Cluster(root, wal_archive=False)  # point-in-time tests have their own archiving host
     try:
         servers.start()

@@ -15,7 +15,7 @@ def replay_matches(stack: Stack, *, settle: float = 30) -> None:
     while True:
         result = subprocess.run(
             [sys.executable, "-m", "entrypoints.cli", "replay", "projection"],
-            env=stack.env("projector"),
+            env=stack.env("operator"),
             capture_output=True,
             text=True,
             timeout=120,

@@ -23,7 +23,7 @@ from api.models import (
 from api.usecases import backups
 from api.usecases.loading import backup_public, load_backup
 
-router = APIRouter(tags=["backups"], responses=errors(401, 422))
+router = APIRouter(tags=["backups"], responses=errors(401, 422, 429))
 
 
 @router.post(
@@ -92,7 +92,7 @@ DUMP: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/backups/{backup_id}/download", response_class=StreamingResponse, responses=DUMP | errors(404, 409))
+@router.get("/backups/{backup_id}/download", response_class=StreamingResponse, responses=DUMP | errors(404, 409, 503))
 async def download_backup(
     *, platform: PlatformDep, principal: CurrentPrincipal, backup_id: uuid.UUID
 ) -> StreamingResponse:

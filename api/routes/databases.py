@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from api.deps import CurrentPrincipal, MutationDep, PlatformDep
 from api.errors import errors
-from api.models import Accepted, Credentials, DatabaseCreate, DatabasePublic, DatabasesPublic
+from api.models import Accepted, Credentials, DatabaseCreate, DatabasePublic, DatabasesPublic, DeleteAccepted
 from api.usecases import databases
 from api.usecases.loading import database_public, load_database
 
-router = APIRouter(prefix="/databases", tags=["databases"], responses=errors(401, 422))
+router = APIRouter(prefix="/databases", tags=["databases"], responses=errors(401, 422, 429))
 
 
 @router.post("", status_code=202, response_model=Accepted, responses=errors(413, 415, 404, 409))
@@ -49,18 +49,21 @@ async def read_database(
 
 @router.get("/{database_id}/credentials", response_model=Credentials, responses=errors(404))
 async def read_credentials(
-    *, platform: PlatformDep, principal: CurrentPrincipal, database_id: uuid.UUID
+    *, platform: PlatformDep, principal: CurrentPrincipal, database_id: uuid.UUID, response: Response
 ) -> Credentials:
-    """The connection URI with the current password (owner only)."""
-    async with platform.engine.connect() as conn:
+    """The connection URI with the current password (owner only; never cached, and audited)."""
+    response.headers["Cache-Control"] = "no-store"
+    async with platform.engine.begin() as conn:
         return await databases.read_credentials(conn, platform, principal, database_id)
 
 
-@router.delete("/{database_id}", status_code=202, response_model=Accepted, responses=errors(413, 415, 404, 409))
-async def delete_database(*, principal: CurrentPrincipal, mutation: MutationDep, database_id: uuid.UUID) -> Accepted:
-    """Delete a database and its role; 202 with the operation."""
+@router.delete("/{database_id}", status_code=202, response_model=DeleteAccepted, responses=errors(413, 415, 404, 409))
+async def delete_database(
+    *, principal: CurrentPrincipal, mutation: MutationDep, database_id: uuid.UUID
+) -> DeleteAccepted:
+    """Delete a database and its role; 202 with the operation, and until when its backups stay."""
     return await mutation.run(
-        lambda conn: databases.delete_database(conn, mutation.platform, principal, database_id), Accepted
+        lambda conn: databases.delete_database(conn, mutation.platform, principal, database_id), DeleteAccepted
     )
 
 

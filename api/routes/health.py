@@ -9,7 +9,8 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from pydantic import BaseModel
 
-from api.deps import PlatformDep
+from api.deps import AdminPrincipal, PlatformDep
+from api.errors import errors
 from api.models import Readiness
 from api.usecases.readiness import readiness
 from infra.metadata.tables import OUTBOX
@@ -42,9 +43,9 @@ METRICS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/metrics", response_class=Response, responses=METRICS)
-async def metrics(*, platform: PlatformDep) -> Response:
-    """Operations by kind and status, and messages waiting in the outbox."""
+@router.get("/metrics", response_class=Response, responses=METRICS | errors(401, 403, 429))
+async def metrics(*, platform: PlatformDep, principal: AdminPrincipal) -> Response:
+    """Operations by kind and status, and messages waiting in the outbox (admin token: they span tenants)."""
     registry = CollectorRegistry()
     operations = Gauge("pgplane_operations", "Operations by kind and status", ["kind", "status"], registry=registry)
     pending = Gauge("pgplane_outbox_pending", "Accepted messages not yet published", registry=registry)

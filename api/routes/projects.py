@@ -1,4 +1,5 @@
-"""Projects and their API tokens."""
+"""Projects and their API tokens. Creating and deleting projects and managing tokens need the
+admin token: a project token can use its project, not mint or revoke tokens (403)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,23 @@ import uuid
 
 from fastapi import APIRouter
 
-from api.deps import AdminPrincipal, CurrentPrincipal, MutationDep
+from api.deps import AdminPrincipal, CurrentPrincipal, MutationDep, PlatformDep
 from api.errors import errors
-from api.models import ProjectCreate, ProjectPublic, TokenCreate, TokenCreated
+from api.models import (
+    ProjectCreate,
+    ProjectPublic,
+    ProjectsPublic,
+    TokenCreate,
+    TokenCreated,
+    TokenPublic,
+    TokensPublic,
+)
 from api.usecases import projects
 
-router = APIRouter(prefix="/projects", tags=["projects"], responses=errors(401, 422))
+router = APIRouter(prefix="/projects", tags=["projects"], responses=errors(401, 422, 429))
 
 
-@router.post("", status_code=201, response_model=ProjectPublic, responses=errors(413, 415, 403))
+@router.post("", status_code=201, response_model=ProjectPublic, responses=errors(403, 413, 415))
 async def create_project(*, principal: AdminPrincipal, mutation: MutationDep, body: ProjectCreate) -> ProjectPublic:
     """Create a project (admin token)."""
     return await mutation.run(
@@ -22,15 +31,53 @@ async def create_project(*, principal: AdminPrincipal, mutation: MutationDep, bo
     )
 
 
-@router.post("/{project_id}/tokens", status_code=201, response_model=TokenCreated, responses=errors(413, 415, 404))
-async def create_token(
-    *, principal: CurrentPrincipal, mutation: MutationDep, project_id: uuid.UUID, body: TokenCreate
-) -> TokenCreated:
-    """Create an API token scoped to one project; the secret is shown once (a retry with the same
-    Idempotency-Key within 24 h shows it again, from an encrypted record) and stored hashed."""
-    principal.check_project(project_id)
+@router.get("", response_model=ProjectsPublic)
+async def read_projects(*, platform: PlatformDep, principal: CurrentPrincipal) -> ProjectsPublic:
+    """The projects the caller sees: every one with the admin token, its own with a project token."""
+    async with platform.engine.connect() as conn:
+        return await projects.list_projects(conn, principal)
+
+
+@router.get("/{project_id}", response_model=ProjectPublic, responses=errors(404))
+async def read_project(*, platform: PlatformDep, principal: CurrentPrincipal, project_id: uuid.UUID) -> ProjectPublic:
+    """One project."""
+    async with platform.engine.connect() as conn:
+        return await projects.read_project(conn, principal, project_id)
+
+
+@router.delete("/{project_id}", response_model=ProjectPublic, responses=errors(403, 404, 409, 413, 415))
+async def delete_project(*, principal: AdminPrincipal, mutation: MutationDep, project_id: uuid.UUID) -> ProjectPublic:
+    """Delete an empty project (409 while it holds databases) and revoke its tokens (admin token)."""
     return await mutation.run(
-        lambda conn: projects.create_token(conn, mutation.platform, principal, project_id, body.name),
+        lambda conn: projects.delete_project(conn, mutation.platform, principal, project_id), ProjectPublic
+    )
+
+
+@router.post("/{project_id}/tokens", status_code=201, response_model=TokenCreated, responses=errors(403, 404, 413, 415))
+async def create_token(
+    *, principal: AdminPrincipal, mutation: MutationDep, project_id: uuid.UUID, body: TokenCreate
+) -> TokenCreated:
+    """Create an API token scoped to one project (admin token). The secret is shown once (a retry with
+    the same Idempotency-Key within 24 h shows it again, from an encrypted record) and stored hashed."""
+    return await mutation.run(
+        lambda conn: projects.create_token(conn, mutation.platform, principal, project_id, body),
         TokenCreated,
         sealed=True,
+    )
+
+
+@router.get("/{project_id}/tokens", response_model=TokensPublic, responses=errors(403, 404))
+async def read_tokens(*, platform: PlatformDep, principal: AdminPrincipal, project_id: uuid.UUID) -> TokensPublic:
+    """The project's tokens, revoked ones included, never their secrets (admin token)."""
+    async with platform.engine.connect() as conn:
+        return await projects.list_tokens(conn, principal, project_id)
+
+
+@router.delete("/{project_id}/tokens/{token_id}", response_model=TokenPublic, responses=errors(403, 404, 413, 415))
+async def revoke_token(
+    *, principal: AdminPrincipal, mutation: MutationDep, project_id: uuid.UUID, token_id: uuid.UUID
+) -> TokenPublic:
+    """Revoke a token: the next request with it is a 401 (admin token)."""
+    return await mutation.run(
+        lambda conn: projects.revoke_token(conn, mutation.platform, principal, project_id, token_id), TokenPublic
     )

@@ -35,10 +35,11 @@ from api.usecases.loading import (
 )
 from api.usecases.operations import accept_operation, backup_accepted, ensure_idle
 from infra.backup_crypto import BackupIntegrityError, decrypt_stream
+from infra.errors import Unreachable
 from infra.object_store import ObjectNotFound
 from producers.backup_schedule import check_schedule
 from producers.backups import request_backup, request_backup_deletion
-from producers.commands import project_event, record_event
+from producers.commands import project_event
 from readmodel.tables import BACKUPS, DATABASES, GONE, POLICIES, PROJECTS, BackupStatus
 from schemas.commands import RestoreBackup, RestoreBackupToNewDatabase, VerifyBackup, encryption_context
 from schemas.events import BackupDownloaded, BackupPolicySet
@@ -53,7 +54,7 @@ async def back_up(
     plan = (await conn.execute(sa.select(PROJECTS.c.plan).where(PROJECTS.c.id == database.project_id))).scalar()
     operation_id, _ = await request_backup(
         conn,
-        platform.subjects,
+        platform.outbox,
         database=database,
         max_bytes=platform.settings.backup_max_bytes(str(plan)),
         actor=principal.actor,
@@ -82,7 +83,7 @@ async def delete_backup(
         raise ApiError(409, "backup_busy", f"the backup is {backup.status}")
     database = (await conn.execute(sa.select(DATABASES).where(DATABASES.c.id == backup.database_id))).one()
     operation_id = await request_backup_deletion(
-        conn, platform.subjects, backup=backup, database=database, actor=principal.actor, reason="requested"
+        conn, platform.outbox, backup=backup, database=database, actor=principal.actor, reason="requested"
     )
     return await backup_accepted(conn, principal, operation_id)
 
@@ -166,15 +167,24 @@ async def download_backup(platform: Platform, principal: Principal, backup_id: u
     async with platform.engine.connect() as conn:
         backup = await load_backup(conn, backup_id, principal)
         check_completed(backup)
-        name = (await conn.execute(sa.select(DATABASES.c.name).where(DATABASES.c.id == backup.database_id))).scalar()
+        database = (
+            await conn.execute(
+                sa.select(DATABASES.c.name, DATABASES.c.host_id).where(DATABASES.c.id == backup.database_id)
+            )
+        ).one()
     context = encryption_context(backup.project_id, backup.database_id, backup.id)
-    plaintext = decrypt_stream(platform.store.get(backup.object_key), keys=platform.backup_keys, context=context)
+    keys = platform.data_keys.source(
+        host_id=database.host_id, backup_id=backup.id, project_id=backup.project_id, actor=principal.actor
+    )
+    plaintext = decrypt_stream(platform.store.get(backup.object_key), keys=keys, context=context)
     try:
         first = await anext(plaintext, b"")
     except ObjectNotFound:
         raise ApiError(409, "backup_object_missing", "the backup's object is missing from the object store") from None
     except BackupIntegrityError as exc:
         raise ApiError(409, "backup_damaged", f"the stored backup failed authentication: {exc}") from None
+    except Unreachable:
+        raise ApiError(503, "data_host_unavailable", "the backup's data host does not answer; try again") from None
 
     async def chunks() -> AsyncIterator[bytes]:
         yield first
@@ -183,10 +193,8 @@ async def download_backup(platform: Platform, principal: Principal, backup_id: u
 
     async with platform.engine.begin() as conn:
         event = BackupDownloaded(database_id=backup.database_id, backup_id=backup.id)
-        await record_event(
-            conn, platform.subjects, project_event(event, project_id=backup.project_id, actor=principal.actor)
-        )
-    return Download(filename=f"{name}-{backup.id}.pgdump", chunks=chunks())
+        await platform.outbox.event(conn, project_event(event, project_id=backup.project_id, actor=principal.actor))
+    return Download(filename=f"{database.name}-{backup.id}.pgdump", chunks=chunks())
 
 
 async def set_backup_policy(
@@ -207,7 +215,7 @@ async def set_backup_policy(
         project_id=database.project_id,
         actor=principal.actor,
     )
-    await record_event(conn, platform.subjects, event)
+    await platform.outbox.event(conn, event)
     return await read_backup_policy(conn, principal, database_id)
 
 

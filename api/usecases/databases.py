@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.errors import ApiError, not_found
-from api.models import Accepted, Credentials, DatabasesPublic
+from api.models import Accepted, Credentials, DatabasesPublic, DeleteAccepted
 from api.platform import Platform
 from api.principal import Principal
 from api.usecases.loading import database_public, load_live_database
 from api.usecases.operations import accept_operation, ensure_idle
 from infra.metadata.tables import CREDENTIALS
 from infra.secrets import new_password, scram_verifier, seal
+from producers.commands import project_event
 from readmodel.tables import DATABASES, GONE, PROJECTS
 from schemas.commands import CreateDatabase, DeleteDatabase, ResetDatabase, RotateCredentials
+from schemas.events import CredentialsRead
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,7 +44,11 @@ class NewIdentity:
 async def reserve_name(platform: Platform, conn: AsyncConnection, project_id: uuid.UUID, name: str) -> str:
     """Lock the project, then check the quota and that ``name`` is free; returns the project's plan."""
     project = (
-        await conn.execute(sa.select(PROJECTS.c.plan).where(PROJECTS.c.id == project_id).with_for_update())
+        await conn.execute(
+            sa.select(PROJECTS.c.plan)
+            .where(PROJECTS.c.id == project_id, PROJECTS.c.deleted_at.is_(None))
+            .with_for_update()
+        )
     ).first()
     if project is None:
         raise not_found("project")
@@ -120,6 +126,8 @@ async def read_credentials(
         )
     ).scalar_one()
     password = platform.box.decrypt(encrypted, context=f"{database_id}:{db.credentials_version}")
+    read = CredentialsRead(database_id=database_id, credentials_version=db.credentials_version)
+    await platform.outbox.event(conn, project_event(read, project_id=db.project_id, actor=principal.actor))
     host, port = platform.settings.pgbouncer_public_host, platform.settings.pgbouncer_port
     return Credentials(
         uri=f"postgresql://{db.role}:{password}@{host}:{port}/{db.dbname}",
@@ -133,10 +141,14 @@ async def read_credentials(
 
 async def delete_database(
     conn: AsyncConnection, platform: Platform, principal: Principal, database_id: uuid.UUID
-) -> Accepted:
+) -> DeleteAccepted:
+    """The database goes; its backups stay restorable for the plan's backup retention."""
     db = await _idle_database(conn, principal, database_id)
     command = DeleteDatabase(database_id=db.id, dbname=db.dbname, role=db.role)
-    return await _accept_change(conn, platform, principal, command, db, db.credentials_version)
+    accepted = await _accept_change(conn, platform, principal, command, db, db.credentials_version)
+    plan = (await conn.execute(sa.select(PROJECTS.c.plan).where(PROJECTS.c.id == db.project_id))).scalar_one()
+    kept_until = datetime.now(UTC) + timedelta(days=platform.settings.backup_retention_days(plan))
+    return DeleteAccepted(**accepted.model_dump(), backups_kept_until=kept_until)
 
 
 async def reset_database(

@@ -67,10 +67,10 @@ async def load_operation(conn: AsyncConnection, operation_id: uuid.UUID, princip
             .order_by(STEPS.c.position)
         )
     ).all()
-    return OperationPublic(
-        **{k: v for k, v in row._mapping.items() if k in OperationPublic.model_fields},
-        steps=[StepPublic(name=s.name, status=s.status, detail=s.detail) for s in steps],
-    )
+    fields = {k: v for k, v in row._mapping.items() if k in OperationPublic.model_fields}
+    if not principal.is_admin:
+        fields["error_detail"] = None
+    return OperationPublic(**fields, steps=[StepPublic(name=s.name, status=s.status, detail=s.detail) for s in steps])
 
 
 def database_public(platform: Platform, row: Row[Any]) -> DatabasePublic:

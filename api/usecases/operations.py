@@ -42,7 +42,7 @@ async def accept_operation(
     """Queue ``command`` as a new operation; the 202 body: the operation and the database it acts on."""
     operation_id = await request_operation(
         conn,
-        platform.subjects,
+        platform.outbox,
         command=command,
         name=name,
         host_id=host_id or platform.settings.host_id,
@@ -79,7 +79,7 @@ async def cancel_operation(
     )
     await request_cancel(
         conn,
-        platform.subjects,
+        platform.outbox,
         command=command,
         host_id=database.host_id,
         actor=principal.actor,

@@ -1,47 +1,149 @@
-"""Projects and their API tokens."""
+"""Projects and their API tokens.
+
+A project is deleted only once it holds no live database (delete those first: each deletion is
+an operation with its own saga); deleting it revokes its tokens in the same transaction.
+"""
 
 from __future__ import annotations
 
-import secrets
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from api.errors import not_found
-from api.models import ProjectPublic, TokenCreated
+from api.errors import ApiError, not_found
+from api.models import ProjectPublic, ProjectsPublic, TokenCreate, TokenCreated, TokenPublic, TokensPublic
 from api.platform import Platform
 from api.principal import Principal
 from infra.metadata.tables import TOKENS
 from infra.secrets import token_digest
-from producers.commands import project_event, record_event
-from readmodel.tables import PROJECTS
-from schemas.events import ApiTokenCreated, ProjectCreated
+from infra.tokens import new_token
+from producers.commands import project_event
+from readmodel.tables import DATABASES, GONE, PROJECTS
+from schemas.events import ApiTokenCreated, ApiTokenRevoked, ProjectCreated, ProjectDeleted
+
+SCOPES = ["read", "write"]
+
+
+def _project(row: Any) -> ProjectPublic:
+    return ProjectPublic(id=row.id, name=row.name, plan=row.plan, created_at=row.created_at)
+
+
+def _token(row: Any) -> TokenPublic:
+    return TokenPublic(
+        id=row.id,
+        project_id=row.project_id,
+        name=row.name,
+        scopes=SCOPES,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+async def load_project(
+    conn: AsyncConnection, principal: Principal, project_id: uuid.UUID, *, for_update: bool = False
+) -> Any:
+    """A live project the caller sees; a deleted one, or another tenant's, is not found."""
+    principal.check_project(project_id)
+    query = sa.select(PROJECTS).where(PROJECTS.c.id == project_id, PROJECTS.c.deleted_at.is_(None))
+    row = (await conn.execute(query.with_for_update() if for_update else query)).first()
+    if row is None:
+        raise not_found("project")
+    return row
 
 
 async def create_project(
     conn: AsyncConnection, platform: Platform, principal: Principal, name: str, plan: str
 ) -> ProjectPublic:
     event = project_event(ProjectCreated(name=name, plan=plan), project_id=uuid.uuid4(), actor=principal.actor)
-    await record_event(conn, platform.subjects, event)
+    await platform.outbox.event(conn, event)
     return ProjectPublic(id=event.project_id, name=name, plan=plan, created_at=event.occurred_at)
 
 
+async def list_projects(conn: AsyncConnection, principal: Principal) -> ProjectsPublic:
+    query = sa.select(PROJECTS).where(PROJECTS.c.deleted_at.is_(None)).order_by(PROJECTS.c.created_at)
+    if principal.project_id is not None:
+        query = query.where(PROJECTS.c.id == principal.project_id)
+    rows = (await conn.execute(query)).all()
+    return ProjectsPublic(data=[_project(r) for r in rows], count=len(rows))
+
+
+async def read_project(conn: AsyncConnection, principal: Principal, project_id: uuid.UUID) -> ProjectPublic:
+    return _project(await load_project(conn, principal, project_id))
+
+
+async def delete_project(
+    conn: AsyncConnection, platform: Platform, principal: Principal, project_id: uuid.UUID
+) -> ProjectPublic:
+    project = await load_project(conn, principal, project_id, for_update=True)
+    live = (
+        await conn.execute(
+            sa.select(sa.func.count()).where(DATABASES.c.project_id == project_id, DATABASES.c.status.not_in(GONE))
+        )
+    ).scalar_one()
+    if live:
+        raise ApiError(409, "project_not_empty", f"the project still holds {live} databases: delete them first")
+    await conn.execute(
+        sa.update(TOKENS)
+        .where(TOKENS.c.project_id == project_id, TOKENS.c.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+    event = project_event(ProjectDeleted(name=project.name), project_id=project_id, actor=principal.actor)
+    await platform.outbox.event(conn, event)
+    return _project(project)
+
+
 async def create_token(
-    conn: AsyncConnection, platform: Platform, principal: Principal, project_id: uuid.UUID, name: str
+    conn: AsyncConnection, platform: Platform, principal: Principal, project_id: uuid.UUID, request: TokenCreate
 ) -> TokenCreated:
     """A token scoped to one project; its secret is returned once and stored as a digest."""
-    if (await conn.execute(sa.select(PROJECTS.c.id).where(PROJECTS.c.id == project_id))).first() is None:
-        raise not_found("project")
-    token_id, secret, now = uuid.uuid4(), secrets.token_urlsafe(32), datetime.now(UTC)
+    await load_project(conn, principal, project_id)
+    token_id, now = uuid.uuid4(), datetime.now(UTC)
+    token, secret = new_token(token_id)
+    expires = now + timedelta(days=request.expires_in_days) if request.expires_in_days else None
     await conn.execute(
         sa.insert(TOKENS).values(
-            id=token_id, project_id=project_id, name=name, secret_digest=token_digest(secret), created_at=now
+            id=token_id,
+            project_id=project_id,
+            name=request.name,
+            secret_digest=token_digest(secret),
+            created_at=now,
+            expires_at=expires,
         )
     )
-    event = project_event(ApiTokenCreated(token_id=token_id, name=name), project_id=project_id, actor=principal.actor)
-    await record_event(conn, platform.subjects, event)
-    return TokenCreated(
-        id=token_id, project_id=project_id, name=name, token=f"pgp_{token_id.hex}_{secret}", created_at=now
-    )
+    event = ApiTokenCreated(token_id=token_id, name=request.name)
+    await platform.outbox.event(conn, project_event(event, project_id=project_id, actor=principal.actor))
+    row = (await conn.execute(sa.select(TOKENS).where(TOKENS.c.id == token_id))).one()
+    return TokenCreated(**_token(row).model_dump(), token=token)
+
+
+async def list_tokens(conn: AsyncConnection, principal: Principal, project_id: uuid.UUID) -> TokensPublic:
+    await load_project(conn, principal, project_id)
+    rows = (
+        await conn.execute(sa.select(TOKENS).where(TOKENS.c.project_id == project_id).order_by(TOKENS.c.created_at))
+    ).all()
+    return TokensPublic(data=[_token(r) for r in rows], count=len(rows))
+
+
+async def revoke_token(
+    conn: AsyncConnection, platform: Platform, principal: Principal, project_id: uuid.UUID, token_id: uuid.UUID
+) -> TokenPublic:
+    """The next request with the token is a 401; revoking twice changes nothing more."""
+    await load_project(conn, principal, project_id)
+    row = (
+        await conn.execute(
+            sa.select(TOKENS).where(TOKENS.c.id == token_id, TOKENS.c.project_id == project_id).with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise not_found("token")
+    if row.revoked_at is None:
+        await conn.execute(sa.update(TOKENS).where(TOKENS.c.id == token_id).values(revoked_at=datetime.now(UTC)))
+        event = ApiTokenRevoked(token_id=token_id, name=row.name)
+        await platform.outbox.event(conn, project_event(event, project_id=project_id, actor=principal.actor))
+        row = (await conn.execute(sa.select(TOKENS).where(TOKENS.c.id == token_id))).one()
+    return _token(row)

@@ -47,6 +47,12 @@ class Host:
     async def reroute(self) -> None:
         await self.bouncer.apply(await self.ledger.routes())
 
+    async def lock_down(self) -> None:
+        """The host's tenant boundary in place, for tenant roles made by earlier releases too."""
+        await self.postgres.lock_down()
+        for route in await self.ledger.routes():
+            await self.postgres.confine(route.role)
+
     async def verify_login(self, command: NewDatabaseCommand | RotateCredentials) -> None:
         password = unseal(command.sealed_password, private_key_b64=self.private_key, context=str(command.database_id))
         for attempt in range(self.login_attempts):
@@ -62,4 +68,4 @@ class Host:
             except psycopg.OperationalError as exc:
                 error = exc
                 await asyncio.sleep(0.2 * (attempt + 1))
-        raise PermanentError(f"login through PgBouncer failed: {error}")
+        raise PermanentError("the new credentials do not log in through the connection pooler", detail=error)

@@ -110,7 +110,7 @@ class Ledger:
     async def routes(self) -> list[Route]:
         async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
-                "SELECT dbname, role, verifier, max_connections FROM host_databases"
+                "SELECT database_id, dbname, role, verifier, max_connections FROM host_databases"
                 " WHERE routed AND deleted_at IS NULL AND verifier IS NOT NULL"
             )
             return [Route(**row) for row in await cur.fetchall()]

@@ -62,7 +62,7 @@ class SagaRunner:
                 return
         await run.compensate()
 
-    async def dead_letter(self, command: Envelope, reason: str) -> None:
+    async def dead_letter(self, command: Envelope, reason: str, *, detail: str | None = None) -> None:
         """Give up on a command that kept failing: undo what it did, then say ``failed``."""
         run = await self._start(command)
         await run.republish()
@@ -71,10 +71,10 @@ class SagaRunner:
                 await run.undo_completed()
             except Exception as exc:
                 reason = (
-                    f"{reason}; undoing its completed steps failed too ({exc}): what they made may still be on"
-                    " the data host"
+                    f"{reason}; undoing its completed steps failed too: what they made may still be on the data host"
                 )
-            await run.emit(OperationFailed, reason=reason, dead_lettered=True)
+                detail = "; ".join(filter(None, [detail, f"undo: {type(exc).__name__}: {exc}"]))
+            await run.emit(OperationFailed, reason=reason, detail=detail, dead_lettered=True)
         await self._clean_up(command)
 
     async def _clean_up(self, command: Envelope) -> None:
@@ -160,7 +160,9 @@ class _Run:
                 output = await step.do()
             except PermanentError as exc:
                 ends_failed = isinstance(exc, DeadlineExceeded)
-                await self.emit(OperationStepFailed, step=step.name, reason=str(exc), ends_failed=ends_failed)
+                await self.emit(
+                    OperationStepFailed, step=step.name, reason=str(exc), detail=exc.detail, ends_failed=ends_failed
+                )
                 return False
             faults.crash_point(f"{kind}.{step.name}.done")
             outputs = output.model_dump(mode="json") if output is not None else {}

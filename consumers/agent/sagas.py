@@ -98,6 +98,7 @@ def rotate_credentials(host: Host, cmd: RotateCredentials, op: Envelope) -> Saga
         [
             Step("password_set", db.set_password, db.restore_password),
             Step("route_updated", db.update_route, db.restore_previous_route),
+            Step("sessions_ended", db.end_sessions),
             Step("login_verified", db.verify_login),
         ],
         succeeded=lambda _: CredentialsRotated(

@@ -21,13 +21,17 @@ from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from pydantic import ValidationError
 
 from consumers.agent.host import Host
+from consumers.agent.key_service import KeyService
 from consumers.agent.runner import SagaRunner, database_command
+from consumers.agent.wal_archiver import host_event
 from consumers.agent.work_dirs import sweep_work_dir
 from infra.errors import PermanentError
 from infra.faults import NO_FAULTS, Faults
 from infra.settings import Settings
+from infra.signing import CommandVerifier, SignatureRejected
 from schemas.commands import CancelOperation
 from schemas.envelope import Envelope
+from schemas.events import CommandRejected
 from schemas.subjects import Subjects
 
 log = logging.getLogger("pgplane.agent")
@@ -59,8 +63,22 @@ class Lanes:
 
 
 class Agent:
-    def __init__(self, *, settings: Settings, broker: NatsBroker, host: Host, faults: Faults = NO_FAULTS) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        broker: NatsBroker,
+        host: Host,
+        verifier: CommandVerifier,
+        key_service: KeyService,
+        inbox: str = "_INBOX",
+        faults: Faults = NO_FAULTS,
+    ) -> None:
         self.settings = settings
+        self.key_service = key_service
+        self.inbox = inbox
+        """Where this agent's NATS user may receive replies (pulled commands arrive as replies)."""
+        self.verifier = verifier
         self.subjects = Subjects(namespace=settings.namespace)
         self.broker = broker
         self.host = host
@@ -71,6 +89,7 @@ class Agent:
 
     async def serve(self, stop: asyncio.Event, jobs: list[BackgroundJob]) -> None:
         """Consume this host's commands and run ``jobs`` beside them until ``stop`` is set."""
+        await self.host.lock_down()
         await self.host.reroute()  # PgBouncer matches the ledger before any command runs
         await sweep_work_dir(self.host.work_dir, self.ledger, self.host.admin_dsn)
         host_id = self.settings.host_id
@@ -82,9 +101,14 @@ class Agent:
             pull_sub=PullSub(batch_size=self.settings.agent_concurrency, timeout=1.0),
             max_workers=self.settings.agent_concurrency,
             ack_policy=AckPolicy.MANUAL,
+            inbox_prefix=f"{self.inbox}.".encode(),
         )
         async def on_command(body: Any, msg: NatsMessage) -> None:
             await self.handle(msg)
+
+        @self.broker.subscriber(self.subjects.key_service(host_id))
+        async def on_key_request(body: Any, msg: NatsMessage) -> bytes:
+            return await self.key_service.answer(msg.body, msg.raw_message.subject)
 
         await self.broker.start()
         log.info("agent for host %s consuming %s", host_id, self.subjects.host_commands(host_id))
@@ -105,10 +129,13 @@ class Agent:
     async def handle(self, msg: NatsMessage) -> None:
         try:
             envelope = Envelope.model_validate_json(msg.body)
+            self.verifier.verify(envelope, msg.raw_message.subject)  # before anything acts on it
             cmd = database_command(envelope)
+        except SignatureRejected as exc:
+            await self.reject(msg, str(exc))
+            return
         except (ValidationError, ValueError, PermanentError) as exc:
-            await self.to_dead_letters(msg, f"unreadable command: {exc}")
-            await msg.ack()
+            await self.reject(msg, f"unreadable command: {exc}")
             return
         delivered = msg.raw_message.metadata.num_delivered
         if isinstance(cmd, CancelOperation):  # not in the lane: the operation it stops holds it
@@ -154,11 +181,26 @@ class Agent:
         else:
             task.result()
 
+    async def reject(self, msg: NatsMessage, reason: str) -> None:
+        """A command we will never run: to the dead letters, reported as ``command.rejected``, acked."""
+        meta = msg.raw_message.metadata
+        await self.to_dead_letters(msg, reason)
+        rejected = CommandRejected(
+            host_id=self.settings.host_id,
+            subject=msg.raw_message.subject,
+            stream_sequence=meta.sequence.stream,
+            reason=reason,
+        )
+        await self.publish_event(
+            host_event(rejected, host_id=self.settings.host_id, key=f"rejected:{meta.sequence.stream}")
+        )
+        await msg.ack()
+
     async def give_up(self, msg: NatsMessage, envelope: Envelope) -> None:
         last = await self.ledger.last_error(envelope.correlation_id) or "the agent stopped while running it"
-        reason = f"dead-lettered after {self.settings.max_attempts} attempts: {last}"
-        await self.runner.dead_letter(envelope, reason)
-        await self.to_dead_letters(msg, reason)
+        reason = f"dead-lettered after {self.settings.max_attempts} attempts: the data host kept failing to run it"
+        await self.runner.dead_letter(envelope, reason, detail=last)
+        await self.to_dead_letters(msg, f"{reason}: {last}")
 
     async def to_dead_letters(self, msg: NatsMessage, reason: str) -> None:
         meta = msg.raw_message.metadata

@@ -49,7 +49,7 @@ class TempCluster:
         try:
             await run_fed("tar", tar, base_tar_gz, user=service_user())
         except PgToolError as exc:
-            raise PermanentError(f"the base backup does not unpack: {exc}") from None
+            raise PermanentError("the base backup does not unpack", detail=exc) from None
 
     async def recover(self, target: datetime) -> None:
         """Replay WAL from ``self.wal`` up to ``target``, then promote; fails loudly if it cannot."""
@@ -72,7 +72,7 @@ class TempCluster:
             except psycopg.OperationalError:
                 pass
             if self._proc is not None and self._proc.poll() is not None:
-                raise PermanentError(f"point-in-time recovery failed: {self._reason()}")
+                raise PermanentError("point-in-time recovery failed", detail=self._reason())
             await asyncio.sleep(0.2)
 
     async def start(self, settings: dict[str, str] | None = None) -> None:

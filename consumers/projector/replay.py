@@ -30,10 +30,16 @@ class ReplayReport:
 
 
 async def table_hashes(conn: AsyncConnection, schema: str) -> dict[str, str]:
+    """One hash per table over its rows in key order and its columns in name order (a migrated
+    table and a freshly created one may order their columns differently)."""
     hashes = {}
     for tbl in READ_MODEL:
         pk = ", ".join(f't."{c.name}"' for c in tbl.primary_key.columns)
-        query = f'SELECT md5(coalesce(string_agg(t::text, chr(10) ORDER BY {pk}), \'\')) FROM "{schema}"."{tbl.name}" t'
+        row = ", ".join(f't."{name}"' for name in sorted(c.name for c in tbl.columns))
+        query = (
+            f"SELECT md5(coalesce(string_agg(row({row})::text, chr(10) ORDER BY {pk}), '')) "
+            f'FROM "{schema}"."{tbl.name}" t'
+        )
         hashes[tbl.name] = (await conn.execute(sa.text(query))).scalar_one()
     return hashes
 

@@ -26,6 +26,17 @@ class ApiToken(SQLModel, table=True):
     secret_digest: str
     created_at: datetime = Field(sa_type=TZ)
     revoked_at: datetime | None = Field(default=None, sa_type=TZ)
+    expires_at: datetime | None = Field(default=None, sa_type=TZ)
+    last_used_at: datetime | None = Field(default=None, sa_type=TZ)
+
+
+class AuthFailure(SQLModel, table=True):
+    """Wrong credentials per client address in the current window: past the limit, a 429."""
+
+    __tablename__ = "auth_failures"
+    client: str = Field(primary_key=True)
+    window_started: datetime = Field(sa_type=TZ)
+    failures: int
 
 
 class DatabaseCredential(SQLModel, table=True):
@@ -71,6 +82,6 @@ class BackupSlot(SQLModel, table=True):
     missed_at: datetime | None = Field(default=None, sa_type=TZ)
 
 
-TOKENS, CREDENTIALS, IDEMPOTENCY, OUTBOX, SLOTS = (
-    table(m) for m in (ApiToken, DatabaseCredential, IdempotencyKey, OutboxMessage, BackupSlot)
+TOKENS, CREDENTIALS, IDEMPOTENCY, OUTBOX, SLOTS, AUTH_FAILURES = (
+    table(m) for m in (ApiToken, DatabaseCredential, IdempotencyKey, OutboxMessage, BackupSlot, AuthFailure)
 )

@@ -37,7 +37,7 @@ def host_database_count(stack: Stack) -> int:
 
 
 async def commands_on_bus(stack: Stack) -> int:
-    nc = await nats.connect(stack.cluster.nats_url)
+    nc = await nats.connect(**stack.nats())
     try:
         info = await nc.jetstream().stream_info(Subjects(namespace=stack.namespace).commands_stream)
         return int(info.state.messages)

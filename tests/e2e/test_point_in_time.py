@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,6 +19,7 @@ import pytest
 from devstack.cluster import Cluster
 from devstack.faults import CRASH_EXIT_CODE, InjectedFaults
 from devstack.stack import Stack
+from devstack.state import scratch_root
 from infra.wal import wal_object_key
 from tests.backup_helpers import connect, host_databases, ready_database, rows, stack_store
 from tests.platform_client import PlatformClient, Tenant
@@ -30,7 +30,7 @@ from tests.stacks import new_stack
 @pytest.fixture(scope="session")
 def archiving_cluster() -> Iterator[Cluster]:
     """A data host that archives WAL (the shared cluster does not: most tests need no PITR)."""
-    root = Path(tempfile.mkdtemp(prefix="pgplane-pitr-"))
+    root = scratch_root("pgplane-pitr-")
     servers = Cluster(root, wal_archive=True)
     try:
         servers.start()

@@ -29,7 +29,7 @@ async def test_same_command_five_times_has_one_effect(client: PlatformClient, st
     accepted = await client.create_database(tenant, "dup")
     await client.succeeded(tenant, accepted["operation"]["id"])
     subject, payload = outbox_command(stack, accepted["operation"]["id"])
-    nc = await nats.connect(stack.cluster.nats_url)
+    nc = await nats.connect(**stack.nats())
     js = nc.jetstream()
     for i in range(4):  # distinct Nats-Msg-Ids defeat the server's dedupe: the agent must cope
         await js.publish(subject, payload, headers={"Nats-Msg-Id": f"again-{i}"})
@@ -44,7 +44,7 @@ async def test_same_command_five_times_has_one_effect(client: PlatformClient, st
 
 async def test_poison_message_is_dead_lettered_without_blocking(client: PlatformClient, stack: Stack) -> None:
     subjects = Subjects(namespace=stack.namespace)
-    nc = await nats.connect(stack.cluster.nats_url)
+    nc = await nats.connect(**stack.nats())
     js = nc.jetstream()
     await js.publish(f"{stack.namespace}.cmd.{stack.host_id}.database.create", b"{not json")
     tenant = await client.tenant()
@@ -67,7 +67,7 @@ async def test_retries_exhausted_dead_letter_and_fail(client: PlatformClient, st
     database = doomed["database"]
     assert client.host_has(database["dbname"], database["user"]) == (0, 0)  # the role was undone
     subjects = Subjects(namespace=stack.namespace)
-    nc = await nats.connect(stack.cluster.nats_url)
+    nc = await nats.connect(**stack.nats())
     dead = await nc.jetstream().get_last_msg(subjects.dead_letter_stream, subjects.dead_letter(stack.host_id))
     assert Envelope.model_validate_json(dead.data or b"").correlation_id.hex == doomed["operation"]["id"].replace(
         "-", ""

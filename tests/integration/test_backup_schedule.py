@@ -13,9 +13,9 @@ import psycopg
 import pytest
 
 from devstack.stack import PROCESSES, Stack
+from entrypoints import bootstrap
 from infra.metadata.engine import make_engine
 from infra.processes import spawn, stop
-from infra.settings import Settings
 from producers.backup_schedule import check_schedule, slots_between
 from producers.scheduler import BackupScheduler
 from tests.backup_helpers import backup, ready_database, stack_store
@@ -111,9 +111,9 @@ async def test_retention_deletes_expired_backups_but_keeps_the_newest(client: Pl
     taken = [await backup(client, tenant, database_id) for _ in range(3)]
     await set_policy(client, tenant, database_id, schedule=None, retain_days=1, keep_last=1)
 
-    settings = Settings(namespace=stack.namespace, metadata_dsn=stack.cluster.control_dsn(stack.meta_db))
+    settings = stack.settings("scheduler")
     engine = make_engine(settings.metadata_dsn, pool_size=1)
-    scheduler = BackupScheduler(engine, settings)
+    scheduler = BackupScheduler(engine, settings, bootstrap.outbox(settings))
     await scheduler.tick(datetime.now(UTC) + timedelta(hours=23))  # nothing has expired yet
     assert [b["status"] for b in await settled(client, tenant, database_id)] == ["completed"] * 3
     await scheduler.tick(datetime.now(UTC) + timedelta(days=2))  # the API's outbox relay publishes the deletions

@@ -30,7 +30,9 @@ from readmodel.tables import (
 from schemas.commands import OperationKind
 from schemas.envelope import Envelope, Payload
 from schemas.events import (
+    PLATFORM_PROJECT,
     ApiTokenCreated,
+    ApiTokenRevoked,
     BackupCompleted,
     BackupDeleted,
     BackupDownloaded,
@@ -40,6 +42,8 @@ from schemas.events import (
     BaseBackupCompleted,
     BaseBackupDeleted,
     CancelRequested,
+    CommandRejected,
+    CredentialsRead,
     CredentialsRotated,
     DatabaseCreated,
     DatabaseDeleted,
@@ -54,6 +58,8 @@ from schemas.events import (
     OperationStepCompleted,
     OperationStepFailed,
     ProjectCreated,
+    ProjectDeleted,
+    VerifierDrifted,
     WalSegmentArchived,
 )
 
@@ -154,6 +160,20 @@ async def test_project_created(conn: AsyncConnection) -> None:
     assert await audit(conn, event.project_id) == [("project.create", "succeeded")]
 
 
+async def test_project_deleted(conn: AsyncConnection) -> None:
+    created = outside_operation(ProjectCreated(name="acme", plan="free"))
+    deleted = outside_operation(ProjectDeleted(name="acme"), created.project_id)
+    await apply_all(conn, created, deleted, deleted)
+    assert (await one(conn, PROJECTS, PROJECTS.c.id == created.project_id)).deleted_at == deleted.occurred_at
+    assert await audit(conn, created.project_id) == [("project.create", "succeeded"), ("project.delete", "succeeded")]
+
+
+async def test_api_token_revoked(conn: AsyncConnection) -> None:
+    event = outside_operation(ApiTokenRevoked(token_id=uuid.uuid4(), name="ci"))
+    await apply_all(conn, event, event)
+    assert await audit(conn, event.project_id) == [("api_token.revoke", "succeeded")]
+
+
 async def test_api_token_created(conn: AsyncConnection) -> None:
     event = outside_operation(ApiTokenCreated(token_id=uuid.uuid4(), name="ci"))
     await apply_all(conn, event, event)
@@ -178,6 +198,12 @@ async def test_cancel_requested(conn: AsyncConnection) -> None:
     assert await audit(conn, event.project_id) == [("operation.cancel", "requested")]
 
 
+async def test_credentials_read(conn: AsyncConnection) -> None:
+    event = outside_operation(CredentialsRead(database_id=uuid.uuid4(), credentials_version=2))
+    await apply_all(conn, event, event)
+    assert await audit(conn, event.project_id) == [("database.credentials_read", "succeeded")]
+
+
 async def test_backup_downloaded(conn: AsyncConnection) -> None:
     event = outside_operation(BackupDownloaded(database_id=uuid.uuid4(), backup_id=uuid.uuid4()))
     await apply(conn, event)
@@ -188,6 +214,20 @@ async def test_backup_missed(conn: AsyncConnection) -> None:
     event = outside_operation(BackupMissed(database_id=uuid.uuid4(), slot=T0, reason="no backup was taken"))
     await apply(conn, event)
     assert await audit(conn, event.project_id) == [("backup.missed", "missed")]
+
+
+async def test_command_rejected(conn: AsyncConnection) -> None:
+    rejected = CommandRejected(host_id="h1", subject="ns.cmd.h1.database.delete", stream_sequence=7, reason="unsigned")
+    event = outside_operation(rejected, PLATFORM_PROJECT)
+    await apply_all(conn, event, event)
+    assert await audit(conn, PLATFORM_PROJECT) == [("command.rejected", "rejected")]
+
+
+async def test_verifier_drifted(conn: AsyncConnection) -> None:
+    drifted = VerifierDrifted(host_id="h1", database_id=uuid.uuid4(), dbname="db_x")
+    event = outside_operation(drifted, PLATFORM_PROJECT)
+    await apply_all(conn, event, event)
+    assert ("database.verifier_drift", "detected") in await audit(conn, PLATFORM_PROJECT)
 
 
 async def test_wal_segment_archived(conn: AsyncConnection) -> None:
@@ -288,9 +328,11 @@ async def test_step_completed(conn: AsyncConnection) -> None:
 
 async def test_step_failed(conn: AsyncConnection) -> None:
     create = Operation(OperationKind.CREATE)
-    await apply_all(conn, create.requested(), create.next(OperationStepFailed, step="login_verified", reason="refused"))
+    failed = create.next(OperationStepFailed, step="login_verified", reason="refused", detail="port 6432: reset")
+    await apply_all(conn, create.requested(), failed)
     row = await one(conn, STEPS, STEPS.c.operation_id == create.id)
-    assert (row.status, row.detail) == ("failed", "refused")
+    assert (row.status, row.detail) == ("failed", "refused")  # what tenants read
+    assert (await one(conn, OPERATIONS, OPERATIONS.c.id == create.id)).error_detail == "port 6432: reset"
 
 
 async def test_step_compensated(conn: AsyncConnection) -> None:

@@ -14,11 +14,13 @@ from typing import cast
 from faststream.nats import NatsBroker
 
 from consumers.agent.host import Host
+from consumers.agent.key_service import KeyService
 from consumers.agent.runner import SagaRunner
 from consumers.agent.saga import Saga, Step
 from consumers.agent.service import Agent
 from infra.errors import DeadlineExceeded, PermanentError
 from infra.settings import Settings
+from infra.signing import CommandVerifier, new_signing_key
 from schemas.commands import ResetDatabase
 from schemas.envelope import Envelope
 from schemas.events import DatabaseReset
@@ -153,7 +155,14 @@ async def test_cancels_in_quick_succession_leave_no_scratch_space(tmp_path: Path
     ledger, done, published = FakeLedger(), [], []  # type: ignore[var-annotated]
     host = fake_host(ledger, tmp_path)
     op = command()
-    agent = Agent(settings=Settings(), broker=cast(NatsBroker, None), host=host)
+    _, verify = new_signing_key()
+    agent = Agent(
+        settings=Settings(),
+        broker=cast(NatsBroker, None),
+        host=host,
+        verifier=CommandVerifier(verify),
+        key_service=cast(KeyService, None),
+    )
     agent.runner = runner_for([downloading(tmp_path / op.correlation_id.hex, done)], host, published)
     running = asyncio.create_task(agent.run_cancellable(op))
     while not list(tmp_path.iterdir()):

@@ -158,7 +158,7 @@ class StoredBackup:
             async for _ in decrypt_stream(self._read_download(), keys=self.host.backup_keys, context=self.context):
                 pass
         except BackupIntegrityError as exc:
-            raise PermanentError(f"the stored backup failed authentication: {exc}") from None
+            raise PermanentError("the stored backup failed authentication", detail=exc) from None
 
     async def _plaintext(self) -> AsyncIterator[bytes]:
         fed = 0
@@ -180,7 +180,7 @@ class StoredBackup:
             await within_deadline(self.host.deadline_seconds, "the restore", restore)
         except PgToolError as exc:
             await self.swap.drop_scratch()
-            raise PermanentError(f"the backup does not restore: {exc}") from exc
+            raise PermanentError("the backup does not restore", detail=exc) from exc
         except BaseException:
             await self.swap.drop_scratch()  # nothing half-restored stays behind
             raise

@@ -125,5 +125,10 @@ class RotatedTenantDatabase(TenantDatabase):
         await self.host.ledger.restore_previous_verifier(self.cmd.database_id, replaced=self.cmd.password_verifier)
         await self.host.reroute()
 
+    async def end_sessions(self) -> None:
+        """Sessions opened with the old password end with it, in PostgreSQL and in PgBouncer."""
+        await self.host.postgres.end_sessions(self.cmd.role)
+        await self.host.bouncer.disconnect(self.cmd.dbname)
+
     async def verify_login(self) -> None:
         await self.host.verify_login(self.cmd)

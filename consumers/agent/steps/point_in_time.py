@@ -113,7 +113,7 @@ class PointInTime:
                 async for piece in plain:
                     await asyncio.to_thread(file.write, piece)
         except (BackupIntegrityError, ValueError) as exc:
-            raise PermanentError(f"WAL segment {segment} in the object store is damaged: {exc}") from None
+            raise PermanentError(f"WAL segment {segment} in the object store is damaged", detail=exc) from None
         if hasher.hexdigest() != sha256:
             raise PermanentError(f"WAL segment {segment} in the object store failed its checksum")
 
@@ -143,7 +143,7 @@ class PointInTime:
         try:
             await self.cluster.unpack(decrypt_stream(stored(), keys=self.host.backup_keys, context=context))
         except BackupIntegrityError as exc:
-            raise PermanentError(f"the base backup failed authentication: {exc}") from None
+            raise PermanentError("the base backup failed authentication", detail=exc) from None
         self.host.faults.crash_point(f"{self.cmd.KIND.value}.recovering")
         await self.cluster.recover(self.cmd.point_in_time)
 
@@ -160,7 +160,7 @@ class PointInTime:
             await self._within("copying the database out", copy())
         except PgToolError as exc:
             await self.swap.drop_scratch()
-            raise PermanentError(f"the database cannot be copied out of the recovered cluster: {exc}") from exc
+            raise PermanentError("the database cannot be copied out of the recovered cluster", detail=exc) from exc
         except BaseException:
             await self.swap.drop_scratch()
             raise
