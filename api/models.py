@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 RESERVED_NAMES = frozenset(
@@ -61,6 +61,21 @@ Moment = Annotated[
 ]
 
 
+def _whole_number(value: object) -> object:
+    # JSON has one number type: 30 and 30.0 are the same integer to JSON Schema, "30" and true are not.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be a whole number")
+    return value
+
+
+# The bounds sit next to the int, before the validator, so the OpenAPI document states them as
+# minimum and maximum.
+Days = Annotated[int, Field(ge=1, le=3650), BeforeValidator(_whole_number)]
+KeepLast = Annotated[int, Field(ge=0, le=1000), BeforeValidator(_whole_number)]
+
+
 class ProjectCreate(Strict):
     name: Text
     plan: str = Field(default="free", pattern=r"^(free|pro)$")
@@ -80,8 +95,8 @@ class ProjectsPublic(BaseModel):
 
 class TokenCreate(Strict):
     name: Text
-    expires_in_days: StrictInt | None = Field(
-        default=None, ge=1, le=3650, description="The token stops working after this many days; null: never."
+    expires_in_days: Days | None = Field(
+        default=None, description="The token stops working after this many days; null: never."
     )
 
 
@@ -250,8 +265,8 @@ class BackupPolicyUpdate(Strict):
     schedule: Annotated[str, Field(max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")] | None = Field(
         description="'daily' (00:00 UTC), a cron expression in UTC, or null for off."
     )
-    retain_days: StrictInt = Field(default=7, ge=1, le=3650, description="Backups older than this are deleted...")
-    keep_last: StrictInt = Field(default=7, ge=0, le=1000, description="...except the newest keep_last completed ones.")
+    retain_days: Days = Field(default=7, description="Backups older than this are deleted...")
+    keep_last: KeepLast = Field(default=7, description="...except the newest keep_last completed ones.")
 
 
 class BackupPolicyPublic(BaseModel):

@@ -34,6 +34,7 @@ host    all  +{TENANTS}  all  reject
 local   all  all         scram-sha-256
 host    all  all         127.0.0.1/32  scram-sha-256
 host    all  all         ::1/128       scram-sha-256
+host    replication  all 127.0.0.1/32  scram-sha-256
 """
 CONTROL_ROLE = "pgplane_control"
 ADMIN_NATS_USER = "admin"

@@ -14,7 +14,7 @@ from api.errors import errors
 from api.models import Readiness
 from api.usecases.readiness import readiness
 from infra.metadata.tables import OUTBOX
-from readmodel.tables import OPERATIONS
+from readmodel.tables import AUDIT, OPERATIONS
 
 router = APIRouter(tags=["health"])
 
@@ -49,6 +49,9 @@ async def metrics(*, platform: PlatformDep, principal: AdminPrincipal) -> Respon
     registry = CollectorRegistry()
     operations = Gauge("pgplane_operations", "Operations by kind and status", ["kind", "status"], registry=registry)
     pending = Gauge("pgplane_outbox_pending", "Accepted messages not yet published", registry=registry)
+    rejected = Gauge(
+        "pgplane_commands_rejected", "Commands agents refused (unsigned, forged, malformed)", registry=registry
+    )
     async with platform.engine.connect() as conn:
         counts = await conn.execute(
             sa.select(OPERATIONS.c.kind, OPERATIONS.c.status, sa.func.count()).group_by(
@@ -59,5 +62,8 @@ async def metrics(*, platform: PlatformDep, principal: AdminPrincipal) -> Respon
             operations.labels(kind, status).set(count)
         pending.set(
             (await conn.execute(sa.select(sa.func.count()).where(OUTBOX.c.published_at.is_(None)))).scalar_one()
+        )
+        rejected.set(
+            (await conn.execute(sa.select(sa.func.count()).where(AUDIT.c.action == "command.rejected"))).scalar_one()
         )
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

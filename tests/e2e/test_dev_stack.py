@@ -153,6 +153,8 @@ def test_make_run_supervises_itself(dev: DevStack) -> None:
     uri = new_database(f"{api_url}/api/v1", dev.printed("admin token"))
     assert f"@{bouncer}/" in uri
     query(uri)
+    assert dev.state.stat().st_mode & 0o777 == 0o700  # secrets, logs and backups are nobody else's
+    assert {log.stat().st_mode & 0o777 for log in (dev.state / "logs").iterdir()} == {0o600}
 
     agent = dev.child("agent")  # a crashed child comes back, and says so
     os.kill(agent, signal.SIGKILL)

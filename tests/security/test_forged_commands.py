@@ -77,6 +77,8 @@ async def test_forged_and_tampered_commands_change_nothing(client: PlatformClien
     assert client.host_has(database["dbname"], database["user"]) == (1, 1)
     shown = await client.http.get(f"/databases/{database['id']}", headers=victim.headers)
     assert shown.json()["status"] == "available"
+    metrics = await client.http.get(f"{stack.api_url}/metrics", headers=client.admin)
+    assert "pgplane_commands_rejected 2.0" in metrics.text
     credentials = await client.credentials(victim, database["id"])
     with psycopg.connect(credentials["uri"], connect_timeout=5) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)  # and its password did not change

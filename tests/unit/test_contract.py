@@ -80,3 +80,21 @@ def test_valid_names(name: str) -> None:
 def test_invalid_names(name: str) -> None:
     with pytest.raises(ValidationError):
         DatabaseCreate(project_id=uuid.uuid4(), name=name)
+
+
+def test_the_api_refuses_a_short_admin_token() -> None:
+    from pydantic import SecretStr
+
+    from entrypoints import bootstrap
+    from infra.settings import Settings
+    from infra.signing import new_signing_key
+
+    signing, _ = new_signing_key()
+    settings = Settings(
+        secret_key=SecretStr(new_secret_key()),
+        host_public_key=new_host_key()[1],
+        command_signing_key=SecretStr(signing),
+        admin_token=SecretStr("too-short"),
+    )
+    with pytest.raises(SystemExit, match="at least 32 characters"):
+        bootstrap.api(settings)
