@@ -20,6 +20,7 @@ bench: deps
 	$(PY) -m bench.provision
 	$(PY) -m bench.backup
 	$(PY) -m bench.pitr
+	$(PY) -m bench.projector
 
 deps: system-deps
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv

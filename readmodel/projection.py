@@ -9,13 +9,13 @@ the operation's ``last_sequence``, which makes a duplicate (or a re-emitted) eve
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from readmodel.batch import Batch, OperationState
 from readmodel.tables import (
     AUDIT,
     BACKUPS,
@@ -100,105 +100,92 @@ def action(kind: OperationKind) -> str:
 # --- projects, tokens, policies, downloads: events outside any operation -------------------
 
 
-async def project_created(conn: AsyncConnection, env: Envelope, event: ProjectCreated) -> None:
-    await conn.execute(
-        insert(PROJECTS)
-        .values(id=env.project_id, name=event.name, plan=event.plan, created_at=env.occurred_at)
-        .on_conflict_do_nothing()
-    )
-    await _audit(conn, env, "project.create", "project", env.project_id, "succeeded", {"name": event.name})
+async def project_created(batch: Batch, env: Envelope, event: ProjectCreated) -> None:
+    values = {"id": env.project_id, "name": event.name, "plan": event.plan, "created_at": env.occurred_at}
+    batch.insert(PROJECTS, values, on_conflict=())
+    _audit(batch, env, "project.create", "project", env.project_id, "succeeded", {"name": event.name})
 
 
-async def project_deleted(conn: AsyncConnection, env: Envelope, event: ProjectDeleted) -> None:
-    await conn.execute(sa.update(PROJECTS).where(PROJECTS.c.id == env.project_id).values(deleted_at=env.occurred_at))
-    await _audit(conn, env, "project.delete", "project", env.project_id, "succeeded", {"name": event.name})
+async def project_deleted(batch: Batch, env: Envelope, event: ProjectDeleted) -> None:
+    batch.update(PROJECTS, env.project_id, {"deleted_at": env.occurred_at})
+    _audit(batch, env, "project.delete", "project", env.project_id, "succeeded", {"name": event.name})
 
 
-async def api_token_created(conn: AsyncConnection, env: Envelope, event: ApiTokenCreated) -> None:
-    await _audit(conn, env, "api_token.create", "api_token", event.token_id, "succeeded", {"name": event.name})
+async def api_token_created(batch: Batch, env: Envelope, event: ApiTokenCreated) -> None:
+    _audit(batch, env, "api_token.create", "api_token", event.token_id, "succeeded", {"name": event.name})
 
 
-async def api_token_revoked(conn: AsyncConnection, env: Envelope, event: ApiTokenRevoked) -> None:
-    await _audit(conn, env, "api_token.revoke", "api_token", event.token_id, "succeeded", {"name": event.name})
+async def api_token_revoked(batch: Batch, env: Envelope, event: ApiTokenRevoked) -> None:
+    _audit(batch, env, "api_token.revoke", "api_token", event.token_id, "succeeded", {"name": event.name})
 
 
-async def backup_policy_set(conn: AsyncConnection, env: Envelope, event: BackupPolicySet) -> None:
+async def backup_policy_set(batch: Batch, env: Envelope, event: BackupPolicySet) -> None:
     values = {
         "schedule": event.schedule,
         "retain_days": event.retain_days,
         "keep_last": event.keep_last,
         "updated_at": env.occurred_at,
     }
-    await conn.execute(
-        insert(POLICIES)
-        .values(database_id=event.database_id, project_id=env.project_id, **values)
-        .on_conflict_do_update(index_elements=[POLICIES.c.database_id], set_=values)
-    )
+    row = {"database_id": event.database_id, "project_id": env.project_id, **values}
+    batch.insert(POLICIES, row, on_conflict=values)
     detail = {"schedule": event.schedule, "retain_days": event.retain_days, "keep_last": event.keep_last}
-    await _audit(conn, env, "backup.policy_set", "database", event.database_id, "succeeded", detail)
+    _audit(batch, env, "backup.policy_set", "database", event.database_id, "succeeded", detail)
 
 
-async def cancel_requested(conn: AsyncConnection, env: Envelope, event: CancelRequested) -> None:
+async def cancel_requested(batch: Batch, env: Envelope, event: CancelRequested) -> None:
     detail = {"operation_id": str(event.operation_id)}
-    await _audit(conn, env, "operation.cancel", "database", event.database_id, "requested", detail)
+    _audit(batch, env, "operation.cancel", "database", event.database_id, "requested", detail)
 
 
-async def credentials_read(conn: AsyncConnection, env: Envelope, event: CredentialsRead) -> None:
+async def credentials_read(batch: Batch, env: Envelope, event: CredentialsRead) -> None:
     detail = {"credentials_version": event.credentials_version}
-    await _audit(conn, env, "database.credentials_read", "database", event.database_id, "succeeded", detail)
+    _audit(batch, env, "database.credentials_read", "database", event.database_id, "succeeded", detail)
 
 
-async def backup_downloaded(conn: AsyncConnection, env: Envelope, event: BackupDownloaded) -> None:
+async def backup_downloaded(batch: Batch, env: Envelope, event: BackupDownloaded) -> None:
     detail = {"backup_id": str(event.backup_id)}
-    await _audit(conn, env, "backup.download", "database", event.database_id, "succeeded", detail)
+    _audit(batch, env, "backup.download", "database", event.database_id, "succeeded", detail)
 
 
-async def backup_missed(conn: AsyncConnection, env: Envelope, event: BackupMissed) -> None:
+async def backup_missed(batch: Batch, env: Envelope, event: BackupMissed) -> None:
     detail = {"slot": event.slot.isoformat(), "reason": event.reason}
-    await _audit(conn, env, "backup.missed", "database", event.database_id, "missed", detail)
+    _audit(batch, env, "backup.missed", "database", event.database_id, "missed", detail)
 
 
-async def command_rejected(conn: AsyncConnection, env: Envelope, event: CommandRejected) -> None:
+async def command_rejected(batch: Batch, env: Envelope, event: CommandRejected) -> None:
     detail = {"host_id": event.host_id, "subject": event.subject, "reason": event.reason}
-    await _audit(conn, env, "command.rejected", "command", env.correlation_id, "rejected", detail)
+    _audit(batch, env, "command.rejected", "command", env.correlation_id, "rejected", detail)
 
 
-async def verifier_drifted(conn: AsyncConnection, env: Envelope, event: VerifierDrifted) -> None:
+async def verifier_drifted(batch: Batch, env: Envelope, event: VerifierDrifted) -> None:
     detail = {"host_id": event.host_id, "dbname": event.dbname}
-    await _audit(conn, env, "database.verifier_drift", "database", event.database_id, "detected", detail)
+    _audit(batch, env, "database.verifier_drift", "database", event.database_id, "detected", detail)
 
 
 # --- the data host's WAL archive and base backups ------------------------------------------
 
 
-async def wal_segment_archived(conn: AsyncConnection, env: Envelope, event: WalSegmentArchived) -> None:
+async def wal_segment_archived(batch: Batch, env: Envelope, event: WalSegmentArchived) -> None:
     values = {"archived_at": event.archived_at, "size_bytes": event.size_bytes}
-    await conn.execute(
-        insert(WAL_SEGMENTS)
-        .values(host_id=event.host_id, segment=event.segment, **values)
-        .on_conflict_do_update(index_elements=[WAL_SEGMENTS.c.host_id, WAL_SEGMENTS.c.segment], set_=values)
-    )
+    batch.insert(WAL_SEGMENTS, {"host_id": event.host_id, "segment": event.segment, **values}, on_conflict=values)
 
 
-async def base_backup_completed(conn: AsyncConnection, env: Envelope, event: BaseBackupCompleted) -> None:
-    await conn.execute(
-        insert(BASE_BACKUPS)
-        .values(
-            id=event.base_backup_id,
-            host_id=event.host_id,
-            start_segment=event.start_segment,
-            stop_segment=event.stop_segment,
-            started_at=event.started_at,
-            finished_at=event.finished_at,
-            size_bytes=event.size_bytes,
-        )
-        .on_conflict_do_nothing()
-    )
+async def base_backup_completed(batch: Batch, env: Envelope, event: BaseBackupCompleted) -> None:
+    row = {
+        "id": event.base_backup_id,
+        "host_id": event.host_id,
+        "start_segment": event.start_segment,
+        "stop_segment": event.stop_segment,
+        "started_at": event.started_at,
+        "finished_at": event.finished_at,
+        "size_bytes": event.size_bytes,
+    }
+    batch.insert(BASE_BACKUPS, row, on_conflict=())
 
 
-async def base_backup_deleted(conn: AsyncConnection, env: Envelope, event: BaseBackupDeleted) -> None:
-    await conn.execute(sa.update(BASE_BACKUPS).where(BASE_BACKUPS.c.id == event.base_backup_id).values(deleted=True))
-    await conn.execute(
+async def base_backup_deleted(batch: Batch, env: Envelope, event: BaseBackupDeleted) -> None:
+    batch.update(BASE_BACKUPS, event.base_backup_id, {"deleted": True})
+    await batch.execute(
         sa.delete(WAL_SEGMENTS).where(
             WAL_SEGMENTS.c.host_id == event.host_id, WAL_SEGMENTS.c.segment < event.wal_kept_from
         )
@@ -208,64 +195,58 @@ async def base_backup_deleted(conn: AsyncConnection, env: Envelope, event: BaseB
 # --- operations: requested, then started, steps, and one ending -----------------------------
 
 
-async def operation_requested(conn: AsyncConnection, env: Envelope, event: OperationRequested) -> None:
-    created = await conn.execute(
-        insert(OPERATIONS)
-        .values(
-            id=env.correlation_id,
-            project_id=env.project_id,
-            database_id=event.database_id,
-            kind=event.kind.value,
-            status=OperationStatus.ACCEPTED.value,
-            backup_id=event.backup_id,
-            point_in_time=event.point_in_time,
-            actor=env.actor,
-            last_sequence=env.sequence,
-            created_at=env.occurred_at,
-            updated_at=env.occurred_at,
-        )
-        .on_conflict_do_nothing()
-    )
-    if not created.rowcount:
+async def operation_requested(batch: Batch, env: Envelope, event: OperationRequested) -> None:
+    if batch.operation(env.correlation_id) is not None:
         return
+    operation = {
+        "project_id": env.project_id,
+        "database_id": event.database_id,
+        "kind": event.kind.value,
+        "status": OperationStatus.ACCEPTED.value,
+        "backup_id": event.backup_id,
+        "point_in_time": event.point_in_time,
+        "actor": env.actor,
+        "last_sequence": env.sequence,
+        "created_at": env.occurred_at,
+        "updated_at": env.occurred_at,
+    }
+    batch.insert_operation(env.correlation_id, operation, OperationState(env.sequence, event.backup_id))
     if event.kind is OperationKind.BACKUP and event.backup_id is not None:
-        await conn.execute(
-            insert(BACKUPS).values(
-                id=event.backup_id,
-                project_id=env.project_id,
-                database_id=event.database_id,
-                status=BackupStatus.PENDING.value,
-                trigger=event.trigger,
-                object_key=event.object_key or _first_release_object_key(env.project_id, event),
-                operation_id=env.correlation_id,
-                created_at=env.occurred_at,
-                updated_at=env.occurred_at,
-            )
-        )
+        backup = {
+            "id": event.backup_id,
+            "project_id": env.project_id,
+            "database_id": event.database_id,
+            "status": BackupStatus.PENDING.value,
+            "trigger": event.trigger,
+            "object_key": event.object_key or _first_release_object_key(env.project_id, event),
+            "operation_id": env.correlation_id,
+            "created_at": env.occurred_at,
+            "updated_at": env.occurred_at,
+        }
+        batch.insert(BACKUPS, backup)
     elif event.kind is OperationKind.DELETE_BACKUP:
-        await _set_backup(conn, env, event.backup_id, status=BackupStatus.DELETING)
+        _set_backup(batch, env, event.backup_id, status=BackupStatus.DELETING)
     if event.kind in CREATES_DATABASE:
-        await conn.execute(
-            insert(DATABASES).values(
-                id=event.database_id,
-                project_id=env.project_id,
-                name=event.name,
-                host_id=event.host_id,
-                dbname=event.dbname,
-                role=event.role,
-                status=BUSY[event.kind].value,
-                credentials_version=event.credentials_version,
-                last_operation_id=env.correlation_id,
-                created_at=env.occurred_at,
-                updated_at=env.occurred_at,
-            )
-        )
+        database = {
+            "id": event.database_id,
+            "project_id": env.project_id,
+            "name": event.name,
+            "host_id": event.host_id,
+            "dbname": event.dbname,
+            "role": event.role,
+            "status": BUSY[event.kind].value,
+            "credentials_version": event.credentials_version,
+            "last_operation_id": env.correlation_id,
+            "created_at": env.occurred_at,
+            "updated_at": env.occurred_at,
+        }
+        batch.insert(DATABASES, database)
     elif event.kind in BUSY:
-        await _set_database(conn, env, event, status=BUSY[event.kind])
+        _set_database(batch, env, event, status=BUSY[event.kind])
     detail: dict[str, Any] = {"name": event.name, "trigger": event.trigger}
     if event.backup_id:
         detail["backup_id"] = str(event.backup_id)
-    await _audit(conn, env, action(event.kind), "database", event.database_id, "requested", detail)
+    _audit(batch, env, action(event.kind), "database", event.database_id, "requested", detail)
 
 
 def _first_release_object_key(project_id: uuid.UUID, event: OperationRequested) -> str:
@@ -273,88 +254,86 @@ def _first_release_object_key(project_id: uuid.UUID, event: OperationRequested) 
     return f"backups/{project_id}/{event.database_id}/{event.backup_id}.pgdump.enc"
 
 
-async def operation_started(conn: AsyncConnection, env: Envelope, event: OperationStarted) -> None:
-    if await _advance(conn, env, status=OperationStatus.RUNNING) and event.kind is OperationKind.BACKUP:
-        await _set_backup(conn, env, None, status=BackupStatus.RUNNING)
+async def operation_started(batch: Batch, env: Envelope, event: OperationStarted) -> None:
+    if _advance(batch, env, status=OperationStatus.RUNNING) and event.kind is OperationKind.BACKUP:
+        _set_backup(batch, env, None, status=BackupStatus.RUNNING)
 
 
-async def step_completed(conn: AsyncConnection, env: Envelope, event: OperationStepCompleted) -> None:
-    if await _advance(conn, env):
-        await _step(conn, env, event.step, "completed", None)
+async def step_completed(batch: Batch, env: Envelope, event: OperationStepCompleted) -> None:
+    if _advance(batch, env):
+        _step(batch, env, event.step, "completed", None)
 
 
-async def step_failed(conn: AsyncConnection, env: Envelope, event: OperationStepFailed) -> None:
-    if await _advance(conn, env, error_detail=event.detail):
-        await _step(conn, env, event.step, "failed", event.reason)
+async def step_failed(batch: Batch, env: Envelope, event: OperationStepFailed) -> None:
+    if _advance(batch, env, error_detail=event.detail):
+        _step(batch, env, event.step, "failed", event.reason)
 
 
-async def step_compensated(conn: AsyncConnection, env: Envelope, event: OperationStepCompensated) -> None:
-    if await _advance(conn, env):
-        await _step(conn, env, event.step, "compensated", None)
+async def step_compensated(batch: Batch, env: Envelope, event: OperationStepCompensated) -> None:
+    if _advance(batch, env):
+        _step(batch, env, event.step, "compensated", None)
 
 
-async def operation_failed(conn: AsyncConnection, env: Envelope, event: OperationFailed) -> None:
-    await _ended_without_effect(conn, env, event, OperationStatus.FAILED, error_detail=event.detail)
+async def operation_failed(batch: Batch, env: Envelope, event: OperationFailed) -> None:
+    _ended_without_effect(batch, env, event, OperationStatus.FAILED, error_detail=event.detail)
 
 
-async def operation_compensated(conn: AsyncConnection, env: Envelope, event: OperationCompensated) -> None:
-    await _ended_without_effect(conn, env, event, OperationStatus.COMPENSATED)
+async def operation_compensated(batch: Batch, env: Envelope, event: OperationCompensated) -> None:
+    _ended_without_effect(batch, env, event, OperationStatus.COMPENSATED)
 
 
-async def _ended_without_effect(
-    conn: AsyncConnection,
+def _ended_without_effect(
+    batch: Batch,
     env: Envelope,
     event: OperationFailed | OperationCompensated,
     status: OperationStatus,
     **details: str | None,
 ) -> None:
-    if not await _advance(conn, env, status=status, error=event.reason, **{k: v for k, v in details.items() if v}):
+    if not _advance(batch, env, status=status, error=event.reason, **{k: v for k, v in details.items() if v}):
         return
     if event.kind in BUSY:
         after = DatabaseStatus.FAILED if event.kind in CREATES_DATABASE else DatabaseStatus.AVAILABLE
-        await _set_database(conn, env, event, status=after)
+        _set_database(batch, env, event, status=after)
     elif event.kind is OperationKind.BACKUP:
-        await _set_backup(conn, env, None, status=BackupStatus.FAILED, error=event.reason)
+        _set_backup(batch, env, None, status=BackupStatus.FAILED, error=event.reason)
     elif event.kind is OperationKind.DELETE_BACKUP:
-        await _set_backup(conn, env, None, status=BackupStatus.COMPLETED)
-    await _audit(conn, env, action(event.kind), "database", event.database_id, status.value, {"reason": event.reason})
+        _set_backup(batch, env, None, status=BackupStatus.COMPLETED)
+    _audit(batch, env, action(event.kind), "database", event.database_id, status.value, {"reason": event.reason})
 
 
 # --- success events: one per operation kind -----------------------------------------------
 
 
-async def database_created(conn: AsyncConnection, env: Envelope, event: DatabaseCreated) -> None:
-    if await _succeeded(conn, env, event):
-        await _set_database(conn, env, event, status=DatabaseStatus.AVAILABLE)
+async def database_created(batch: Batch, env: Envelope, event: DatabaseCreated) -> None:
+    if _succeeded(batch, env, event):
+        _set_database(batch, env, event, status=DatabaseStatus.AVAILABLE)
 
 
-async def database_deleted(conn: AsyncConnection, env: Envelope, event: DatabaseDeleted) -> None:
-    if await _succeeded(conn, env, event):
+async def database_deleted(batch: Batch, env: Envelope, event: DatabaseDeleted) -> None:
+    if _succeeded(batch, env, event):
         deleted_at = event.writes_ended_at or env.occurred_at
-        await _set_database(conn, env, event, status=DatabaseStatus.DELETED, deleted_at=deleted_at)
+        _set_database(batch, env, event, status=DatabaseStatus.DELETED, deleted_at=deleted_at)
 
 
-async def database_reset(conn: AsyncConnection, env: Envelope, event: DatabaseReset) -> None:
-    if await _succeeded(conn, env, event):
-        await _set_database(conn, env, event, status=DatabaseStatus.AVAILABLE)
+async def database_reset(batch: Batch, env: Envelope, event: DatabaseReset) -> None:
+    if _succeeded(batch, env, event):
+        _set_database(batch, env, event, status=DatabaseStatus.AVAILABLE)
 
 
-async def database_restored(conn: AsyncConnection, env: Envelope, event: DatabaseRestored) -> None:
-    if await _succeeded(conn, env, event):
-        await _set_database(conn, env, event, status=DatabaseStatus.AVAILABLE)
+async def database_restored(batch: Batch, env: Envelope, event: DatabaseRestored) -> None:
+    if _succeeded(batch, env, event):
+        _set_database(batch, env, event, status=DatabaseStatus.AVAILABLE)
 
 
-async def credentials_rotated(conn: AsyncConnection, env: Envelope, event: CredentialsRotated) -> None:
-    if await _succeeded(conn, env, event):
-        await _set_database(
-            conn, env, event, status=DatabaseStatus.AVAILABLE, credentials_version=event.credentials_version
-        )
+async def credentials_rotated(batch: Batch, env: Envelope, event: CredentialsRotated) -> None:
+    if _succeeded(batch, env, event):
+        _set_database(batch, env, event, status=DatabaseStatus.AVAILABLE, credentials_version=event.credentials_version)
 
 
-async def backup_completed(conn: AsyncConnection, env: Envelope, event: BackupCompleted) -> None:
-    if await _succeeded(conn, env, event):
-        await _set_backup(
-            conn,
+async def backup_completed(batch: Batch, env: Envelope, event: BackupCompleted) -> None:
+    if _succeeded(batch, env, event):
+        _set_backup(
+            batch,
             env,
             event.backup_id,
             status=BackupStatus.COMPLETED,
@@ -368,32 +347,29 @@ async def backup_completed(conn: AsyncConnection, env: Envelope, event: BackupCo
         )
 
 
-async def backup_verified(conn: AsyncConnection, env: Envelope, event: BackupVerified) -> None:
-    if not await _succeeded(conn, env, event):
+async def backup_verified(batch: Batch, env: Envelope, event: BackupVerified) -> None:
+    if not _succeeded(batch, env, event):
         return
-    await _set_backup(
-        conn,
+    _set_backup(
+        batch,
         env,
         event.backup_id,
         last_verified_at=env.occurred_at,
         verify_duration_ms=event.duration_ms,
         verified_tables=event.tables,
     )
-    await conn.execute(
-        sa.update(DATABASES)
-        .where(DATABASES.c.id == event.database_id)
-        .values(last_verified_backup_id=event.backup_id, last_verified_restore_at=env.occurred_at)
-    )
+    verified = {"last_verified_backup_id": event.backup_id, "last_verified_restore_at": env.occurred_at}
+    batch.update(DATABASES, event.database_id, verified)
 
 
-async def backup_deleted(conn: AsyncConnection, env: Envelope, event: BackupDeleted) -> None:
-    if await _succeeded(conn, env, event):
-        await _set_backup(conn, env, event.backup_id, status=BackupStatus.DELETED)
+async def backup_deleted(batch: Batch, env: Envelope, event: BackupDeleted) -> None:
+    if _succeeded(batch, env, event):
+        _set_backup(batch, env, event.backup_id, status=BackupStatus.DELETED)
 
 
 # --- the table ------------------------------------------------------------------------------
 
-Projection = Callable[[AsyncConnection, Envelope, Any], Awaitable[None]]
+Projection = Callable[[Batch, Envelope, Any], Awaitable[None]]
 PROJECTIONS: dict[type[Payload], Projection] = {
     ProjectCreated: project_created,
     ProjectDeleted: project_deleted,
@@ -430,65 +406,69 @@ PROJECTIONS: dict[type[Payload], Projection] = {
 
 async def apply(conn: AsyncConnection, env: Envelope) -> None:
     """Apply one event inside the caller's transaction."""
-    event = env.payload()
-    projection = PROJECTIONS.get(type(event))
-    if projection is not None:
-        await projection(conn, env, event)
+    await apply_events(conn, [env])
+
+
+async def apply_events(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
+    """Apply events, in order, inside the caller's transaction: a few statements for all of them."""
+    batch = Batch(conn)
+    events = [(env, env.payload()) for env in envelopes]
+    await batch.load_operations(env.correlation_id for env, event in events if isinstance(event, OperationEvent))
+    for env, event in events:
+        projection = PROJECTIONS.get(type(event))
+        if projection is not None:
+            await projection(batch, env, event)
+    await batch.flush()
 
 
 # --- shared pieces --------------------------------------------------------------------------
 
 
-async def _advance(conn: AsyncConnection, env: Envelope, **values: Any) -> bool:
+def _advance(batch: Batch, env: Envelope, **values: Any) -> bool:
     """Move the operation to this event (and ``values``); ``False`` for an event already applied."""
-    values = {k: v.value if isinstance(v, OperationStatus) else v for k, v in values.items()}
-    moved = await conn.execute(
-        sa.update(OPERATIONS)
-        .where(OPERATIONS.c.id == env.correlation_id, OPERATIONS.c.last_sequence < env.sequence)
-        .values(last_sequence=env.sequence, updated_at=env.occurred_at, **values)
-    )
-    return bool(moved.rowcount)
-
-
-async def _succeeded(conn: AsyncConnection, env: Envelope, event: OperationEvent) -> bool:
-    """The operation succeeded (audited); ``False`` for an event already applied."""
-    if not await _advance(conn, env, status=OperationStatus.SUCCEEDED):
+    operation = batch.operation(env.correlation_id)
+    if operation is None or operation.last_sequence >= env.sequence:
         return False
-    await _audit(conn, env, action(event.kind), "database", event.database_id, "succeeded", {})
+    operation.last_sequence = env.sequence
+    values = {k: v.value if isinstance(v, OperationStatus) else v for k, v in values.items()}
+    batch.update(
+        OPERATIONS, env.correlation_id, {"last_sequence": env.sequence, "updated_at": env.occurred_at, **values}
+    )
     return True
 
 
-async def _set_backup(conn: AsyncConnection, env: Envelope, backup_id: uuid.UUID | None, **values: Any) -> None:
+def _succeeded(batch: Batch, env: Envelope, event: OperationEvent) -> bool:
+    """The operation succeeded (audited); ``False`` for an event already applied."""
+    if not _advance(batch, env, status=OperationStatus.SUCCEEDED):
+        return False
+    _audit(batch, env, action(event.kind), "database", event.database_id, "succeeded", {})
+    return True
+
+
+def _set_backup(batch: Batch, env: Envelope, backup_id: uuid.UUID | None, **values: Any) -> None:
     """Update a backup by id, or (``backup_id=None``) the one the operation is about."""
     if "status" in values:
         values["status"] = values["status"].value
-    target: Any = backup_id
     if backup_id is None:
-        target = sa.select(OPERATIONS.c.backup_id).where(OPERATIONS.c.id == env.correlation_id).scalar_subquery()
-    await conn.execute(sa.update(BACKUPS).where(BACKUPS.c.id == target).values(updated_at=env.occurred_at, **values))
+        operation = batch.operation(env.correlation_id)
+        backup_id = operation.backup_id if operation else None
+    if backup_id is not None:
+        batch.update(BACKUPS, backup_id, {"updated_at": env.occurred_at, **values})
 
 
-async def _step(conn: AsyncConnection, env: Envelope, name: str, status: str, detail: str | None) -> None:
+def _step(batch: Batch, env: Envelope, name: str, status: str, detail: str | None) -> None:
     values = {"status": status, "detail": detail, "updated_at": env.occurred_at}
-    await conn.execute(
-        insert(STEPS)
-        .values(operation_id=env.correlation_id, name=name, position=env.sequence, **values)
-        .on_conflict_do_update(index_elements=[STEPS.c.operation_id, STEPS.c.name], set_=values)
-    )
+    row = {"operation_id": env.correlation_id, "name": name, "position": env.sequence, **values}
+    batch.insert(STEPS, row, on_conflict=values)
 
 
-async def _set_database(
-    conn: AsyncConnection, env: Envelope, event: OperationEvent, *, status: DatabaseStatus, **values: Any
-) -> None:
-    await conn.execute(
-        sa.update(DATABASES)
-        .where(DATABASES.c.id == event.database_id)
-        .values(status=status.value, last_operation_id=env.correlation_id, updated_at=env.occurred_at, **values)
-    )
+def _set_database(batch: Batch, env: Envelope, event: OperationEvent, *, status: DatabaseStatus, **values: Any) -> None:
+    values = {"status": status.value, "last_operation_id": env.correlation_id, "updated_at": env.occurred_at, **values}
+    batch.update(DATABASES, event.database_id, values)
 
 
-async def _audit(
-    conn: AsyncConnection,
+def _audit(
+    batch: Batch,
     env: Envelope,
     action: str,
     resource_type: str,
@@ -497,19 +477,16 @@ async def _audit(
     detail: dict[str, Any],
 ) -> None:
     operation_id = env.correlation_id if env.sequence or env.type == OperationRequested.TYPE else None
-    await conn.execute(
-        insert(AUDIT)
-        .values(
-            id=env.id,
-            project_id=env.project_id,
-            occurred_at=env.occurred_at,
-            actor=env.actor,
-            action=action,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            operation_id=operation_id,
-            outcome=outcome,
-            detail=detail,
-        )
-        .on_conflict_do_nothing()
-    )
+    row = {
+        "id": env.id,
+        "project_id": env.project_id,
+        "occurred_at": env.occurred_at,
+        "actor": env.actor,
+        "action": action,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "operation_id": operation_id,
+        "outcome": outcome,
+        "detail": detail,
+    }
+    batch.insert(AUDIT, row, on_conflict=())

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumers.projector.service import LIVE, project_batch
+from consumers.projector.service import BATCH, LIVE, project_batch
 from readmodel.tables import CHECKPOINTS, READ_MODEL, create_tables
 from schemas.subjects import Subjects
 
@@ -62,7 +62,7 @@ async def replay_projection(
     reached = 0
     while reached < live_position:
         try:
-            msgs = [m for m in await sub.fetch(256, timeout=2.0) if m.metadata.sequence.stream <= live_position]
+            msgs = [m for m in await sub.fetch(BATCH, timeout=2.0) if m.metadata.sequence.stream <= live_position]
         except (NatsTimeout, TimeoutError):
             break
         if not msgs:

@@ -1,5 +1,6 @@
 """The projector process: fetch a batch of events, apply them, the audit rows and the
-checkpoint in ONE transaction, and ack only after it commits.
+checkpoint in ONE transaction (a few multi-row statements, ``readmodel.batch``), and ack only
+after it commits.
 
 Events are "written atomically and uniquely with tracking information about the position of
 the processed event": a batch redelivered after a crash is skipped up to the checkpoint.
@@ -18,12 +19,12 @@ from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from readmodel.projection import apply
+from readmodel.projection import apply_events
 from readmodel.tables import CHECKPOINTS
 from schemas.envelope import Envelope
 
 log = logging.getLogger("pgplane.projector")
-BATCH = 256
+BATCH = 1000
 LIVE = "live"
 
 
@@ -35,17 +36,17 @@ async def project_batch(conn: AsyncConnection, msgs: list[Msg], *, checkpoint_na
             sa.select(CHECKPOINTS.c.last_sequence).where(CHECKPOINTS.c.name == checkpoint_name).with_for_update()
         )
     ).scalar_one()
+    events = []
     for msg in msgs:
         sequence = msg.metadata.sequence.stream
         if sequence <= last:
             continue
         try:
-            envelope = Envelope.model_validate_json(msg.data)
+            events.append(Envelope.model_validate_json(msg.data))
         except (ValidationError, ValueError) as exc:
             log.error("skipping unreadable event at stream sequence %d: %s", sequence, exc)
-        else:
-            await apply(conn, envelope)
         last = sequence
+    await apply_events(conn, events)
     await conn.execute(sa.update(CHECKPOINTS).where(CHECKPOINTS.c.name == checkpoint_name).values(last_sequence=last))
     return int(last)
 

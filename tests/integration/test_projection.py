@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from devstack.cluster import CONTROL_ROLE, Cluster
 from infra.metadata import migrate
 from infra.metadata.engine import make_engine
-from readmodel.projection import PROJECTIONS, apply
+from readmodel.projection import PROJECTIONS, apply, apply_events
 from readmodel.tables import (
     AUDIT,
     BACKUPS,
@@ -100,13 +100,12 @@ class Operation:
         event = OperationRequested(
             kind=self.kind,
             database_id=self.database_id,
-            name="app",
             host_id="host-1",
             dbname=f"db_{self.database_id.hex}",
             role=f"u_{self.database_id.hex}",
             credentials_version=1,
             requested_at=T0,
-            **fields,
+            **{"name": "app", **fields},
         )
         return self._wrap(event, 0)
 
@@ -143,8 +142,8 @@ async def audit(conn: AsyncConnection, project_id: uuid.UUID) -> list[tuple[str,
 
 
 async def apply_all(conn: AsyncConnection, *events: Envelope) -> None:
-    for event in events:
-        await apply(conn, event)
+    """The events in one batch, as the projector applies them (``apply`` is one event alone)."""
+    await apply_events(conn, events)
 
 
 def test_every_event_that_changes_the_read_model_has_a_test() -> None:

@@ -1,0 +1,169 @@
+"""A batch of read-model writes, gathered in memory and written in a few multi-row statements.
+
+Projection functions state what an event does to a row — insert it, upsert it, update these
+columns — and ``Batch`` keeps one statement per row, merged from all the batch's writes to that
+row (``_merge`` says when two writes are one statement, exactly). ``flush`` then writes every
+row: the statements of the same shape on the same table go out together, an ``executemany``
+of updates or one multi-row ``INSERT``. Writes to different rows commute (the read model has no
+foreign keys and no statement reads another row), so only the order per row is kept; when two
+writes to one row cannot be merged, the second waits for a later round.
+
+The one thing projections read is the operation they advance: ``load_operations`` fetches them
+for the whole batch at once, and projections keep that state current as they go. Nothing else
+writes an existing operation row meanwhile: the API only inserts new ones, in the transaction
+that also queues their first event, and projector batches are serialised by the checkpoint lock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from readmodel.tables import OPERATIONS
+
+
+@dataclass
+class OperationState:
+    """What projections read of an operation: how far it got, and the backup it is about."""
+
+    last_sequence: int
+    backup_id: uuid.UUID | None
+
+
+@dataclass(frozen=True)
+class _Insert:
+    values: dict[str, Any]
+    on_conflict: frozenset[str] | None
+    """``None``: the row must be new; empty: an existing row is left alone; else the columns an
+    existing row takes from ``values``."""
+
+
+@dataclass(frozen=True)
+class _Update:
+    values: dict[str, Any]
+
+
+_Write = _Insert | _Update
+
+
+def _merge(first: _Write, then: _Write) -> _Write | None:
+    """One statement with the effect of ``first`` then ``then`` on the same row, if there is one.
+
+    An update after an insert: the row exists by then, whichever way the insert went, so the
+    update's columns join both the inserted values and those an existing row takes. An insert
+    after an insert: the row exists by then, so only the second's update part acts. An insert
+    after an update cannot be merged (whether the update found a row decides what happens).
+    """
+    if isinstance(then, _Update):
+        if isinstance(first, _Update):
+            return _Update(first.values | then.values)
+        taken = None if first.on_conflict is None else first.on_conflict | frozenset(then.values)
+        return _Insert(first.values | then.values, taken)
+    if isinstance(first, _Insert) and then.on_conflict is not None:
+        updated = {column: then.values[column] for column in then.on_conflict}
+        taken = None if first.on_conflict is None else first.on_conflict | then.on_conflict
+        return _Insert(first.values | updated, taken)
+    return None
+
+
+class Batch:
+    """The writes of one batch of events, inside the caller's transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self._rows: dict[tuple[sa.Table, tuple[Any, ...]], list[_Write]] = {}
+        self._operations: dict[uuid.UUID, OperationState | None] = {}
+
+    async def load_operations(self, ids: Iterable[uuid.UUID]) -> None:
+        wanted = list({i for i in ids if i not in self._operations})
+        if not wanted:
+            return
+        rows = await self.conn.execute(
+            sa.select(OPERATIONS.c.id, OPERATIONS.c.last_sequence, OPERATIONS.c.backup_id).where(
+                OPERATIONS.c.id.in_(wanted)
+            )
+        )
+        found = {row.id: OperationState(row.last_sequence, row.backup_id) for row in rows}
+        self._operations.update({i: found.get(i) for i in wanted})
+
+    def operation(self, operation_id: uuid.UUID) -> OperationState | None:
+        """The operation as this batch has left it so far; ``None`` when it does not exist."""
+        return self._operations[operation_id]
+
+    def insert_operation(self, operation_id: uuid.UUID, values: dict[str, Any], state: OperationState) -> None:
+        self.insert(OPERATIONS, {"id": operation_id, **values}, on_conflict=())
+        self._operations[operation_id] = state
+
+    def insert(self, table: sa.Table, values: dict[str, Any], *, on_conflict: Collection[str] | None = None) -> None:
+        """Insert a row; with ``on_conflict``, an existing row takes those columns (none: left alone)."""
+        key = tuple(values[column.name] for column in table.primary_key.columns)
+        self._write(table, key, _Insert(values, None if on_conflict is None else frozenset(on_conflict)))
+
+    def update(self, table: sa.Table, key: Any, values: dict[str, Any]) -> None:
+        """Set ``values`` on the row whose primary key is ``key`` (a tuple for a composite key), if it exists."""
+        self._write(table, key if isinstance(key, tuple) else (key,), _Update(values))
+
+    def _write(self, table: sa.Table, key: tuple[Any, ...], write: _Write) -> None:
+        writes = self._rows.setdefault((table, key), [])
+        if writes and (merged := _merge(writes[-1], write)) is not None:
+            writes[-1] = merged
+        else:
+            writes.append(write)
+
+    async def execute(self, statement: sa.Executable) -> None:
+        """A statement over many rows (a range delete): after everything stated so far."""
+        await self.flush()
+        await self.conn.execute(statement)
+
+    async def flush(self) -> None:
+        """Write everything stated so far: round by round, per table its updates, then its inserts
+        (an update may free a name a later insert takes), one statement per shape."""
+        rows, self._rows = self._rows, {}
+        depth = max((len(writes) for writes in rows.values()), default=0)
+        for position in range(depth):
+            shapes: dict[tuple[Any, ...], list[tuple[tuple[Any, ...], _Write]]] = {}
+            for (table, key), writes in rows.items():
+                if position < len(writes):
+                    write = writes[position]
+                    conflict = write.on_conflict if isinstance(write, _Insert) else None
+                    shape = (table, isinstance(write, _Insert), frozenset(write.values), conflict)
+                    shapes.setdefault(shape, []).append((key, write))
+            for (table, inserting, columns, conflict), keyed in sorted(shapes.items(), key=lambda s: s[0][1]):
+                if inserting:
+                    await self._insert(table, conflict, [write.values for _, write in keyed])
+                else:
+                    await self._update(table, columns, keyed)
+
+    async def _insert(self, table: sa.Table, conflict: frozenset[str] | None, rows: list[dict[str, Any]]) -> None:
+        statement = insert(table)
+        if conflict is not None:
+            keys = [column.name for column in table.primary_key.columns]
+            if conflict:
+                statement = statement.on_conflict_do_update(
+                    index_elements=keys, set_={name: statement.excluded[name] for name in conflict}
+                )
+            else:
+                statement = statement.on_conflict_do_nothing(index_elements=keys)
+        await self.conn.execute(statement, rows)
+
+    async def _update(
+        self, table: sa.Table, columns: frozenset[str], writes: list[tuple[tuple[Any, ...], _Write]]
+    ) -> None:
+        keys = list(table.primary_key.columns)
+        statement = (
+            sa.update(table)
+            .where(*(column == sa.bindparam(f"k_{column.name}") for column in keys))
+            .values({name: sa.bindparam(f"v_{name}") for name in columns})
+        )
+        params = [
+            {f"k_{column.name}": part for column, part in zip(keys, key, strict=True)}
+            | {f"v_{name}": value for name, value in write.values.items()}
+            for key, write in writes
+        ]
+        await self.conn.execute(statement, params)
