@@ -3,12 +3,17 @@
 A base backup covers the time from when it finished up to the archive time of the last segment
 of the unbroken run of WAL that starts where it started. A database's window is the union of
 its host's covered spans, cut to the plan's retention and to the database's own lifetime.
+
+While the host is up, the span whose WAL reaches the newest archived segment reaches the present
+too: a restore first seals the WAL (commit, switch, wait until archived), so everything written
+up to the request is archived before recovery needs it. The recovery point is then seconds; with
+the host down it is the archive lag.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from infra.wal import next_segment
@@ -19,6 +24,7 @@ class Span:
     base_backup_id: uuid.UUID
     start: datetime
     end: datetime
+    last_segment: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,8 +43,14 @@ def spans(bases: list[Base], segments: dict[str, datetime]) -> list[Span]:
         while segment in segments:
             last, segment = segment, next_segment(segment)
         if last is not None and last >= base.stop_segment and segments[last] >= base.finished_at:
-            found.append(Span(base_backup_id=base.id, start=base.finished_at, end=segments[last]))
+            found.append(Span(base_backup_id=base.id, start=base.finished_at, end=segments[last], last_segment=last))
     return found
+
+
+def reaching_now(found: list[Span], segments: dict[str, datetime], now: datetime) -> list[Span]:
+    """The spans of a host that is up: the ones unbroken up to the newest archived segment reach ``now``."""
+    newest = max(segments, default=None)
+    return [replace(s, end=max(s.end, now)) if s.last_segment == newest else s for s in found]
 
 
 def missing_after(bases: list[Base], segments: dict[str, datetime], moment: datetime) -> str | None:

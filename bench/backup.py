@@ -18,7 +18,9 @@ process used meanwhile (pg_dump, a child of the agent, is not counted in the age
 also the stored object size, the dump bytes and the agent's peak RSS: its ``VmHWM``, reset
 through ``/proc/<pid>/clear_refs`` before the backup and read after it. The ratio is ours/raw
 throughput of database size, i.e. raw time / our time, by best and by median run; the targets
-are a median ratio of at least 0.85 and a peak RSS under 200 MB. Prints JSON.
+are a median ratio of at least 0.85 and a peak RSS under 200 MB. Then one backup of ours per
+compression level in ``BENCH_BACKUP_LEVELS`` (default 0,1,9; the rounds use pg_dump's default):
+time and stored size. Prints JSON.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ POLL_SECONDS = 0.5
 MB = 10**6
 RATIO_TARGET = 0.85
 PEAK_RSS_TARGET_MB = 200
+LEVELS = [int(level) for level in os.environ.get("BENCH_BACKUP_LEVELS", "0,1,9").split(",") if level]
 
 CREATE_TABLE = """
 CREATE TABLE events (
@@ -217,6 +220,26 @@ async def our_backup(stack: Stack, http: httpx.AsyncClient, database_id: str) ->
     }
 
 
+async def compression_levels(
+    stack: Stack, http: httpx.AsyncClient, database_id: str, database_bytes: int
+) -> list[dict[str, Any]]:
+    """One backup of ours per ``PGPLANE_BACKUP_COMPRESSION_LEVEL`` (the agent restarted with it):
+    what the setting trades, time against stored size."""
+    found = []
+    for level in LEVELS:
+        stack.stop_process("agent")
+        stack.start_process("agent", {"PGPLANE_BACKUP_COMPRESSION_LEVEL": str(level)})
+        ours = await our_backup(stack, http, database_id)
+        found.append(
+            {"level": level, "seconds": round(ours["seconds"], 2), "stored_mb": round(ours["stored_bytes"] / MB, 1)}
+            | throughput(ours["seconds"], ours["dump_bytes"], database_bytes)
+        )
+        progress(f"compression level {level}: {ours['seconds']:.1f} s, {ours['stored_bytes'] / MB:.0f} MB")
+    stack.stop_process("agent")
+    stack.start_process("agent")
+    return found
+
+
 async def run(stack: Stack, raw_dir: Path) -> dict[str, Any]:
     async with httpx.AsyncClient(
         base_url=f"{stack.api_url}/api/v1", timeout=120, headers={"Authorization": f"Bearer {stack.admin_token}"}
@@ -247,6 +270,7 @@ async def run(stack: Stack, raw_dir: Path) -> dict[str, Any]:
             ours = await our_backup(stack, http, database_id)
             our_runs.append({"round": round_} | ours | throughput(ours["seconds"], ours["dump_bytes"], database_bytes))
             progress(f"round {round_}: ours {ours['seconds']:.1f} s")
+        compression = await compression_levels(stack, http, database_id, database_bytes)
     raw, ours_summary = summary(raw_runs, database_bytes), summary(our_runs, database_bytes)
     peak_rss_mb = max(run["agent_peak_rss_mb"] for run in our_runs)
     ratio_best = round(ours_summary["best"]["database_mb_per_s"] / raw["best"]["database_mb_per_s"], 3)
@@ -265,6 +289,7 @@ async def run(stack: Stack, raw_dir: Path) -> dict[str, Any]:
         "warmup_raw_seconds": round(warmup_seconds, 2),
         "raw": {"runs": raw_runs} | raw,
         "ours": {"runs": our_runs} | ours_summary | {"agent_peak_rss_mb": peak_rss_mb},
+        "compression_levels": compression,
         "ratio_throughput_best": ratio_best,
         "ratio_throughput_median": ratio_median,
         "targets": {

@@ -39,6 +39,9 @@ host    replication  all 127.0.0.1/32  scram-sha-256
 CONTROL_ROLE = "pgplane_control"
 ADMIN_NATS_USER = "admin"
 SUPERUSER = "postgres"
+MAX_CONNECTIONS = 1200
+"""A full host (PGPLANE_HOST_MAX_DATABASES, 1,000) with one idle session per database, one database
+at its connection limit, and the platform's own connections, with room to spare."""
 
 
 @dataclass
@@ -119,7 +122,11 @@ class Cluster:
         stop_stale_postmaster(data)
         self._write_pg_hba(data)
         owned_dir(self.socket_dir).chmod(0o700)  # only PostgreSQL's own user (PgBouncer's too) enters
-        options = ["listen_addresses=127.0.0.1", f"unix_socket_directories={self.socket_dir}"]
+        options = [
+            "listen_addresses=127.0.0.1",
+            f"unix_socket_directories={self.socket_dir}",
+            f"max_connections={MAX_CONNECTIONS}",
+        ]
         if self.wal_archive:
             owned_dir(self.wal_spool)
             options += [
@@ -163,7 +170,7 @@ class Cluster:
             raise RuntimeError(f"initdb failed:\n{tail(log)}")
         with (data / "postgresql.conf").open("a") as conf:
             conf.write(
-                "\n# pgplane local stack\nmax_connections = 400\nshared_buffers = 128MB\n"
+                "\n# pgplane local stack\nshared_buffers = 128MB\n"
                 "password_encryption = 'scram-sha-256'\nwal_level = replica\n"
             )
 

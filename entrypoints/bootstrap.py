@@ -199,6 +199,7 @@ async def run_agent(
             backup_keys=settings.keys(),
             work_dir=settings.agent_work_dir.resolve(),
             deadline_seconds=settings.backup_deadline_seconds,
+            dump_compression=settings.backup_compression_level,
             host_id=settings.host_id,
             wal_spool=settings.wal_spool_dir,
             faults=faults,

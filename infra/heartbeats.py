@@ -12,6 +12,7 @@ import logging
 from datetime import UTC, datetime
 
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from schemas.subjects import Subjects
 
@@ -39,6 +40,14 @@ class Heartbeats:
                 log.warning("heartbeat %s failed; retrying", name, exc_info=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
+
+    async def last(self, name: str) -> datetime | None:
+        """The last heartbeat of one process; ``None`` if it never sent one."""
+        try:
+            message = await self._js.get_last_msg(self._subjects.heartbeats_stream, self._subjects.heartbeat(name))
+        except NotFoundError:
+            return None
+        return datetime.fromisoformat(json.loads(message.data or b"{}")["at"])
 
     async def read(self) -> dict[str, datetime]:
         """The last heartbeat of every process that ever sent one, by name."""

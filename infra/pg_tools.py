@@ -106,14 +106,16 @@ async def _streamed(what: str, args: list[str], env: dict[str, str]) -> AsyncIte
 
 
 @contextlib.asynccontextmanager
-async def pg_dump(dsn: str, dbname: str) -> AsyncIterator[ToolOutput]:
-    """``pg_dump -Fc`` of one database as a byte stream; leaving the block early kills it.
+async def pg_dump(dsn: str, dbname: str, *, compression: int | None = None) -> AsyncIterator[ToolOutput]:
+    """``pg_dump -Fc`` of one database as a byte stream (``compression``: its zlib level, 0-9);
+    leaving the block early kills it.
 
     The stream raises ``PgToolError`` at its end when pg_dump failed, so a truncated dump can
     never pass for a complete one.
     """
     conninfo, env = tool_args(dsn, dbname)
-    async with _streamed("pg_dump", ["--format=custom", f"--dbname={conninfo}"], env) as output:
+    level = [] if compression is None else [f"--compress={compression}"]
+    async with _streamed("pg_dump", ["--format=custom", *level, f"--dbname={conninfo}"], env) as output:
         yield output
 
 

@@ -21,6 +21,12 @@ import psycopg
 from infra.secrets import scram_verifier
 
 ADMIN_USER = "pgbouncer_admin"
+SERVER_IDLE_TIMEOUT = 10
+"""Seconds an unused server connection stays open (PgBouncer's default, 600, let the login check
+of every new database hold a PostgreSQL backend for ten minutes: a burst of creations filled
+``max_connections``)."""
+QUERY_WAIT_TIMEOUT = 30
+"""Seconds a client waits for a server connection before a clear error (PgBouncer's default: 120)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,8 +47,10 @@ auth_type = scram-sha-256
 auth_file = {directory / "userlist.txt"}
 admin_users = {ADMIN_USER}
 pool_mode = {pool_mode}
-max_client_conn = 2000
+max_client_conn = 4000
 default_pool_size = 10
+server_idle_timeout = {SERVER_IDLE_TIMEOUT}
+query_wait_timeout = {QUERY_WAIT_TIMEOUT}
 ignore_startup_parameters = extra_float_digits,options
 logfile = {directory / "pgbouncer.log"}
 pidfile = {directory / "pgbouncer.pid"}

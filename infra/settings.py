@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     )
     host_private_key: SecretStr | None = None
     tenant_connection_limit: int = 20
+    host_max_databases: int = Field(
+        default=1000,
+        ge=1,
+        description="Databases a data host admits; size it so that one idle session per database plus one"
+        " database at its connection limit fit in PostgreSQL's max_connections.",
+    )
     verifier_check_seconds: float = Field(default=60.0, gt=0, description="How often the agent looks for drift.")
     agent_concurrency: int = 8
 
@@ -67,6 +73,12 @@ class Settings(BaseSettings):
     )
     backup_key_id: str | None = None
     agent_work_dir: Path = Path(".pgplane/agent-work")
+    backup_compression_level: int | None = Field(
+        default=None,
+        ge=0,
+        le=9,
+        description="pg_dump's zlib level for backups: 0 (none, fastest) to 9 (smallest); unset: pg_dump's default.",
+    )
     backup_deadline_seconds: float = Field(default=6 * 3600, gt=0, description="A backup or restore step's limit.")
     backup_retention_days_free: int = Field(default=7, ge=1, description="A deleted database's backups stay...")
     backup_retention_days_pro: int = Field(default=30, ge=1, description="...this long, by plan.")

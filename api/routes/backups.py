@@ -66,7 +66,7 @@ async def delete_backup(*, principal: CurrentPrincipal, mutation: MutationDep, b
 
 
 @router.post(
-    "/backups/{backup_id}/restore", status_code=202, response_model=Accepted, responses=errors(413, 415, 404, 409)
+    "/backups/{backup_id}/restore", status_code=202, response_model=Accepted, responses=errors(413, 415, 404, 409, 503)
 )
 async def restore_backup(
     *, principal: CurrentPrincipal, mutation: MutationDep, backup_id: uuid.UUID, body: RestoreRequest

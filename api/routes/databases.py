@@ -15,7 +15,7 @@ from api.usecases.loading import database_public, load_database
 router = APIRouter(prefix="/databases", tags=["databases"], responses=errors(401, 422, 429))
 
 
-@router.post("", status_code=202, response_model=Accepted, responses=errors(413, 415, 404, 409))
+@router.post("", status_code=202, response_model=Accepted, responses=errors(413, 415, 404, 409, 503))
 async def create_database(*, principal: CurrentPrincipal, mutation: MutationDep, body: DatabaseCreate) -> Accepted:
     """Create a database; 202 with the operation that provisions it."""
     principal.check_project(body.project_id)

@@ -23,7 +23,9 @@ async def read_restore_window(
         return await point_in_time.read_restore_window(conn, platform, principal, database_id)
 
 
-@router.post("/{database_id}/restore", status_code=202, response_model=Accepted, responses=errors(413, 415, 404, 409))
+@router.post(
+    "/{database_id}/restore", status_code=202, response_model=Accepted, responses=errors(413, 415, 404, 409, 503)
+)
 async def restore_point_in_time(
     *, principal: CurrentPrincipal, mutation: MutationDep, database_id: uuid.UUID, body: PointInTimeRestoreRequest
 ) -> Accepted:

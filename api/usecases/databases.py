@@ -63,9 +63,27 @@ async def reserve_name(platform: Platform, conn: AsyncConnection, project_id: uu
     return str(project.plan)
 
 
+async def ensure_host_room(platform: Platform, conn: AsyncConnection) -> None:
+    """The data host admits one more database, or a 503: a full host is refused at once, never
+    left to make tenants wait for a server connection. Creations on one host are serialised by
+    a transaction lock, so concurrent ones cannot overfill it."""
+    host_id = platform.settings.host_id
+    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"pgplane.host:{host_id}"))))
+    live = sa.and_(DATABASES.c.host_id == host_id, DATABASES.c.status.not_in(GONE))
+    count = (await conn.execute(sa.select(sa.func.count()).where(live))).scalar_one()
+    if count >= platform.settings.host_max_databases:
+        raise ApiError(
+            503,
+            "capacity_exhausted",
+            f"the data host is full ({platform.settings.host_max_databases} databases): no new database can be"
+            " placed until one is deleted or capacity is added",
+        )
+
+
 async def new_identity(platform: Platform, conn: AsyncConnection, project_id: uuid.UUID, name: str) -> NewIdentity:
-    """Reserve ``name`` in the project and make the identity of a new database."""
+    """Reserve ``name`` in the project, check the host has room, and make the identity of a new database."""
     await reserve_name(platform, conn, project_id, name)
+    await ensure_host_room(platform, conn)
     database_id = uuid.uuid4()
     verifier, sealed = await store_password(platform, conn, database_id, 1)
     return NewIdentity(

@@ -4,10 +4,12 @@ anything runs (a moment in the future, outside the window or not covered by arch
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import nats.errors
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -16,17 +18,21 @@ from api.errors import ApiError, not_found
 from api.models import Accepted, PointInTimeRestoreRequest, PointInTimeToNewDatabase, RestoreWindowPublic
 from api.platform import Platform
 from api.principal import Principal
-from api.restore_window import Base, Span, choose, missing_after, spans
+from api.restore_window import Base, Span, choose, missing_after, reaching_now, spans
 from api.usecases.databases import new_identity
 from api.usecases.loading import check_created, load_database
 from api.usecases.operations import accept_operation, ensure_idle
+from infra.heartbeats import STALE_SECONDS
 from readmodel.tables import BASE_BACKUPS, GONE, PROJECTS, WAL_SEGMENTS
 from schemas.commands import RestorePointInTime, RestorePointInTimeToNewDatabase
 
+HEARTBEAT_READ_SECONDS = 2.0
+
 
 class Window:
-    """The moments a database can be restored to: its host's covered spans, cut to the plan's
-    retention, the database's lifetime and, once it is deleted, the end of its writes."""
+    """The moments a database can be restored to: its host's covered spans (up to now while the
+    host is up), cut to the plan's retention, the database's lifetime and, once it is deleted,
+    the end of its writes."""
 
     def __init__(
         self,
@@ -36,12 +42,14 @@ class Window:
         *,
         floor: datetime,
         ceiling: datetime | None,
+        host_up: bool,
     ) -> None:
         self.spans = [s for s in found if s.end >= floor and (ceiling is None or s.start <= ceiling)]
         self.bases = bases
         self.segments = segments
         self.floor = floor
         self.ceiling = ceiling
+        self.host_up = host_up
 
     @property
     def earliest(self) -> datetime | None:
@@ -97,14 +105,28 @@ async def window(conn: AsyncConnection, platform: Platform, database: Row[Any]) 
             )
         )
     }
-    retention = datetime.now(UTC) - timedelta(days=platform.settings.pitr_window_days(str(plan)))
+    now = datetime.now(UTC)
+    retention = now - timedelta(days=platform.settings.pitr_window_days(str(plan)))
+    up = await _host_up(platform, database.host_id, now)
+    found = spans(bases, segments)
     return Window(
-        spans(bases, segments),
+        reaching_now(found, segments, now) if up else found,
         bases,
         segments,
         floor=max(retention, database.created_at),
         ceiling=database.deleted_at,
+        host_up=up,
     )
+
+
+async def _host_up(platform: Platform, host_id: str, now: datetime) -> bool:
+    """The host's agent sent a heartbeat lately (a bus that does not answer says: not known up)."""
+    try:
+        async with asyncio.timeout(HEARTBEAT_READ_SECONDS):
+            last = await platform.heartbeats.last(f"agent.{host_id}")
+    except (TimeoutError, nats.errors.Error):
+        return False
+    return last is not None and (now - last).total_seconds() <= STALE_SECONDS
 
 
 async def read_restore_window(
@@ -121,6 +143,7 @@ async def read_restore_window(
         last_archived_at=last[1] if last else None,
         archive_lag_seconds=round((datetime.now(UTC) - last[1]).total_seconds()) if last else None,
         base_backups=len(found.bases),
+        host_up=found.host_up,
     )
 
 

@@ -43,6 +43,8 @@ class Host:
     wal_spool: Path | None = None
     faults: Faults = NO_FAULTS
     login_attempts: int = 5
+    dump_compression: int | None = None
+    """pg_dump's compression level for backups (``None``: pg_dump's default)."""
 
     async def reroute(self) -> None:
         await self.bouncer.apply(await self.ledger.routes())

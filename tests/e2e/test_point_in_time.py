@@ -274,6 +274,55 @@ async def test_a_deleted_database_restores_up_to_its_deletion(pitr: PlatformClie
     assert rows(copy_uri, "sentinel") == [(1, noted[-1][1])]
 
 
+async def base_backup_taken(client: PlatformClient, tenant: Tenant, database_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    while (found := await window(client, tenant, database_id))["base_backups"] == 0:
+        assert time.monotonic() < deadline, "the host never took its first base backup"
+        await asyncio.sleep(0.5)
+    return found
+
+
+async def test_a_moment_seconds_old_restores_exactly(pitr: PlatformClient) -> None:
+    """While the host is up the window reaches the present: no waiting for a WAL segment to fill
+    or for archive_timeout, and a moment 5 s old comes back exactly."""
+    client, stack = pitr, pitr.stack
+    tenant = await client.tenant()
+    first_id, _ = await ready_database(client, tenant, "first")
+    await base_backup_taken(client, tenant, first_id)
+    database_id, uri = await ready_database(client, tenant, "recent")
+    opened = await window(client, tenant, database_id)
+    assert opened["host_up"] and opened["earliest"] is not None, opened  # open from the start
+    with connect(uri) as conn:
+        conn.execute("CREATE TABLE sentinel (id int PRIMARY KEY, value text NOT NULL)")
+        conn.execute("INSERT INTO sentinel VALUES (1, 'before')")
+    await asyncio.sleep(0.2)
+    moment = db_now(uri)
+    await asyncio.sleep(0.2)
+    with connect(uri) as conn:
+        conn.execute("UPDATE sentinel SET value = 'after'")
+    committed = db_now(uri)
+    latest = datetime.fromisoformat((await window(client, tenant, database_id))["latest"])
+    assert latest >= committed  # the window's end is the present, not the last archived segment
+    await asyncio.sleep(max(0.0, 5 - (db_now(uri) - moment).total_seconds()))
+    operation = await restore_to(client, tenant, database_id, moment)
+    assert operation["status"] == "succeeded", operation
+    assert rows(uri, "sentinel") == [(1, "before")]
+
+    stack.stop_process("agent")  # a host that does not answer: the window ends at the archive again
+    try:
+        deadline = time.monotonic() + 60
+        while (down := await window(client, tenant, database_id))["host_up"]:
+            assert time.monotonic() < deadline, "the agent's heartbeat never went stale"
+            await asyncio.sleep(1)
+        assert down["latest"] == down["last_archived_at"] or down["latest"] is None, down
+        body = {"point_in_time": db_now(uri).isoformat(), "target": "in_place"}
+        refused = await client.http.post(f"/databases/{database_id}/restore", json=body, headers=tenant.headers)
+        assert refused.status_code == 422, refused.text
+        assert "not covered by archived WAL" in refused.json()["error"]["message"]
+    finally:
+        stack.start_process("agent")
+
+
 async def test_missing_wal_segment_fails_loudly_and_changes_nothing(pitr: PlatformClient) -> None:
     client, stack = pitr, pitr.stack
     tenant = await client.tenant()

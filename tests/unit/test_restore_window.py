@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from api.restore_window import Base, choose, missing_after, spans
+from api.restore_window import Base, choose, missing_after, reaching_now, spans
 from infra.wal import next_segment
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -50,3 +50,17 @@ def test_a_base_backup_covers_up_to_its_last_unbroken_segment() -> None:
 
 def test_a_base_backup_whose_own_wal_is_incomplete_covers_nothing() -> None:
     assert spans([base(2, 5, 5.5)], archived(range(2, 5))) == []
+
+
+def test_while_the_host_is_up_the_span_reaching_the_newest_segment_reaches_now() -> None:
+    old, gapped, newest = base(2, 3, 3.5), base(10, 11, 11.5), base(14, 15, 15.5)
+    segments = archived([*range(2, 8), *range(10, 20)])  # segments 8 and 9 are missing
+    now = T0 + timedelta(hours=2)
+    found = reaching_now(spans([old, gapped, newest], segments), segments, now)
+    assert [(s.base_backup_id, s.end) for s in found] == [
+        (old.id, T0 + timedelta(minutes=7)),  # its WAL stops at the gap: a restore cannot seal past it
+        (gapped.id, now),
+        (newest.id, now),
+    ]
+    assert choose(found, now - timedelta(seconds=5)) == found[2]
+    assert reaching_now([], segments, now) == []

@@ -83,7 +83,7 @@ class NewBackup(BackupObject):
         hasher, dumped = hashlib.sha256(), 0
 
         async def upload() -> int:
-            async with pg_dump(self.host.admin_dsn, cmd.dbname) as dump:
+            async with pg_dump(self.host.admin_dsn, cmd.dbname, compression=self.host.dump_compression) as dump:
 
                 async def plaintext() -> AsyncIterator[bytes]:
                     nonlocal dumped
