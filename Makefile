@@ -21,6 +21,7 @@ bench: deps
 	$(PY) -m bench.backup
 	$(PY) -m bench.pitr
 	$(PY) -m bench.projector
+	$(PY) -m bench.fleet
 
 deps: system-deps
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv

@@ -7,10 +7,14 @@ databases (default 1,000), each with an idle tenant session open, in one run.
     reported), then one tenant session opened on each and left idle;
 (c) full: (a) again, next to the fleet and its idle sessions; then a tenant of the fleet opens
     a second session and queries (it must not wait for a server connection);
-and PgBouncer's ``RELOAD`` (rereading every route) timed on the empty host and the full one.
+and, beside (a) and (c), the raw DDL of each operation (create role, database, revoke; a new
+password; drop database and role) through the agent's own statements, ``BENCH_N`` times, and
+PgBouncer's ``RELOAD`` (rereading every route): what PostgreSQL and PgBouncer themselves pay for
+the fleet.
 
-Prints JSON: p50/p95 per operation for (a) and (c), ``ratio_p50_fleet_<operation>`` = (c)/(a)
-(target ≤ 1.3), the fill rate, the newcomer's connect-and-query time, and the reload times.
+Prints JSON: p50/p95 per operation for ours and raw, empty and full,
+``ratio_p50_fleet_<operation>`` = ours full / ours empty (target ≤ 1.3) with raw's own growth
+beside it, the fill rate, the newcomer's connect-and-query time, and the reload times.
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ from typing import Any
 
 import httpx
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 from devstack.cluster import Cluster
 from devstack.stack import Stack
 from devstack.state import scratch_root
+from infra.host_postgres import HostPostgres
 from infra.pgbouncer import PgBouncer
+from infra.secrets import new_password, scram_verifier
 
 FLEET = int(os.environ.get("BENCH_FLEET", "1000"))
 N = int(os.environ.get("BENCH_N", "20"))
@@ -82,6 +89,28 @@ async def timed_lifecycles(api: Api) -> dict[str, dict[str, float]]:
         start = time.perf_counter()
         await api.wait(await api.http.delete(f"/databases/{database_id}"))
         samples["delete"].append(time.perf_counter() - start)
+    return {name: summary(values) for name, values in samples.items()}
+
+
+async def raw_ddl(cluster: Cluster) -> dict[str, dict[str, float]]:
+    samples: dict[str, list[float]] = {name: [] for name in OPERATIONS}
+    async with AsyncConnectionPool(cluster.superuser_dsn(), min_size=1, max_size=2, open=False) as pool:
+        host = HostPostgres(pool)
+        for _ in range(N):
+            ident = uuid.uuid4().hex
+            dbname, role = f"raw_{ident}", f"rawu_{ident}"
+            start = time.perf_counter()
+            await host.ensure_role(role, verifier=scram_verifier(new_password()), connection_limit=20)
+            await host.ensure_database(dbname, owner=role)
+            await host.revoke_public(dbname, owner=role)
+            samples["create"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            await host.set_password(role, verifier=scram_verifier(new_password()))
+            samples["rotate"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            await host.drop_database(dbname)
+            await host.drop_role(role)
+            samples["delete"].append(time.perf_counter() - start)
     return {name: summary(values) for name, values in samples.items()}
 
 
@@ -140,11 +169,13 @@ async def run(stack: Stack) -> dict[str, Any]:
         api = Api(http, project["id"])
         reload_empty = await reload_seconds(stack)
         empty = await timed_lifecycles(api)
+        raw_empty = await raw_ddl(stack.cluster)
         fleet, fill_seconds = await fill(api)
         sessions = await idle_sessions(api, fleet)
         try:
             reload_full = await reload_seconds(stack)
             full = await timed_lifecycles(api)
+            raw_full = await raw_ddl(stack.cluster)
             second_session = await newcomer(api, fleet[0])
         finally:
             for session in sessions:
@@ -155,12 +186,17 @@ async def run(stack: Stack) -> dict[str, Any]:
         "idle_sessions": len(sessions),
         "fill": {"seconds": round(fill_seconds, 1), "creates_per_second": round(FLEET / fill_seconds, 1)},
         "ours": {"empty_host": empty, "full_host": full},
+        "raw": {"empty_host": raw_empty, "full_host": raw_full},
         "pgbouncer_reload_ms": {
             "routes_0": round(reload_empty * 1000, 1),
             f"routes_{FLEET}": round(reload_full * 1000, 1),
         },
         "second_session_on_full_host_ms": round(second_session * 1000, 1),
         **{f"ratio_p50_fleet_{name}": round(full[name]["p50_ms"] / empty[name]["p50_ms"], 2) for name in OPERATIONS},
+        "raw_growth": {
+            f"ratio_p50_fleet_{name}": round(raw_full[name]["p50_ms"] / raw_empty[name]["p50_ms"], 2)
+            for name in OPERATIONS
+        },
     }
 
 

@@ -3,7 +3,9 @@
 (a) raw: the same statements the agent runs (role with SCRAM verifier, database, revoke,
     PgBouncer route + RELOAD, a login through PgBouncer) straight through psycopg;
 (b) ours: POST /databases → poll GET /operations/{id} until ``succeeded``.
-Each sequentially (N times) and 50 at once, on the same cluster. Prints JSON.
+Each sequentially (N times), 50 at once, then sustained: ``BENCH_CLIENTS`` clients (default
+20) creating one database after another for ``BENCH_SUSTAIN_SECONDS`` (default 60), counted as
+creates finished per second. Same cluster. Prints JSON.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from infra.secrets import new_password, scram_verifier
 
 N = int(os.environ.get("BENCH_N", "50"))
 CONCURRENT = int(os.environ.get("BENCH_CONCURRENT", "50"))
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "20"))
+SUSTAIN_SECONDS = float(os.environ.get("BENCH_SUSTAIN_SECONDS", "60"))
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -53,6 +57,29 @@ async def measure(fn: Callable[[], Awaitable[None]]) -> dict[str, Any]:
     return {
         "sequential": summary(sequential),
         "concurrent": summary([c for c in concurrent if isinstance(c, float)]) | {"failed": len(failures)},
+        "sustained": await sustained(fn),
+    }
+
+
+async def sustained(fn: Callable[[], Awaitable[None]]) -> dict[str, Any]:
+    """``CLIENTS`` clients, each creating until the time is up; creates finished per second."""
+    finished, failed = 0, 0
+    deadline = time.perf_counter() + SUSTAIN_SECONDS
+
+    async def client() -> None:
+        nonlocal finished, failed
+        while time.perf_counter() < deadline:
+            try:
+                await fn()
+                finished += 1
+            except Exception:
+                failed += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    elapsed = time.perf_counter() - start
+    return {"clients": CLIENTS, "seconds": round(elapsed, 1), "creates_per_second": round(finished / elapsed, 2)} | {
+        "failed": failed
     }
 
 
@@ -138,6 +165,9 @@ async def main() -> None:
                 "ours": our,
                 "ratio_p50_sequential": round(our["sequential"]["p50_ms"] / raw["sequential"]["p50_ms"], 2),
                 "ratio_p50_concurrent": round(our["concurrent"]["p50_ms"] / raw["concurrent"]["p50_ms"], 2),
+                "ratio_sustained_creates": round(
+                    our["sustained"]["creates_per_second"] / raw["sustained"]["creates_per_second"], 2
+                ),
             },
             indent=2,
         )

@@ -4,10 +4,17 @@ on permanent failure.
 The ledger decides everything: a finished operation re-publishes its recorded events and
 does nothing else; one that crashed resumes at the first unrecorded step; one whose step
 failed permanently (recorded as ``StepFailed``) goes on compensating, never forward again.
+
+Each event is recorded before it is announced, and announced without the saga waiting for
+JetStream's ack: an ``Announcer`` sends a run's events strictly in order, each after the ack of
+the one before, while the saga goes on with its next step; the run ends only when the last ack
+is in (the agent acks the command after that). A publish that fails stops the ones after it,
+and the redelivered command re-publishes the whole history, in order, under the same ids.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +42,35 @@ Publish = Callable[[Envelope], Awaitable[None]]
 FIRST_AGENT_SEQUENCE = 2  # 0 is the API's OperationRequested, 1 the command itself
 
 
+class Announcer:
+    """A run's events published in order, each after the previous one's ack, none awaited by the saga."""
+
+    def __init__(self, publish: Publish) -> None:
+        self._publish = publish
+        self._last: asyncio.Task[None] | None = None
+
+    def announce(self, envelope: Envelope) -> None:
+        previous = self._last
+
+        async def after_previous() -> None:
+            if previous is not None:
+                await previous  # a failed publish stops every later one: the stream keeps the order
+            await self._publish(envelope)
+
+        self._last = asyncio.create_task(after_previous())
+
+    async def flush(self) -> None:
+        """Wait until every event announced so far is stored (or raise why one was not)."""
+        if self._last is not None:
+            await self._last
+
+    async def abandon(self) -> None:
+        """The run failed: stop publishing (the redelivered command re-publishes its history)."""
+        if self._last is not None:
+            self._last.cancel()
+            await asyncio.gather(self._last, return_exceptions=True)
+
+
 @dataclass(kw_only=True)
 class SagaRunner:
     host: Host
@@ -45,9 +81,14 @@ class SagaRunner:
 
     async def run(self, command: Envelope) -> None:
         run = await self._start(command)
-        await run.republish()
-        if not run.finished:
-            await self._drive(run)
+        try:
+            run.republish()
+            if not run.finished:
+                await self._drive(run)
+            await run.announcer.flush()
+        except BaseException:
+            await run.announcer.abandon()
+            raise
         await self._clean_up(command)
 
     async def _drive(self, run: _Run) -> None:
@@ -65,16 +106,22 @@ class SagaRunner:
     async def dead_letter(self, command: Envelope, reason: str, *, detail: str | None = None) -> None:
         """Give up on a command that kept failing: undo what it did, then say ``failed``."""
         run = await self._start(command)
-        await run.republish()
-        if not run.finished:
-            try:
-                await run.undo_completed()
-            except Exception as exc:
-                reason = (
-                    f"{reason}; undoing its completed steps failed too: what they made may still be on the data host"
-                )
-                detail = "; ".join(filter(None, [detail, f"undo: {type(exc).__name__}: {exc}"]))
-            await run.emit(OperationFailed, reason=reason, detail=detail, dead_lettered=True)
+        try:
+            run.republish()
+            if not run.finished:
+                try:
+                    await run.undo_completed()
+                except Exception as exc:
+                    reason = (
+                        f"{reason}; undoing its completed steps failed too:"
+                        " what they made may still be on the data host"
+                    )
+                    detail = "; ".join(filter(None, [detail, f"undo: {type(exc).__name__}: {exc}"]))
+                await run.emit(OperationFailed, reason=reason, detail=detail, dead_lettered=True)
+            await run.announcer.flush()
+        except BaseException:
+            await run.announcer.abandon()
+            raise
         await self._clean_up(command)
 
     async def _clean_up(self, command: Envelope) -> None:
@@ -106,6 +153,7 @@ class _Run:
         self.cmd = cmd
         self.saga = saga
         self.history = history
+        self.announcer = Announcer(runner.publish)
 
     @property
     def finished(self) -> bool:
@@ -119,9 +167,9 @@ class _Run:
         failed = self._steps_with(OperationStepFailed.TYPE)
         return failed[0] if failed else None
 
-    async def republish(self) -> None:
+    def republish(self) -> None:
         for envelope in self.history:
-            await self.runner.publish(envelope)
+            self.announcer.announce(envelope)
 
     async def emit(self, event: type[OperationEvent], **data: Any) -> None:
         await self._record(event(kind=self.cmd.KIND, database_id=self.cmd.database_id, **data))
@@ -137,7 +185,7 @@ class _Run:
         )
         await self.runner.ledger.record(envelope)
         self.history.append(envelope)
-        await self.runner.publish(envelope)
+        self.announcer.announce(envelope)
 
     def results(self) -> Results:
         """What the completed steps recorded, by step name."""
