@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 SCHEMA_VERSION = 1
 SOURCE = "pgplane"
@@ -52,6 +52,9 @@ class Envelope(BaseModel):
     signature: str | None = None
     """Commands: base64 Ed25519 signature over the subject and the rest of the envelope."""
 
+    _parsed_data: tuple[dict[str, Any], Payload] | None = PrivateAttr(default=None)
+    """``data`` and its payload, parsed once (a copy with other ``data`` parses its own)."""
+
     @model_validator(mode="after")
     def _data_fits_type(self) -> Self:
         self.payload()
@@ -59,6 +62,12 @@ class Envelope(BaseModel):
 
     def payload(self) -> Payload:
         """The typed body; unknown types and malformed bodies raise ``ValueError``."""
+        parsed = self._parsed_data
+        if parsed is None or parsed[0] is not self.data:
+            parsed = self._parsed_data = (self.data, self._parsed())
+        return parsed[1]
+
+    def _parsed(self) -> Payload:
         model = Payload.REGISTRY.get(self.type)
         if model is None:
             raise ValueError(f"unknown message type {self.type!r}")

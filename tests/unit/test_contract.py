@@ -11,7 +11,7 @@ from api.models import DatabaseCreate
 from infra.secrets import SecretBox, new_host_key, new_secret_key, scram_verifier, seal, unseal
 from schemas.commands import SCRAM_VERIFIER, DeleteDatabase
 from schemas.envelope import Envelope
-from schemas.events import OperationStarted
+from schemas.events import OperationStarted, ProjectCreated
 from schemas.export import json_schemas
 
 
@@ -98,3 +98,11 @@ def test_the_api_refuses_a_short_admin_token() -> None:
     )
     with pytest.raises(SystemExit, match="at least 32 characters"):
         bootstrap.api(settings)
+
+
+def test_the_payload_is_parsed_once_and_a_copy_with_other_data_parses_its_own() -> None:
+    first, second = ProjectCreated(name="a", plan="free"), ProjectCreated(name="b", plan="free")
+    envelope = Envelope.wrap(first, correlation_id=uuid.uuid4(), sequence=0, actor="t", project_id=uuid.uuid4())
+    assert envelope.payload() is envelope.payload()
+    other = envelope.model_copy(update={"data": second.model_dump()})
+    assert (envelope.payload(), other.payload()) == (first, second)
