@@ -99,6 +99,12 @@ class HostPostgres:
         """Ends every session on it first (``WITH (FORCE)``)."""
         await self._ddl(sql.SQL("DROP DATABASE IF EXISTS {db} WITH (FORCE)").format(db=sql.Identifier(dbname)))
 
+    async def database_oids(self) -> dict[str, int]:
+        """Every database's OID: the name of its directory under ``base/``."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT datname, oid FROM pg_database")
+            return {str(name): int(oid) for name, oid in await cur.fetchall()}
+
     async def current_wal_segment(self) -> str:
         async with self._pool.connection() as conn:
             cur = await conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")

@@ -66,6 +66,7 @@ class BaseBackups:
         """A base backup; its WAL range is bracketed from outside (pg_basebackup does not print it
         when streaming): from the segment in use before it starts to the one sealed after it ends."""
         base_id, started = uuid.uuid4(), datetime.now(UTC)
+        oids = await self.postgres.database_oids()  # a database made meanwhile is unknown: always unpacked
         start_segment = await self.postgres.current_wal_segment()
         key = base_object_key(self.host_id, base_id)
         hasher = hashlib.sha256()
@@ -86,6 +87,7 @@ class BaseBackups:
             stop_segment=await self.postgres.seal_wal(),
             started_at=started,
             finished_at=datetime.now(UTC),
+            database_oids=oids,
         )
         await self.ledger.record_base_backup(base)
         completed = BaseBackupCompleted(

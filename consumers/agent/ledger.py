@@ -140,7 +140,9 @@ class Ledger:
     async def record_base_backup(self, base: BaseBackup) -> None:
         async with self._pool.connection() as conn:
             await conn.execute(
-                "INSERT INTO base_backups VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO base_backups (id, object_key, sha256, size_bytes, start_segment, stop_segment,"
+                " started_at, finished_at, database_oids) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (id) DO NOTHING",
                 (
                     base.id,
                     base.object_key,
@@ -150,6 +152,7 @@ class Ledger:
                     base.stop_segment,
                     base.started_at,
                     base.finished_at,
+                    None if base.database_oids is None else Jsonb(base.database_oids),
                 ),
             )
 
@@ -157,8 +160,8 @@ class Ledger:
         """Live base backups, oldest first."""
         async with self._pool.connection() as conn, conn.cursor(row_factory=class_row(BaseBackup)) as cur:
             await cur.execute(
-                "SELECT id, object_key, sha256, size_bytes, start_segment, stop_segment, started_at, finished_at"
-                " FROM base_backups WHERE deleted_at IS NULL ORDER BY finished_at"
+                "SELECT id, object_key, sha256, size_bytes, start_segment, stop_segment, started_at, finished_at,"
+                " database_oids FROM base_backups WHERE deleted_at IS NULL ORDER BY finished_at"
             )
             return await cur.fetchall()
 
@@ -201,3 +204,6 @@ class BaseBackup:
     stop_segment: str
     started_at: datetime
     finished_at: datetime
+    database_oids: dict[str, int] | None = None
+    """Each database's OID (its directory under ``base/``) when the backup began; unknown for
+    base backups of earlier releases."""

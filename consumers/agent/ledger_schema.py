@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS cancel_requests (
     requested_at timestamptz NOT NULL DEFAULT now()
 );
 """,
+    # 2: which database each data directory under base/ holds, so a restore unpacks only its own
+    """
+ALTER TABLE base_backups ADD COLUMN IF NOT EXISTS database_oids jsonb;
+""",
 ]
 
 

@@ -12,7 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Collection
 from datetime import datetime
 from pathlib import Path
 
@@ -39,13 +39,21 @@ class TempCluster:
         """The host's superuser credentials (the base backup carries them) on the private port."""
         return make_conninfo(self._admin_dsn, host="127.0.0.1", port=self._port_file.read_text().strip())
 
-    async def unpack(self, base_tar_gz: AsyncIterable[bytes]) -> None:
-        """A fresh data directory from the base backup (whatever a crashed attempt left is wiped)."""
+    async def unpack(self, base_tar_gz: AsyncIterable[bytes], *, leave_out: Collection[int] = ()) -> None:
+        """A fresh data directory from the base backup (whatever a crashed attempt left is wiped),
+        without the directories of the databases ``leave_out`` names by OID.
+
+        Like pgBackRest's selective restore: the WAL replay tolerates their missing files (the
+        first change to every page after the backup's checkpoint carries the whole page, and redo
+        creates a missing relation file), and nothing connects to them afterwards. What a restore
+        writes to disk then grows with the one database, not with the host.
+        """
         await self.stop()
         await asyncio.to_thread(shutil.rmtree, self.data, True)
         self.log.unlink(missing_ok=True)
         owned_dir(self.data).chmod(0o700)
-        tar = ["tar", "-xz", "-C", str(self.data)]
+        excluded = [f"--exclude=base/{oid}" for oid in sorted(leave_out)]
+        tar = ["tar", "-xz", *excluded, "-C", str(self.data)]
         try:
             await run_fed("tar", tar, base_tar_gz, user=service_user())
         except PgToolError as exc:

@@ -116,6 +116,18 @@ async def sentinel_history(
     return noted
 
 
+def left_out(stack: Stack, operation_id: str) -> int:
+    """How many other databases' files the restore's recovery did not unpack (from the agent's ledger)."""
+    with psycopg.connect(stack.cluster.superuser_dsn(stack.ledger_db)) as conn:
+        row = conn.execute(
+            "SELECT (envelope->'data'->'outputs'->>'databases_left_out')::int FROM ledger_events"
+            " WHERE operation_id = %s AND envelope->'data'->>'step' = 'point_in_time_recovered'",
+            (operation_id,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def assert_clean(stack: Stack) -> None:
     assert host_databases(stack, "rs_") == [] and host_databases(stack, "ro_") == []
     assert list((stack.work_dir).glob("*")) == []  # no temporary cluster or download left
@@ -321,6 +333,47 @@ async def test_a_moment_seconds_old_restores_exactly(pitr: PlatformClient) -> No
         assert "not covered by archived WAL" in refused.json()["error"]["message"]
     finally:
         stack.start_process("agent")
+
+
+async def test_a_restore_leaves_the_other_tenants_files_in_the_archive(pitr: PlatformClient) -> None:
+    client, stack = pitr, pitr.stack
+    tenant, neighbour = await client.tenant(), await client.tenant()
+    database_id, uri = await ready_database(client, tenant, "mine")
+    _, neighbour_uri = await ready_database(client, neighbour, "theirs")
+    with connect(neighbour_uri) as conn:
+        conn.execute("CREATE TABLE items AS SELECT g AS id FROM generate_series(1, 1000) g")
+    bases = (await base_backup_taken(client, tenant, database_id))["base_backups"]
+    stack.stop_process("agent")  # a new base backup, which holds both databases
+    stack.start_process("agent", {"PGPLANE_BASE_BACKUP_INTERVAL_SECONDS": "1"})
+    deadline = time.monotonic() + 120
+    while (await window(client, tenant, database_id))["base_backups"] == bases:
+        assert time.monotonic() < deadline, "no new base backup"
+        await asyncio.sleep(0.5)
+    stack.stop_process("agent")
+    stack.start_process("agent")
+    taken = datetime.now(UTC)
+    while (last := (await window(client, tenant, database_id))["last_archived_at"]) is None or (
+        datetime.fromisoformat(last) <= taken
+    ):
+        with psycopg.connect(stack.cluster.superuser_dsn(), autocommit=True) as conn:  # its WAL archived: it is
+            conn.execute("SELECT txid_current()")  # the newest base backup a restore can start from
+            conn.execute("SELECT pg_switch_wal()")
+        assert time.monotonic() < deadline, "the new base backup's WAL was never archived"
+        await asyncio.sleep(0.5)
+    with connect(uri) as conn:
+        conn.execute("CREATE TABLE sentinel (id int PRIMARY KEY, value text NOT NULL)")
+        conn.execute("INSERT INTO sentinel VALUES (1, 'kept')")
+    await asyncio.sleep(0.2)
+    moment = db_now(uri)
+    await asyncio.sleep(0.2)
+    with connect(uri) as conn:
+        conn.execute("UPDATE sentinel SET value = 'lost'")
+    operation = await restore_to(client, tenant, database_id, moment)
+    assert operation["status"] == "succeeded", operation
+    assert rows(uri, "sentinel") == [(1, "kept")]
+    assert left_out(stack, operation["id"]) >= 1  # the neighbour's files never left the archive
+    assert rows(neighbour_uri) == [(g,) for g in range(1, 1001)]
+    assert_clean(stack)
 
 
 async def test_missing_wal_segment_fails_loudly_and_changes_nothing(pitr: PlatformClient) -> None:

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from consumers.agent.host import Host
 from consumers.agent.ledger import BaseBackup
+from consumers.agent.saga import StepOutput
 from consumers.agent.steps.swap import Swap
 from consumers.agent.temp_cluster import TempCluster
 from consumers.agent.wal_archiver import decompressed
@@ -31,6 +32,24 @@ from schemas.envelope import Envelope
 
 T = TypeVar("T")
 SEAL_POLL = 0.05
+TENANT_DATABASE_PREFIX = "db_"
+
+
+class Recovered(StepOutput):
+    databases_left_out: int
+    """Other databases of the host whose files the restore did not unpack."""
+
+
+def _other_databases(base: BaseBackup, dbname: str) -> list[int]:
+    """The OIDs of the other tenants' databases in the base backup; none when the backup does not
+    say which directory is which.
+
+    Only live tenant databases (``db_<id>``) are left out: no rename ever gives one of them another
+    live tenant database's name, while a scratch (``rs_``) or kept (``ro_``) database of a restore
+    may become the restored database by the target time. System and platform databases are small.
+    """
+    oids = base.database_oids or {}
+    return [oid for name, oid in oids.items() if name.startswith(TENANT_DATABASE_PREFIX) and name != dbname]
 
 
 class PointInTime:
@@ -117,16 +136,17 @@ class PointInTime:
         if hasher.hexdigest() != sha256:
             raise PermanentError(f"WAL segment {segment} in the object store failed its checksum")
 
-    async def recover(self) -> None:
+    async def recover(self) -> Recovered:
         """A temporary cluster at the target time; on any failure it is stopped and removed again."""
         try:
-            await self._within("point-in-time recovery", self._recover())
+            return await self._within("point-in-time recovery", self._recover())
         except BaseException:
             await self.cluster.stop()
             raise
 
-    async def _recover(self) -> None:
+    async def _recover(self) -> Recovered:
         base = await self._base()
+        leave_out = _other_databases(base, self.cmd.source_dbname)
         hasher = hashlib.sha256()
 
         async def stored() -> AsyncIterator[bytes]:
@@ -141,11 +161,14 @@ class PointInTime:
 
         context = base_context(self.host.host_id, base.id)
         try:
-            await self.cluster.unpack(decrypt_stream(stored(), keys=self.host.backup_keys, context=context))
+            await self.cluster.unpack(
+                decrypt_stream(stored(), keys=self.host.backup_keys, context=context), leave_out=leave_out
+            )
         except BackupIntegrityError as exc:
             raise PermanentError("the base backup failed authentication", detail=exc) from None
         self.host.faults.crash_point(f"{self.cmd.KIND.value}.recovering")
         await self.cluster.recover(self.cmd.point_in_time)
+        return Recovered(databases_left_out=len(leave_out))
 
     async def extract(self) -> None:
         """The one database, copied out of the temporary cluster into a fresh scratch database."""

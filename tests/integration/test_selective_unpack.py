@@ -1,0 +1,71 @@
+"""A point-in-time restore unpacks only what its database needs: the other tenants' directories
+under ``base/`` stay in the archive; everything else (the cluster's own files, the restored
+database, scratch and platform databases) is written."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from consumers.agent.ledger import BaseBackup
+from consumers.agent.steps.point_in_time import _other_databases
+from consumers.agent.temp_cluster import TempCluster
+from devstack.state import scratch_root
+
+FILES = [
+    "PG_VERSION",
+    "global/1262",
+    "base/1/1259",
+    "base/16384/2600",
+    "base/16390/2600",
+    "base/16390/2601",
+    "base/163900/2600",  # another directory that starts like a left-out one
+]
+OIDS = {"template1": 1, "db_restored": 16384, "db_neighbour": 16390, "rs_scratch": 163900}
+
+
+def base_tar_gz() -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name in FILES:
+            body = name.encode()
+            member = tarfile.TarInfo(name)
+            member.size = len(body)
+            tar.addfile(member, io.BytesIO(body))
+    return out.getvalue()
+
+
+async def pieces(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), 1000):
+        yield data[start : start + 1000]
+
+
+async def test_only_the_other_tenants_databases_are_left_out() -> None:
+    now = datetime.now(UTC)
+    base = BaseBackup(
+        id=uuid.uuid4(),
+        object_key="k",
+        sha256="0" * 64,
+        size_bytes=1,
+        start_segment="1",
+        stop_segment="2",
+        started_at=now,
+        finished_at=now,
+        database_oids=OIDS,
+    )
+    leave_out = _other_databases(base, "db_restored")
+    assert leave_out == [16390]
+    assert _other_databases(BaseBackup(**{**base.__dict__, "database_oids": None}), "db_restored") == []
+
+    root = scratch_root("pgplane-unpack-")
+    try:
+        cluster = TempCluster(root / "cluster", "postgresql://unused")
+        await cluster.unpack(pieces(base_tar_gz()), leave_out=leave_out)
+        unpacked = sorted(str(p.relative_to(cluster.data)) for p in cluster.data.rglob("*") if p.is_file())
+        assert unpacked == sorted(name for name in FILES if not name.startswith("base/16390/"))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
