@@ -260,9 +260,9 @@ class RestoreWindowPublic(BaseModel):
     archive_lag_seconds: int | None = Field(description="Seconds since the host last archived a WAL segment.")
     base_backups: int
     host_up: bool = Field(
-        description="The data host answers: any moment up to now is restorable (a restore archives the WAL"
-        " written since the last archived segment first). While it is down, latest is the end of the archived"
-        " WAL and archive_lag_seconds is the recovery point."
+        description="The data host answers and archived WAL lately: any moment up to now is restorable (a"
+        " restore archives the WAL written since the last archived segment first). Otherwise latest is the end"
+        " of the archived WAL and archive_lag_seconds is the recovery point."
     )
 
 

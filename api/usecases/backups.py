@@ -107,7 +107,7 @@ async def restore_backup(
     check_completed(backup)
     source = await load_database(conn, backup.database_id, principal, for_update=True)
     if isinstance(request, RestoreToNewDatabase):
-        identity = await new_identity(platform, conn, backup.project_id, request.name)
+        identity = await new_identity(platform, conn, backup.project_id, request.name, host_id=source.host_id)
         command: RestoreBackup | RestoreBackupToNewDatabase = RestoreBackupToNewDatabase(
             **_stored(backup) | identity.fields()
         )

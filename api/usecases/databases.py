@@ -63,11 +63,11 @@ async def reserve_name(platform: Platform, conn: AsyncConnection, project_id: uu
     return str(project.plan)
 
 
-async def ensure_host_room(platform: Platform, conn: AsyncConnection) -> None:
+async def ensure_host_room(platform: Platform, conn: AsyncConnection, host_id: str) -> None:
     """The data host admits one more database, or a 503: a full host is refused at once, never
     left to make tenants wait for a server connection. Creations on one host are serialised by
-    a transaction lock, so concurrent ones cannot overfill it."""
-    host_id = platform.settings.host_id
+    a transaction lock held to the commit; the count then sees every committed one (the API
+    writes a new database's row in the transaction that accepts it; READ COMMITTED)."""
     await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"pgplane.host:{host_id}"))))
     live = sa.and_(DATABASES.c.host_id == host_id, DATABASES.c.status.not_in(GONE))
     count = (await conn.execute(sa.select(sa.func.count()).where(live))).scalar_one()
@@ -80,10 +80,12 @@ async def ensure_host_room(platform: Platform, conn: AsyncConnection) -> None:
         )
 
 
-async def new_identity(platform: Platform, conn: AsyncConnection, project_id: uuid.UUID, name: str) -> NewIdentity:
-    """Reserve ``name`` in the project, check the host has room, and make the identity of a new database."""
+async def new_identity(
+    platform: Platform, conn: AsyncConnection, project_id: uuid.UUID, name: str, *, host_id: str
+) -> NewIdentity:
+    """Reserve ``name`` in the project, check ``host_id`` has room, and make the identity of a new database."""
     await reserve_name(platform, conn, project_id, name)
-    await ensure_host_room(platform, conn)
+    await ensure_host_room(platform, conn, host_id)
     database_id = uuid.uuid4()
     verifier, sealed = await store_password(platform, conn, database_id, 1)
     return NewIdentity(
@@ -116,7 +118,7 @@ async def store_password(
 async def create_database(
     conn: AsyncConnection, platform: Platform, principal: Principal, project_id: uuid.UUID, name: str
 ) -> Accepted:
-    identity = await new_identity(platform, conn, project_id, name)
+    identity = await new_identity(platform, conn, project_id, name, host_id=platform.settings.host_id)
     command = CreateDatabase(**identity.fields())
     return await accept_operation(
         conn, platform, principal, command, name=name, project_id=project_id, credentials_version=1

@@ -107,7 +107,7 @@ async def window(conn: AsyncConnection, platform: Platform, database: Row[Any]) 
     }
     now = datetime.now(UTC)
     retention = now - timedelta(days=platform.settings.pitr_window_days(str(plan)))
-    up = await _host_up(platform, database.host_id, now)
+    up = await _host_up(platform, database.host_id, now) and _archiving(platform, segments, now)
     found = spans(bases, segments)
     return Window(
         reaching_now(found, segments, now) if up else found,
@@ -117,6 +117,12 @@ async def window(conn: AsyncConnection, platform: Platform, database: Row[Any]) 
         ceiling=database.deleted_at,
         host_up=up,
     )
+
+
+def _archiving(platform: Platform, segments: dict[str, datetime], now: datetime) -> bool:
+    """The host's archive moved lately: a seal now would reach it (a stuck archiver would not)."""
+    newest = max(segments.values(), default=None)
+    return newest is not None and (now - newest).total_seconds() <= platform.settings.wal_lag_alert_seconds
 
 
 async def _host_up(platform: Platform, host_id: str, now: datetime) -> bool:
@@ -165,7 +171,7 @@ async def restore_point_in_time(
     }
     command: RestorePointInTime | RestorePointInTimeToNewDatabase
     if isinstance(request, PointInTimeToNewDatabase):
-        identity = await new_identity(platform, conn, source.project_id, request.name)
+        identity = await new_identity(platform, conn, source.project_id, request.name, host_id=source.host_id)
         command = RestorePointInTimeToNewDatabase(**fields | identity.fields())
         name, version = request.name, 1
     else:

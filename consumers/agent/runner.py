@@ -47,28 +47,30 @@ class Announcer:
 
     def __init__(self, publish: Publish) -> None:
         self._publish = publish
-        self._last: asyncio.Task[None] | None = None
+        self._pending: list[asyncio.Task[None]] = []
 
     def announce(self, envelope: Envelope) -> None:
-        previous = self._last
+        previous = self._pending[-1] if self._pending else None
 
         async def after_previous() -> None:
             if previous is not None:
                 await previous  # a failed publish stops every later one: the stream keeps the order
             await self._publish(envelope)
 
-        self._last = asyncio.create_task(after_previous())
+        self._pending = [t for t in self._pending if not t.done()] + [asyncio.create_task(after_previous())]
 
     async def flush(self) -> None:
         """Wait until every event announced so far is stored (or raise why one was not)."""
-        if self._last is not None:
-            await self._last
+        if self._pending:
+            await self._pending[-1]
+        self._pending = []
 
     async def abandon(self) -> None:
         """The run failed: stop publishing (the redelivered command re-publishes its history)."""
-        if self._last is not None:
-            self._last.cancel()
-            await asyncio.gather(self._last, return_exceptions=True)
+        for task in self._pending:
+            task.cancel()
+        await asyncio.gather(*self._pending, return_exceptions=True)
+        self._pending = []
 
 
 @dataclass(kw_only=True)

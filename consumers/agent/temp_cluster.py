@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,9 @@ from psycopg.conninfo import make_conninfo
 from infra.errors import PermanentError
 from infra.pg_tools import PgToolError, pg_bindir, run_fed
 from infra.processes import free_port, owned_dir, service_user, spawn
+
+MISSING_PAGE = re.compile(r"page \d+ of relation (\S+) (?:is uninitialized|does not exist)")
+"""How PostgreSQL names a page WAL replay could not find (``report_invalid_page``)."""
 
 
 class TempCluster:
@@ -41,12 +45,11 @@ class TempCluster:
 
     async def unpack(self, base_tar_gz: AsyncIterable[bytes], *, leave_out: Collection[int] = ()) -> None:
         """A fresh data directory from the base backup (whatever a crashed attempt left is wiped),
-        without the directories of the databases ``leave_out`` names by OID.
+        with the directories of the databases ``leave_out`` names by OID left empty.
 
-        Like pgBackRest's selective restore: the WAL replay tolerates their missing files (the
-        first change to every page after the backup's checkpoint carries the whole page, and redo
-        creates a missing relation file), and nothing connects to them afterwards. What a restore
-        writes to disk then grows with the one database, not with the host.
+        Like pgBackRest's selective restore, what a restore writes to disk then grows with the one
+        database, not with the host; ``recover`` lets WAL replay pass over the pages it cannot
+        find there, and only there.
         """
         await self.stop()
         await asyncio.to_thread(shutil.rmtree, self.data, True)
@@ -58,9 +61,17 @@ class TempCluster:
             await run_fed("tar", tar, base_tar_gz, user=service_user())
         except PgToolError as exc:
             raise PermanentError("the base backup does not unpack", detail=exc) from None
+        for oid in leave_out:  # replay may write a left-out database's relation map
+            owned_dir(self.data / "base" / str(oid))
 
-    async def recover(self, target: datetime) -> None:
-        """Replay WAL from ``self.wal`` up to ``target``, then promote; fails loudly if it cannot."""
+    async def recover(self, target: datetime, *, left_out: Collection[int] = ()) -> None:
+        """Replay WAL from ``self.wal`` up to ``target``, then promote; fails loudly if it cannot.
+
+        With databases ``left_out`` of the unpack, replay skips WAL records whose pages are not
+        there (``ignore_invalid_pages``: a page marked all-visible, for one, is logged without its
+        image), and PostgreSQL names each such page in its log: one in any other database fails
+        the recovery, as it would have without the setting.
+        """
         owned_dir(self.wal)
         (self.data / "recovery.signal").touch()
         owned_dir(self.data)
@@ -69,19 +80,30 @@ class TempCluster:
             "recovery_target_time": target.isoformat(sep=" "),
             "recovery_target_inclusive": "on",
             "recovery_target_action": "promote",
-        }
+        } | ({"ignore_invalid_pages": "on"} if left_out else {})
         await self.start(settings)
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.dsn, connect_timeout=2) as conn:
                     cur = await conn.execute("SELECT pg_is_in_recovery()")
                     if await cur.fetchone() == (False,):
+                        self._check_missing_pages(left_out)
                         return
             except psycopg.OperationalError:
                 pass
             if self._proc is not None and self._proc.poll() is not None:
                 raise PermanentError("point-in-time recovery failed", detail=self._reason())
             await asyncio.sleep(0.2)
+
+    def _check_missing_pages(self, left_out: Collection[int]) -> None:
+        allowed = {f"base/{oid}" for oid in left_out}
+        log = self.log.read_text(errors="replace") if self.log.exists() else ""
+        missing = [path for path in MISSING_PAGE.findall(log) if path.rsplit("/", 1)[0] not in allowed]
+        if missing:
+            raise PermanentError(
+                "the WAL refers to pages missing from the base backup: the database cannot be recovered",
+                detail=", ".join(sorted(set(missing))[:20]),
+            )
 
     async def start(self, settings: dict[str, str] | None = None) -> None:
         """Start it (again) unless it runs; after promotion a plain start is enough."""

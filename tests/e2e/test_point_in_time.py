@@ -360,6 +360,9 @@ async def test_a_restore_leaves_the_other_tenants_files_in_the_archive(pitr: Pla
             conn.execute("SELECT pg_switch_wal()")
         assert time.monotonic() < deadline, "the new base backup's WAL was never archived"
         await asyncio.sleep(0.5)
+    with connect(neighbour_uri) as conn:  # marks the pages all-visible: WAL without their images
+        conn.execute("VACUUM items")
+        conn.execute("VACUUM FULL items")  # and a new relation file, written through WAL
     with connect(uri) as conn:
         conn.execute("CREATE TABLE sentinel (id int PRIMARY KEY, value text NOT NULL)")
         conn.execute("INSERT INTO sentinel VALUES (1, 'kept')")

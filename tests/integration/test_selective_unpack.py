@@ -10,11 +10,15 @@ import tarfile
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
 
 from consumers.agent.ledger import BaseBackup
 from consumers.agent.steps.point_in_time import _other_databases
 from consumers.agent.temp_cluster import TempCluster
 from devstack.state import scratch_root
+from infra.errors import PermanentError
 
 FILES = [
     "PG_VERSION",
@@ -69,3 +73,16 @@ async def test_only_the_other_tenants_databases_are_left_out() -> None:
         assert unpacked == sorted(name for name in FILES if not name.startswith("base/16390/"))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_missing_page_outside_the_left_out_databases_fails_the_recovery(tmp_path: Path) -> None:
+    cluster = TempCluster(tmp_path, "postgresql://unused")
+    cluster.log.write_text(
+        "WARNING:  page 3 of relation base/16390/16400 does not exist\n"
+        "WARNING:  page 0 of relation base/16390/16400_vm is uninitialized\n"
+    )
+    cluster._check_missing_pages([16390])  # the neighbour's pages: expected, passed over
+    cluster.log.write_text(cluster.log.read_text() + "WARNING:  page 7 of relation base/16384/2600 does not exist\n")
+    with pytest.raises(PermanentError, match="pages missing from the base backup") as refused:
+        cluster._check_missing_pages([16390])
+    assert refused.value.detail == "base/16384/2600"

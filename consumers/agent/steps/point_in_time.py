@@ -167,7 +167,7 @@ class PointInTime:
         except BackupIntegrityError as exc:
             raise PermanentError("the base backup failed authentication", detail=exc) from None
         self.host.faults.crash_point(f"{self.cmd.KIND.value}.recovering")
-        await self.cluster.recover(self.cmd.point_in_time)
+        await self.cluster.recover(self.cmd.point_in_time, left_out=leave_out)
         return Recovered(databases_left_out=len(leave_out))
 
     async def extract(self) -> None:
