@@ -18,10 +18,10 @@ lint: deps
 
 bench: deps
 	$(PY) -m bench.provision
-	$(PY) -m bench.backup
-	$(PY) -m bench.pitr
 	$(PY) -m bench.projector
 	$(PY) -m bench.fleet
+	$(PY) -m bench.backup
+	$(PY) -m bench.pitr
 
 deps: system-deps
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv

@@ -510,6 +510,7 @@ async def raw_restore(cluster: Cluster, base: RawBase, work: Path, tenant: Tenan
         "listen_addresses": "127.0.0.1",
         "unix_socket_directories": "",
         "archive_mode": "off",
+        "hot_standby": "off",  # as the agent's: no need to match the host's max_connections
         "restore_command": f"cp {wal}/%f %p",
         "recovery_target_time": moment.isoformat(sep=" "),
         "recovery_target_action": "promote",
