@@ -31,6 +31,7 @@ import httpx
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from bench.provision import summary
 from devstack.cluster import Cluster
 from devstack.stack import Stack
 from devstack.state import scratch_root
@@ -42,15 +43,6 @@ FLEET = int(os.environ.get("BENCH_FLEET", "1000"))
 N = int(os.environ.get("BENCH_N", "20"))
 CLIENTS = 20
 OPERATIONS = ("create", "rotate", "delete")
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "n": len(ordered),
-        "p50_ms": round(statistics.median(ordered) * 1000, 1),
-        "p95_ms": round(ordered[max(0, int(len(ordered) * 0.95) - 1)] * 1000, 1),
-    }
 
 
 class Api:
