@@ -36,7 +36,7 @@ from consumers.agent.ledger import Ledger
 from consumers.agent.service import Agent, BackgroundJob
 from consumers.agent.wal_archiver import WalArchiver
 from consumers.projector.replay import ReplayReport, replay_projection
-from consumers.projector.service import Projector
+from consumers.projector.service import Projector, StreamReader
 from infra.errors import Unreachable
 from infra.faults import NO_FAULTS, Faults
 from infra.heartbeats import Heartbeats
@@ -264,11 +264,11 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
     """Events → the read model and the audit log."""
     subjects = Subjects(namespace=settings.namespace)
     async with metadata(settings, pool_size=2) as engine, bus(settings) as nc:
-        subscription = await nc.jetstream().pull_subscribe_bind(
-            durable=subjects.projector_durable, stream=subjects.events_stream
-        )
+        js = nc.jetstream()
+        subscription = await js.pull_subscribe_bind(durable=subjects.projector_durable, stream=subjects.events_stream)
+        reader = StreamReader(js, subjects.events_stream, subjects.all_events())
         beating = heartbeats(settings, nc).run("projector", stop)
-        await asyncio.gather(Projector(engine, subscription).run(stop), beating)
+        await asyncio.gather(Projector(engine, subscription, reader).run(stop), beating)
 
 
 async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:

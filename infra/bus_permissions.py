@@ -3,7 +3,8 @@
 - only the API and the scheduler publish commands (the scheduler only backup commands);
 - an agent reads only its own host's commands (through its durable) and publishes events, its
   dead letters and its heartbeat; it answers its host's key-service requests (from the API);
-- the projector reads events (through its durable) and publishes its heartbeat;
+- the projector reads events (through its durable, and by sequence where a crash left a gap) and
+  publishes its heartbeat;
 - the operator role (``pgplane migrate bus``, replays, dead-letter tools) has the whole
   JetStream API: it is the only role that creates or changes streams and consumers.
 
@@ -80,7 +81,11 @@ def agent(s: Subjects, host_id: str) -> Role:
 def projector(s: Subjects) -> Role:
     return _role(
         f"{s.namespace}-projector",
-        [*_pull(s.events_stream, s.projector_durable), s.heartbeat(s.projector_durable)],
+        [
+            *_pull(s.events_stream, s.projector_durable),
+            f"{JS}.STREAM.MSG.GET.{s.events_stream}",  # events a crashed projector's batch held back
+            s.heartbeat(s.projector_durable),
+        ],
     )
 
 

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumers.projector.service import BATCH, LIVE, project_batch
+from consumers.projector.service import BATCH, LIVE, project_batch, stored
 from readmodel.tables import CHECKPOINTS, READ_MODEL, create_tables
 from schemas.subjects import Subjects
 
@@ -69,7 +69,7 @@ async def replay_projection(
             break
         async with engine.begin() as conn:
             conn = await conn.execution_options(schema_translate_map={None: schema})
-            reached = await project_batch(conn, msgs)
+            reached = await project_batch(conn, stored(msgs))
     await sub.unsubscribe()
     async with engine.begin() as conn:
         report = ReplayReport(

@@ -3,18 +3,26 @@ checkpoint in ONE transaction (a few multi-row statements, ``readmodel.batch``),
 after it commits.
 
 Events are "written atomically and uniquely with tracking information about the position of
-the processed event": a batch redelivered after a crash is skipped up to the checkpoint.
+the processed event": a batch redelivered after a crash is skipped up to the checkpoint. That
+needs the events in stream order, and a durable consumer does not promise it after a crash: the
+batch a dead projector held comes back only when its ack wait runs out, after the events behind
+it. So a batch that starts past the event after the checkpoint first reads the events in between
+straight from the stream (``StreamReader``); the late redelivery is then below the checkpoint.
+
+While one batch commits, the next is already being fetched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import sqlalchemy as sa
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -27,9 +35,44 @@ log = logging.getLogger("pgplane.projector")
 BATCH = 1000
 LIVE = "live"
 
+Stored = tuple[int, bytes]
+"""An event as the stream holds it: its stream sequence and its body."""
+ReadBetween = Callable[[int, int], Awaitable[list[Stored]]]
+"""The stored events with sequences strictly between two sequences, in order."""
 
-async def project_batch(conn: AsyncConnection, msgs: list[Msg], *, checkpoint_name: str = LIVE) -> int:
-    """Apply the messages above the checkpoint; returns the new checkpoint (caller commits)."""
+
+class StreamReader:
+    """Reads events from the stream by sequence, past any deleted or expired ones."""
+
+    def __init__(self, js: JetStreamContext, stream: str, subjects: str) -> None:
+        self._js = js
+        self._stream = stream
+        self._subjects = subjects
+
+    async def between(self, after: int, before: int) -> list[Stored]:
+        found: list[Stored] = []
+        while True:
+            try:
+                stored = await self._js.get_msg(self._stream, seq=after + 1, subject=self._subjects, next=True)
+            except NotFoundError:
+                return found
+            if stored.seq is None or stored.seq >= before:
+                return found
+            found.append((stored.seq, stored.data or b""))
+            after = stored.seq
+
+
+async def project_batch(
+    conn: AsyncConnection,
+    msgs: list[Stored],
+    *,
+    checkpoint_name: str = LIVE,
+    read_between: ReadBetween | None = None,
+) -> int:
+    """Apply the messages above the checkpoint; returns the new checkpoint (caller commits).
+
+    With ``read_between``, events missing between the checkpoint and a message are read first.
+    """
     await conn.execute(insert(CHECKPOINTS).values(name=checkpoint_name, last_sequence=0).on_conflict_do_nothing())
     last = (
         await conn.execute(
@@ -37,50 +80,64 @@ async def project_batch(conn: AsyncConnection, msgs: list[Msg], *, checkpoint_na
         )
     ).scalar_one()
     events = []
-    for msg in msgs:
-        sequence = msg.metadata.sequence.stream
+    for sequence, data in sorted(msgs):
         if sequence <= last:
             continue
-        try:
-            events.append(Envelope.model_validate_json(msg.data))
-        except (ValidationError, ValueError) as exc:
-            log.error("skipping unreadable event at stream sequence %d: %s", sequence, exc)
-        last = sequence
+        missing = await read_between(last, sequence) if read_between and sequence > last + 1 else []
+        if missing:
+            log.warning("events %d to %d came out of order; read them from the stream", missing[0][0], missing[-1][0])
+        for stored_sequence, stored_data in [*missing, (sequence, data)]:
+            try:
+                events.append(Envelope.model_validate_json(stored_data))
+            except (ValidationError, ValueError) as exc:
+                log.error("skipping unreadable event at stream sequence %d: %s", stored_sequence, exc)
+            last = stored_sequence
     await apply_events(conn, events)
     await conn.execute(sa.update(CHECKPOINTS).where(CHECKPOINTS.c.name == checkpoint_name).values(last_sequence=last))
     return int(last)
 
 
+def stored(msgs: list[Msg]) -> list[Stored]:
+    return [(msg.metadata.sequence.stream, msg.data) for msg in msgs]
+
+
 class Projector:
     """Consumes the events stream through its durable pull subscription."""
 
-    def __init__(self, engine: AsyncEngine, subscription: JetStreamContext.PullSubscription) -> None:
+    def __init__(
+        self, engine: AsyncEngine, subscription: JetStreamContext.PullSubscription, reader: StreamReader
+    ) -> None:
         self._engine = engine
         self._sub = subscription
+        self._reader = reader
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("projector consuming")
+        fetching = asyncio.ensure_future(self._fetch())
+        try:
+            while not stop.is_set():
+                msgs = await fetching
+                fetching = asyncio.ensure_future(self._fetch())
+                if msgs:
+                    await self._apply_until_committed(msgs, stop)
+        finally:
+            fetching.cancel()  # a batch fetched but not applied comes back after its ack wait
+
+    async def _fetch(self) -> list[Msg]:
+        try:
+            return await self._sub.fetch(BATCH, timeout=1.0)
+        except (NatsTimeout, TimeoutError):  # nats-py raises either on an empty fetch
+            return []
+
+    async def _apply_until_committed(self, msgs: list[Msg], stop: asyncio.Event) -> None:
+        """Retry the same batch: fetching past it could move the checkpoint over unapplied events."""
         while not stop.is_set():
             try:
-                msgs = await self._sub.fetch(BATCH, timeout=1.0)
-            except (NatsTimeout, TimeoutError):  # nats-py raises either on an empty fetch
-                continue
-            await _apply_until_committed(self._engine, msgs, stop)
-
-
-async def _apply_until_committed(engine: AsyncEngine, msgs: list[Msg], stop: asyncio.Event) -> None:
-    """Retry the same batch: fetching past it could move the checkpoint over unapplied events."""
-    while not stop.is_set():
-        try:
-            await _commit_then_ack(engine, msgs)
-            return
-        except Exception:
-            log.exception("projecting a batch failed; retrying it")
-            await asyncio.sleep(1)
-
-
-async def _commit_then_ack(engine: AsyncEngine, msgs: list[Msg]) -> None:
-    async with engine.begin() as conn:
-        await project_batch(conn, msgs)
-    for msg in msgs:
-        await msg.ack()
+                async with self._engine.begin() as conn:
+                    await project_batch(conn, stored(msgs), read_between=self._reader.between)
+                for msg in msgs:
+                    await msg.ack()
+                return
+            except Exception:
+                log.exception("projecting a batch failed; retrying it")
+                await asyncio.sleep(1)

@@ -12,6 +12,7 @@ import psycopg
 from devstack.faults import CRASH_EXIT_CODE, InjectedFaults
 from devstack.stack import Stack
 from schemas.envelope import Envelope
+from schemas.events import DatabaseCreated
 from schemas.subjects import Subjects
 from tests.platform_client import PlatformClient, new_key
 from tests.replay import replay_matches
@@ -100,3 +101,23 @@ async def test_crash_between_accept_and_publish(client: PlatformClient, stack: S
     await client.succeeded(tenant, retry.json()["operation"]["id"])
     listed = (await client.http.get("/databases", headers=tenant.headers)).json()
     assert listed["count"] == 1
+
+
+async def test_a_batch_a_dead_projector_held_is_not_skipped(client: PlatformClient, stack: Stack) -> None:
+    """The durable gives a dead projector's batch back only after its ack wait, behind newer
+    events: the projector reads the held events from the stream before it moves past them."""
+    tenant = await client.tenant()
+    stack.stop_process("projector")
+    first = await client.create_database(tenant, "held")
+    subjects = Subjects(namespace=stack.namespace)
+    nc = await nats.connect(**stack.nats())
+    held = await nc.jetstream().pull_subscribe_bind(durable=subjects.projector_durable, stream=subjects.events_stream)
+    taken: list[str] = []
+    while subjects.event(DatabaseCreated.TYPE) not in taken:  # a projector that takes every event of
+        taken += [msg.subject for msg in await held.fetch(1, timeout=10)]  # the first create, then dies
+    await nc.close()
+    second = await client.create_database(tenant, "after")
+    stack.start_process("projector")
+    await client.succeeded(tenant, second["operation"]["id"])
+    await client.succeeded(tenant, first["operation"]["id"])
+    replay_matches(stack)
