@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from readmodel.tables import OPERATIONS
+from readmodel.tables import EVENT_SEQUENCES, OPERATIONS
 
 
 @dataclass
@@ -79,6 +79,7 @@ class Batch:
         self.conn = conn
         self._rows: dict[tuple[sa.Table, tuple[Any, ...]], list[_Write]] = {}
         self._operations: dict[uuid.UUID, OperationState | None] = {}
+        self._event_sequences: dict[uuid.UUID, int] = {}
 
     async def load_operations(self, ids: Iterable[uuid.UUID]) -> None:
         wanted = list({i for i in ids if i not in self._operations})
@@ -91,6 +92,27 @@ class Batch:
         )
         found = {row.id: OperationState(row.last_sequence, row.backup_id) for row in rows}
         self._operations.update({i: found.get(i) for i in wanted})
+
+    async def load_event_sequences(self, project_ids: Iterable[uuid.UUID]) -> None:
+        """The projects' last public event numbers, locked until the batch commits."""
+        wanted = list({i for i in project_ids if i not in self._event_sequences})
+        if not wanted:
+            return
+        rows = await self.conn.execute(
+            sa.select(EVENT_SEQUENCES.c.project_id, EVENT_SEQUENCES.c.last_sequence)
+            .where(EVENT_SEQUENCES.c.project_id.in_(wanted))
+            .with_for_update()
+        )
+        found = {row.project_id: row.last_sequence for row in rows}
+        self._event_sequences.update({i: found.get(i, 0) for i in wanted})
+
+    def next_event_sequence(self, project_id: uuid.UUID) -> int:
+        """The number of the project's next public event (loaded first with ``load_event_sequences``)."""
+        sequence = self._event_sequences[project_id] + 1
+        self._event_sequences[project_id] = sequence
+        row = {"project_id": project_id, "last_sequence": sequence}
+        self.insert(EVENT_SEQUENCES, row, on_conflict={"last_sequence"})
+        return sequence
 
     def operation(self, operation_id: uuid.UUID) -> OperationState | None:
         """The operation as this batch has left it so far; ``None`` when it does not exist."""

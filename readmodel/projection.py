@@ -21,6 +21,7 @@ from readmodel.tables import (
     BACKUPS,
     BASE_BACKUPS,
     DATABASES,
+    EVENTS,
     OPERATIONS,
     POLICIES,
     PROJECTS,
@@ -30,6 +31,7 @@ from readmodel.tables import (
     DatabaseStatus,
     OperationStatus,
 )
+from schemas import public_events as public
 from schemas.commands import OperationKind
 from schemas.envelope import Envelope, Payload
 from schemas.events import (
@@ -299,6 +301,11 @@ def _ended_without_effect(
     elif event.kind is OperationKind.DELETE_BACKUP:
         _set_backup(batch, env, None, status=BackupStatus.COMPLETED)
     _audit(batch, env, action(event.kind), "database", event.database_id, status.value, {"reason": event.reason})
+    ended = public.OperationFailed if status is OperationStatus.FAILED else public.OperationCompensated
+    _publish(batch, env, ended(**_ids(env, event), kind=event.kind.value, reason=event.reason))
+    backup = batch.operation(env.correlation_id)
+    if event.kind is OperationKind.BACKUP and backup is not None and backup.backup_id is not None:
+        _publish(batch, env, public.BackupFailed(**_ids(env, event), backup_id=backup.backup_id, reason=event.reason))
 
 
 # --- success events: one per operation kind -----------------------------------------------
@@ -307,27 +314,36 @@ def _ended_without_effect(
 async def database_created(batch: Batch, env: Envelope, event: DatabaseCreated) -> None:
     if _succeeded(batch, env, event):
         _set_database(batch, env, event, status=DatabaseStatus.AVAILABLE)
+        _publish(batch, env, public.DatabaseCreated(**_ids(env, event)))
 
 
 async def database_deleted(batch: Batch, env: Envelope, event: DatabaseDeleted) -> None:
     if _succeeded(batch, env, event):
         deleted_at = event.writes_ended_at or env.occurred_at
         _set_database(batch, env, event, status=DatabaseStatus.DELETED, deleted_at=deleted_at)
+        _publish(batch, env, public.DatabaseDeleted(**_ids(env, event)))
 
 
 async def database_reset(batch: Batch, env: Envelope, event: DatabaseReset) -> None:
     if _succeeded(batch, env, event):
         _set_database(batch, env, event, status=DatabaseStatus.AVAILABLE)
+        _publish(batch, env, public.DatabaseReset(**_ids(env, event)))
 
 
 async def database_restored(batch: Batch, env: Envelope, event: DatabaseRestored) -> None:
     if _succeeded(batch, env, event):
         _set_database(batch, env, event, status=DatabaseStatus.AVAILABLE)
+        restored = public.DatabaseRestored(
+            **_ids(env, event), backup_id=event.backup_id, point_in_time=event.point_in_time
+        )
+        _publish(batch, env, restored)
 
 
 async def credentials_rotated(batch: Batch, env: Envelope, event: CredentialsRotated) -> None:
     if _succeeded(batch, env, event):
         _set_database(batch, env, event, status=DatabaseStatus.AVAILABLE, credentials_version=event.credentials_version)
+        rotated = public.DatabaseCredentialsRotated(**_ids(env, event), credentials_version=event.credentials_version)
+        _publish(batch, env, rotated)
 
 
 async def backup_completed(batch: Batch, env: Envelope, event: BackupCompleted) -> None:
@@ -345,6 +361,8 @@ async def backup_completed(batch: Batch, env: Envelope, event: BackupCompleted) 
             duration_ms=event.duration_ms,
             completed_at=env.occurred_at,
         )
+        completed = public.BackupCompleted(**_ids(env, event), backup_id=event.backup_id, size_bytes=event.size_bytes)
+        _publish(batch, env, completed)
 
 
 async def backup_verified(batch: Batch, env: Envelope, event: BackupVerified) -> None:
@@ -360,11 +378,13 @@ async def backup_verified(batch: Batch, env: Envelope, event: BackupVerified) ->
     )
     verified = {"last_verified_backup_id": event.backup_id, "last_verified_restore_at": env.occurred_at}
     batch.update(DATABASES, event.database_id, verified)
+    _publish(batch, env, public.BackupVerified(**_ids(env, event), backup_id=event.backup_id, tables=event.tables))
 
 
 async def backup_deleted(batch: Batch, env: Envelope, event: BackupDeleted) -> None:
     if _succeeded(batch, env, event):
         _set_backup(batch, env, event.backup_id, status=BackupStatus.DELETED)
+        _publish(batch, env, public.BackupDeleted(**_ids(env, event), backup_id=event.backup_id))
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -402,6 +422,19 @@ PROJECTIONS: dict[type[Payload], Projection] = {
     BackupDeleted: backup_deleted,
 }
 """Every event type that changes the read model; any other type (WAL alerts) changes nothing."""
+PUBLISHING = (
+    OperationFailed,
+    OperationCompensated,
+    DatabaseCreated,
+    DatabaseDeleted,
+    DatabaseReset,
+    DatabaseRestored,
+    CredentialsRotated,
+    BackupCompleted,
+    BackupVerified,
+    BackupDeleted,
+)
+"""The event types whose projections may publish public events."""
 
 
 async def apply(conn: AsyncConnection, env: Envelope) -> None:
@@ -414,6 +447,7 @@ async def apply_events(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> 
     batch = Batch(conn)
     events = [(env, env.payload()) for env in envelopes]
     await batch.load_operations(env.correlation_id for env, event in events if isinstance(event, OperationEvent))
+    await batch.load_event_sequences(env.project_id for env, event in events if isinstance(event, PUBLISHING))
     for env, event in events:
         projection = PROJECTIONS.get(type(event))
         if projection is not None:
@@ -465,6 +499,24 @@ def _step(batch: Batch, env: Envelope, name: str, status: str, detail: str | Non
 def _set_database(batch: Batch, env: Envelope, event: OperationEvent, *, status: DatabaseStatus, **values: Any) -> None:
     values = {"status": status.value, "last_operation_id": env.correlation_id, "updated_at": env.occurred_at, **values}
     batch.update(DATABASES, event.database_id, values)
+
+
+def _ids(env: Envelope, event: OperationEvent) -> dict[str, uuid.UUID]:
+    return {"project_id": env.project_id, "database_id": event.database_id, "operation_id": env.correlation_id}
+
+
+def _publish(batch: Batch, env: Envelope, data: public.PublicData) -> None:
+    """The project's next public event, made of ``data`` (its id follows from the event's)."""
+    row = {
+        "project_id": env.project_id,
+        "sequence": batch.next_event_sequence(env.project_id),
+        "id": uuid.uuid5(env.id, data.TYPE),
+        "type": data.TYPE,
+        "subject": data.subject(),
+        "time": env.occurred_at,
+        "data": data.model_dump(mode="json"),
+    }
+    batch.insert(EVENTS, row)
 
 
 def _audit(

@@ -189,6 +189,27 @@ class AuditEntry(SQLModel, table=True):
     detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
 
 
+class ProjectEvent(SQLModel, table=True):
+    """A project's public events (``schemas.public_events``), numbered in the order they happened."""
+
+    __tablename__ = "events"
+    project_id: uuid.UUID = Field(primary_key=True)
+    sequence: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    id: uuid.UUID = Field(unique=True)
+    type: str
+    subject: str
+    time: datetime = Field(sa_type=TZ)
+    data: dict[str, Any] = Field(sa_type=JSONB)
+
+
+class EventSequence(SQLModel, table=True):
+    """The last public event number given out per project."""
+
+    __tablename__ = "event_sequences"
+    project_id: uuid.UUID = Field(primary_key=True)
+    last_sequence: int = Field(sa_type=sa.BigInteger)
+
+
 class ProjectorCheckpoint(SQLModel, table=True):
     __tablename__ = "projector_checkpoint"
     name: str = Field(primary_key=True)
@@ -200,7 +221,20 @@ PROJECTS, DATABASES, BACKUPS, POLICIES, OPERATIONS, STEPS, AUDIT, CHECKPOINTS = 
     for m in (Project, Database, Backup, BackupPolicy, Operation, OperationStep, AuditEntry, ProjectorCheckpoint)
 )
 BASE_BACKUPS, WAL_SEGMENTS = table(HostBaseBackup), table(WalSegment)
-READ_MODEL = [PROJECTS, DATABASES, BACKUPS, POLICIES, OPERATIONS, STEPS, AUDIT, BASE_BACKUPS, WAL_SEGMENTS]
+EVENTS, EVENT_SEQUENCES = table(ProjectEvent), table(EventSequence)
+READ_MODEL = [
+    PROJECTS,
+    DATABASES,
+    BACKUPS,
+    POLICIES,
+    OPERATIONS,
+    STEPS,
+    AUDIT,
+    BASE_BACKUPS,
+    WAL_SEGMENTS,
+    EVENTS,
+    EVENT_SEQUENCES,
+]
 """The projected tables: `pgplane replay projection` rebuilds and compares exactly these."""
 
 

@@ -21,6 +21,7 @@ from readmodel.tables import (
     BACKUPS,
     BASE_BACKUPS,
     DATABASES,
+    EVENTS,
     OPERATIONS,
     POLICIES,
     PROJECTS,
@@ -476,3 +477,77 @@ async def test_backup_deleted(conn: AsyncConnection) -> None:
     )
     await apply(conn, deletion.next(BackupDeleted, backup_id=backup_id, reason="retention"))
     assert (await one(conn, BACKUPS, BACKUPS.c.id == backup_id)).status == "deleted"
+
+
+async def published(conn: AsyncConnection, project_id: uuid.UUID) -> list[tuple[int, str, str]]:
+    rows = await conn.execute(
+        sa.select(EVENTS.c.sequence, EVENTS.c.type, EVENTS.c.subject)
+        .where(EVENTS.c.project_id == project_id)
+        .order_by(EVENTS.c.sequence)
+    )
+    return [(r.sequence, r.type, r.subject) for r in rows]
+
+
+async def test_public_events_are_numbered_per_project_once_each(conn: AsyncConnection) -> None:
+    """What subscribers see of a database's life: one public event per outcome, numbered 1, 2, ...
+    in the order they happened, a duplicate or re-emitted event adding nothing."""
+    create = Operation(OperationKind.CREATE)
+    project, db = create.project_id, create.database_id
+
+    def on_db(kind: OperationKind) -> Operation:
+        operation = Operation(kind, database_id=db)
+        operation.project_id = project
+        return operation
+
+    rotate, backup, drill, fails = (
+        on_db(k)
+        for k in (
+            OperationKind.ROTATE_CREDENTIALS,
+            OperationKind.BACKUP,
+            OperationKind.VERIFY_BACKUP,
+            OperationKind.BACKUP,
+        )
+    )
+    backup_id, failing_backup_id = uuid.uuid4(), uuid.uuid4()
+    created, rotated = create.next(DatabaseCreated), rotate.next(CredentialsRotated, credentials_version=2)
+    completed = backup.next(
+        BackupCompleted,
+        backup_id=backup_id,
+        object_key="k",
+        size_bytes=10,
+        dump_bytes=8,
+        sha256="a" * 64,
+        key_id="k1",
+        duration_ms=5,
+    )
+    await apply_all(conn, create.requested(), created, created, rotate.requested(), rotated)
+    await apply_all(conn, rotated, backup.requested(backup_id=backup_id, object_key="k"), completed, completed)
+    await apply_all(
+        conn,
+        drill.requested(),
+        drill.next(BackupVerified, backup_id=backup_id, duration_ms=3, tables=1),
+        fails.requested(backup_id=failing_backup_id, object_key="k2"),
+        fails.next(OperationFailed, reason="the store refused the upload"),
+    )
+    reset, restore, delete = (on_db(k) for k in (OperationKind.RESET, OperationKind.RESTORE, OperationKind.DELETE))
+    await apply_all(conn, reset.requested(), reset.next(OperationCompensated, reason="cancelled", failed_step="x"))
+    await apply_all(conn, restore.requested(backup_id=backup_id), restore.next(DatabaseRestored, backup_id=backup_id))
+    await apply_all(conn, delete.requested(), delete.next(DatabaseDeleted))
+    assert await published(conn, project) == [
+        (1, "database.created", f"databases/{db}"),
+        (2, "database.credentials_rotated", f"databases/{db}"),
+        (3, "backup.completed", f"backups/{backup_id}"),
+        (4, "backup.verified", f"backups/{backup_id}"),
+        (5, "operation.failed", f"operations/{fails.id}"),
+        (6, "backup.failed", f"backups/{failing_backup_id}"),
+        (7, "operation.compensated", f"operations/{reset.id}"),
+        (8, "database.restored", f"databases/{db}"),
+        (9, "database.deleted", f"databases/{db}"),
+    ]
+    rows = (await conn.execute(sa.select(EVENTS).where(EVENTS.c.project_id == project))).all()
+    assert rows[0].data == {"project_id": str(project), "database_id": str(db), "operation_id": str(create.id)}
+    assert len({row.id for row in rows}) == 9
+
+    other = Operation(OperationKind.CREATE)
+    await apply_all(conn, other.requested(), other.next(DatabaseCreated))
+    assert await published(conn, other.project_id) == [(1, "database.created", f"databases/{other.database_id}")]

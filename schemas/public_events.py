@@ -1,0 +1,135 @@
+"""The public event contract: what a tenant's subscribers see (the events API, its stream and,
+later, webhooks), as opposed to the internal envelopes on the bus.
+
+Each public event is CloudEvents 1.0 JSON plus ``sequence``, a number that grows by one per
+event of the project. Payloads are thin: ids, status, the operation, never a secret. The
+projector derives them from the internal events it applies (``readmodel.public_events``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class PublicData(BaseModel):
+    """Base of every public event's ``data``; ``TYPE`` names it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    TYPE: ClassVar[str]
+    SUBJECT: ClassVar[str] = "databases/{database_id}"
+    REGISTRY: ClassVar[dict[str, type[PublicData]]] = {}
+
+    project_id: uuid.UUID
+    database_id: uuid.UUID
+    operation_id: uuid.UUID
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "TYPE" in cls.__dict__:
+            PublicData.REGISTRY[cls.TYPE] = cls
+
+    def subject(self) -> str:
+        return self.SUBJECT.format(**self.model_dump())
+
+
+class DatabaseCreated(PublicData):
+    """A database is ready: its credentials can be read and it takes connections."""
+
+    TYPE = "database.created"
+
+
+class DatabaseDeleted(PublicData):
+    TYPE = "database.deleted"
+
+
+class DatabaseReset(PublicData):
+    """The database was emptied; its name, credentials and connection string are unchanged."""
+
+    TYPE = "database.reset"
+
+
+class DatabaseCredentialsRotated(PublicData):
+    """A new password is in effect; read it from the credentials endpoint."""
+
+    TYPE = "database.credentials_rotated"
+    credentials_version: int
+
+
+class DatabaseRestored(PublicData):
+    """The database holds a backup's contents (``backup_id``) or its state at ``point_in_time``."""
+
+    TYPE = "database.restored"
+    backup_id: uuid.UUID | None = None
+    point_in_time: AwareDatetime | None = None
+
+
+class BackupEvent(PublicData):
+    SUBJECT = "backups/{backup_id}"
+    backup_id: uuid.UUID
+
+
+class BackupCompleted(BackupEvent):
+    """The backup is stored whole; it can be restored, verified and downloaded."""
+
+    TYPE = "backup.completed"
+    size_bytes: int
+
+
+class BackupFailed(BackupEvent):
+    """Nothing was stored; ``reason`` says why."""
+
+    TYPE = "backup.failed"
+    reason: str
+
+
+class BackupVerified(BackupEvent):
+    """The backup was restored into a scratch database and read back."""
+
+    TYPE = "backup.verified"
+    tables: int
+
+
+class BackupDeleted(BackupEvent):
+    TYPE = "backup.deleted"
+
+
+class OperationEnded(PublicData):
+    SUBJECT = "operations/{operation_id}"
+    kind: str
+    """The operation's kind, as in ``GET /operations/{id}``."""
+    reason: str
+
+
+class OperationFailed(OperationEnded):
+    """The operation did not do what was asked; nothing it started is left half done."""
+
+    TYPE = "operation.failed"
+
+
+class OperationCompensated(OperationEnded):
+    """The operation was undone (cancelled, or a step failed and the earlier ones were reversed)."""
+
+    TYPE = "operation.compensated"
+
+
+class PublicEvent(BaseModel):
+    """One event as subscribers receive it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: uuid.UUID
+    type: str
+    source: str = Field(description="The project the event belongs to: ``/projects/<id>``.")
+    subject: str = Field(description="The resource: ``databases/<id>``, ``backups/<id>`` or ``operations/<id>``.")
+    time: AwareDatetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    sequence: int = Field(ge=1, description="Grows by one per event of the project; the events API's cursor.")
+    data: dict[str, Any]
+
+
+def source(project_id: uuid.UUID) -> str:
+    return f"/projects/{project_id}"
