@@ -23,6 +23,7 @@ from infra.settings import Settings
 
 T = TypeVar("T")
 OPERATOR_ENV = "pgplane.env"
+GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
 def _fail_cleanly(work: Callable[[], T]) -> T:
@@ -71,7 +72,14 @@ def cmd_api(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
 
     _fail_cleanly(lambda: asyncio.run(bootstrap.check_metadata(settings)))
     app = bootstrap.api(settings, faults=faults)
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", http=JsonErrorsH11Protocol)
+    uvicorn.run(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        http=JsonErrorsH11Protocol,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,  # event streams never end by themselves
+    )
 
 
 def cmd_agent(settings: Settings, args: argparse.Namespace, faults: Faults) -> None:
@@ -119,9 +127,10 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace, _: Faults) -> None
 
 
 def cmd_schemas(_: Settings, args: argparse.Namespace, __: Faults) -> None:
-    from schemas.export import write_json_schemas
+    from schemas.export import json_schemas, public_json_schemas, write_json_schemas
 
-    for path in write_json_schemas(Path(args.directory)):
+    schemas = public_json_schemas() if args.action == "export-public" else json_schemas()
+    for path in write_json_schemas(Path(args.directory), schemas):
         print(path)
 
 
@@ -166,7 +175,7 @@ def main(argv: list[str] | None = None, *, faults: Faults = NO_FAULTS) -> None:
     replay.add_argument("--keep", action="store_true", help="keep the replayed schema")
     replay.set_defaults(func=cmd_replay)
     schemas = sub.add_parser("schemas", help="message contract")
-    schemas.add_argument("action", choices=["export"])
+    schemas.add_argument("action", choices=["export", "export-public"])
     schemas.add_argument("directory")
     schemas.set_defaults(func=cmd_schemas)
     args = parser.parse_args(argv)

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     )
     verifier_check_seconds: float = Field(default=60.0, gt=0, description="How often the agent looks for drift.")
     agent_concurrency: int = 8
+    events_keepalive_seconds: float = Field(
+        default=15.0, gt=0, description="An idle event stream sends a comment this often, so proxies keep it open."
+    )
+    events_poll_seconds: float = Field(default=0.5, gt=0, description="How often an event stream looks for news.")
 
     # backups: the object store (file:///dir or s3://bucket/prefix) and the keys that seal them
     object_store_url: str = Field(default="", description="Default: file://<state_dir>/backups.")

@@ -1,4 +1,5 @@
-"""JSON Schema of the envelope and of every command and event body."""
+"""JSON Schema of the envelope and of every command and event body (the bus), and of the public
+events subscribers receive (committed in ``schemas/public/``; a test keeps the two the same)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from schemas.envelope import Envelope, Payload
+from schemas.public_events import PublicData, PublicEvent
+
+PUBLIC_DIRECTORY = Path(__file__).parent / "public"
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
@@ -17,10 +21,26 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     return found
 
 
-def write_json_schemas(directory: Path) -> list[Path]:
+def public_json_schemas() -> dict[str, dict[str, Any]]:
+    """``{"event": ..., "<public event type>": <its data>, ...}``."""
+    found: dict[str, dict[str, Any]] = {"event": PublicEvent.model_json_schema()}
+    for event_type, model in sorted(PublicData.REGISTRY.items()):
+        found[event_type.value] = model.model_json_schema()
+    return found
+
+
+def committed_public_schemas() -> dict[str, dict[str, Any]]:
+    """The public schemas as committed (``pgplane schemas export-public schemas/public``)."""
+    return {
+        path.name.removesuffix(".schema.json"): json.loads(path.read_text())
+        for path in sorted(PUBLIC_DIRECTORY.glob("*.schema.json"))
+    }
+
+
+def write_json_schemas(directory: Path, schemas: dict[str, dict[str, Any]]) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, schema in json_schemas().items():
+    for name, schema in schemas.items():
         path = directory / f"{name}.schema.json"
         path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         written.append(path)

@@ -9,18 +9,33 @@ projector derives them from the internal events it applies (``readmodel.public_e
 from __future__ import annotations
 
 import uuid
+from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class EventType(StrEnum):
+    DATABASE_CREATED = "database.created"
+    DATABASE_DELETED = "database.deleted"
+    DATABASE_RESET = "database.reset"
+    DATABASE_CREDENTIALS_ROTATED = "database.credentials_rotated"
+    DATABASE_RESTORED = "database.restored"
+    BACKUP_COMPLETED = "backup.completed"
+    BACKUP_FAILED = "backup.failed"
+    BACKUP_VERIFIED = "backup.verified"
+    BACKUP_DELETED = "backup.deleted"
+    OPERATION_FAILED = "operation.failed"
+    OPERATION_COMPENSATED = "operation.compensated"
 
 
 class PublicData(BaseModel):
     """Base of every public event's ``data``; ``TYPE`` names it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    TYPE: ClassVar[str]
+    TYPE: ClassVar[EventType]
     SUBJECT: ClassVar[str] = "databases/{database_id}"
-    REGISTRY: ClassVar[dict[str, type[PublicData]]] = {}
+    REGISTRY: ClassVar[dict[EventType, type[PublicData]]] = {}
 
     project_id: uuid.UUID
     database_id: uuid.UUID
@@ -38,30 +53,30 @@ class PublicData(BaseModel):
 class DatabaseCreated(PublicData):
     """A database is ready: its credentials can be read and it takes connections."""
 
-    TYPE = "database.created"
+    TYPE = EventType.DATABASE_CREATED
 
 
 class DatabaseDeleted(PublicData):
-    TYPE = "database.deleted"
+    TYPE = EventType.DATABASE_DELETED
 
 
 class DatabaseReset(PublicData):
     """The database was emptied; its name, credentials and connection string are unchanged."""
 
-    TYPE = "database.reset"
+    TYPE = EventType.DATABASE_RESET
 
 
 class DatabaseCredentialsRotated(PublicData):
     """A new password is in effect; read it from the credentials endpoint."""
 
-    TYPE = "database.credentials_rotated"
+    TYPE = EventType.DATABASE_CREDENTIALS_ROTATED
     credentials_version: int
 
 
 class DatabaseRestored(PublicData):
     """The database holds a backup's contents (``backup_id``) or its state at ``point_in_time``."""
 
-    TYPE = "database.restored"
+    TYPE = EventType.DATABASE_RESTORED
     backup_id: uuid.UUID | None = None
     point_in_time: AwareDatetime | None = None
 
@@ -74,26 +89,26 @@ class BackupEvent(PublicData):
 class BackupCompleted(BackupEvent):
     """The backup is stored whole; it can be restored, verified and downloaded."""
 
-    TYPE = "backup.completed"
+    TYPE = EventType.BACKUP_COMPLETED
     size_bytes: int
 
 
 class BackupFailed(BackupEvent):
     """Nothing was stored; ``reason`` says why."""
 
-    TYPE = "backup.failed"
+    TYPE = EventType.BACKUP_FAILED
     reason: str
 
 
 class BackupVerified(BackupEvent):
     """The backup was restored into a scratch database and read back."""
 
-    TYPE = "backup.verified"
+    TYPE = EventType.BACKUP_VERIFIED
     tables: int
 
 
 class BackupDeleted(BackupEvent):
-    TYPE = "backup.deleted"
+    TYPE = EventType.BACKUP_DELETED
 
 
 class OperationEnded(PublicData):
@@ -106,13 +121,13 @@ class OperationEnded(PublicData):
 class OperationFailed(OperationEnded):
     """The operation did not do what was asked; nothing it started is left half done."""
 
-    TYPE = "operation.failed"
+    TYPE = EventType.OPERATION_FAILED
 
 
 class OperationCompensated(OperationEnded):
     """The operation was undone (cancelled, or a step failed and the earlier ones were reversed)."""
 
-    TYPE = "operation.compensated"
+    TYPE = EventType.OPERATION_COMPENSATED
 
 
 class PublicEvent(BaseModel):
@@ -122,7 +137,7 @@ class PublicEvent(BaseModel):
 
     specversion: Literal["1.0"] = "1.0"
     id: uuid.UUID
-    type: str
+    type: EventType
     source: str = Field(description="The project the event belongs to: ``/projects/<id>``.")
     subject: str = Field(description="The resource: ``databases/<id>``, ``backups/<id>`` or ``operations/<id>``.")
     time: AwareDatetime

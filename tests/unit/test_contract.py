@@ -12,7 +12,8 @@ from infra.secrets import SecretBox, new_host_key, new_secret_key, scram_verifie
 from schemas.commands import SCRAM_VERIFIER, DeleteDatabase
 from schemas.envelope import Envelope
 from schemas.events import OperationStarted, ProjectCreated
-from schemas.export import json_schemas
+from schemas.export import committed_public_schemas, json_schemas, public_json_schemas
+from schemas.public_events import EventType, PublicData
 
 
 def test_envelope_ids_are_deterministic() -> None:
@@ -42,6 +43,12 @@ def test_envelope_refuses_unknown_types_and_bad_bodies() -> None:
 def test_json_schema_covers_every_message() -> None:
     schemas = json_schemas()
     assert {"envelope", "pgplane.command.create_database", "pgplane.database.created"} <= set(schemas)
+
+
+def test_committed_public_event_schemas_match_the_code() -> None:
+    """Regenerate with ``pgplane schemas export-public schemas/public`` after changing a public event."""
+    assert set(PublicData.REGISTRY) == set(EventType)
+    assert committed_public_schemas() == public_json_schemas()
 
 
 def test_scram_verifier_shape_and_salt() -> None:
