@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
+from schemas.public_events import EventType
+
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 RESERVED_NAMES = frozenset(
     {"postgres", "template0", "template1", "pgbouncer", "pgplane", "admin", "root", "public", "default", "system"}
@@ -309,3 +311,65 @@ class Readiness(BaseModel):
     components: dict[str, ComponentReadiness] = Field(
         description="nats, metadata, projector and one agent:<host> per data host."
     )
+
+
+WebhookUrl = Annotated[
+    str,
+    Field(
+        min_length=8,
+        max_length=2000,
+        pattern=r"^https?://[^\s]+$",
+        description="https; its name must resolve only to public addresses (http and loopback only where allowed).",
+    ),
+]
+
+
+class WebhookCreate(Strict):
+    project_id: uuid.UUID
+    url: WebhookUrl
+    event_types: list[EventType] = Field(
+        default_factory=list, max_length=50, description="Only these types (see `GET /events/schemas`); empty: all."
+    )
+    description: Text | None = None
+
+
+class WebhookUpdate(Strict):
+    url: WebhookUrl | None = None
+    event_types: list[EventType] | None = Field(default=None, max_length=50)
+    description: Text | None = None
+    status: Literal["enabled", "disabled"] | None = None
+
+
+class WebhookPublic(BaseModel):
+    id: uuid.UUID
+    project_id: uuid.UUID
+    url: str
+    event_types: list[str]
+    description: str | None
+    status: Literal["enabled", "disabled"]
+    disabled_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhooksPublic(BaseModel):
+    data: list[WebhookPublic]
+    count: int
+
+
+class WebhookWithSecret(WebhookPublic):
+    secret: str = Field(description="`whsec_…`: verify deliveries with it (Standard Webhooks).")
+
+
+class DeliveryAttemptPublic(BaseModel):
+    event_id: uuid.UUID
+    attempted_at: datetime
+    status_code: int | None
+    duration_ms: int
+    error: str | None
+    next_attempt_at: datetime | None = Field(description="When it is tried again; null: delivered or given up.")
+
+
+class DeliveryAttemptsPublic(BaseModel):
+    data: list[DeliveryAttemptPublic]
+    count: int

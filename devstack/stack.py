@@ -31,7 +31,7 @@ from infra.secrets import new_password
 from infra.settings import Settings
 from schemas.subjects import Subjects
 
-PROCESSES = ("projector", "agent", "scheduler", "api")
+PROCESSES = ("projector", "agent", "scheduler", "webhooks", "api")
 
 
 @dataclass
@@ -110,7 +110,10 @@ class Stack:
         return saved
 
     def nats_user(self, name: str) -> dict[str, str]:
-        """``PGPLANE_NATS_USER``/``PASSWORD`` of process ``name`` (the agent's user is per host)."""
+        """``PGPLANE_NATS_USER``/``PASSWORD`` of process ``name`` (the agent's user is per host);
+        nothing for the webhook dispatcher, which never touches the bus."""
+        if name == "webhooks":
+            return {}
         s = Subjects(namespace=self.namespace)
         role = {
             "api": bus_permissions.api(s),
@@ -143,6 +146,9 @@ class Stack:
             "PGPLANE_HOST_ID": self.host_id,
             "PGPLANE_PGBOUNCER_PORT": str(self.pgbouncer_port),
             "PGPLANE_HOST_PUBLIC_KEY": s["host_public_key"],
+            # a newcomer points a webhook at a receiver on this machine
+            "PGPLANE_WEBHOOK_ALLOW_LOOPBACK": "true",
+            "PGPLANE_WEBHOOK_ALLOW_HTTP": "true",
         }
         backups = {"PGPLANE_OBJECT_STORE_URL": self.object_store_url or (self.root / "backups").resolve().as_uri()}
         own = {
@@ -159,6 +165,7 @@ class Stack:
             }
             | backups,
             "projector": {"PGPLANE_METADATA_DSN": c.control_dsn(self.meta_db)},
+            "webhooks": {"PGPLANE_METADATA_DSN": c.control_dsn(self.meta_db), "PGPLANE_SECRET_KEY": s["secret_key"]},
             "scheduler": {
                 "PGPLANE_METADATA_DSN": c.control_dsn(self.meta_db),
                 "PGPLANE_COMMAND_SIGNING_KEY": s["command_signing_key"],

@@ -13,6 +13,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+import httpx
 import nats
 import psycopg
 import sqlalchemy as sa
@@ -37,6 +38,8 @@ from consumers.agent.service import Agent, BackgroundJob
 from consumers.agent.wal_archiver import WalArchiver
 from consumers.projector.replay import ReplayReport, replay_projection
 from consumers.projector.service import Projector, StreamReader
+from consumers.webhooks.dispatcher import Dispatcher
+from infra.address_guard import system_resolver
 from infra.errors import Unreachable
 from infra.faults import NO_FAULTS, Faults
 from infra.heartbeats import Heartbeats
@@ -269,6 +272,17 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
         reader = StreamReader(js, subjects.events_stream, subjects.all_events())
         beating = heartbeats(settings, nc).run("projector", stop)
         await asyncio.gather(Projector(engine, subscription, reader).run(stop), beating)
+
+
+async def run_webhooks(settings: Settings, stop: asyncio.Event, *, faults: Faults = NO_FAULTS) -> None:
+    """Public events → the projects' webhook endpoints (reads the metadata database only)."""
+    if settings.secret_key is None:
+        raise SystemExit("PGPLANE_SECRET_KEY is required (it decrypts the endpoints' secrets)")
+    box = SecretBox(settings.secret_key.get_secret_value())
+    # no proxies from the environment: a request must go to the address the guard checked
+    client = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=settings.webhook_timeout_seconds)
+    async with metadata(settings, pool_size=4) as engine, client:
+        await Dispatcher(engine, box, settings, client, system_resolver, faults).run(stop)
 
 
 async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:

@@ -96,6 +96,12 @@ def cmd_projector(settings: Settings, _: argparse.Namespace, faults: Faults) -> 
     _run_until_signal(lambda stop: bootstrap.run_projector(settings, stop))
 
 
+def cmd_webhooks(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
+    from entrypoints import bootstrap
+
+    _run_until_signal(lambda stop: bootstrap.run_webhooks(settings, stop, faults=faults))
+
+
 def cmd_scheduler(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
     from entrypoints import bootstrap
 
@@ -165,6 +171,7 @@ def main(argv: list[str] | None = None, *, faults: Faults = NO_FAULTS) -> None:
     agent.add_argument("--host", help="data host id (default PGPLANE_HOST_ID)")
     agent.set_defaults(func=cmd_agent)
     sub.add_parser("projector", help="events → metadata read model and audit log").set_defaults(func=cmd_projector)
+    sub.add_parser("webhooks", help="public events → webhook endpoints").set_defaults(func=cmd_webhooks)
     sub.add_parser("scheduler", help="scheduled backups, missed slots, retention").set_defaults(func=cmd_scheduler)
     sub.add_parser("dev", help="the whole platform locally").set_defaults(func=cmd_dev)
     migrate = sub.add_parser("migrate", help="bring databases to this release's schema")

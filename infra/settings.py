@@ -66,6 +66,26 @@ class Settings(BaseSettings):
     )
     events_poll_seconds: float = Field(default=0.5, gt=0, description="How often an event stream looks for news.")
 
+    # webhooks (Standard Webhooks): the dispatcher's schedule and what endpoints may be
+    webhook_retry_schedule: str = Field(
+        default="0,5,300,1800,7200,18000,36000,50400,72000,86400",
+        pattern=r"^\d+(\.\d+)?(,\d+(\.\d+)?)*$",
+        description="Seconds before each attempt after a failure (the specification's schedule); jittered by 10%.",
+    )
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0)
+    webhook_max_response_bytes: int = Field(default=65536, ge=0, description="How much of a response is read.")
+    webhook_disable_after_seconds: float = Field(
+        default=5 * 86400, gt=0, description="An endpoint failing this long without a success is disabled."
+    )
+    webhook_secret_overlap_seconds: float = Field(
+        default=86400, ge=0, description="After a rotation, deliveries carry the old secret's signature this long."
+    )
+    webhook_allow_loopback: bool = Field(
+        default=False, description="Let endpoints point at this machine (the local stack sets it)."
+    )
+    webhook_allow_http: bool = Field(default=False, description="Accept http:// endpoints (the local stack sets it).")
+    webhook_poll_seconds: float = Field(default=0.5, gt=0, description="How often the dispatcher looks for work.")
+
     # backups: the object store (file:///dir or s3://bucket/prefix) and the keys that seal them
     object_store_url: str = Field(default="", description="Default: file://<state_dir>/backups.")
     s3_endpoint_url: str | None = None

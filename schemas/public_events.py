@@ -148,3 +148,16 @@ class PublicEvent(BaseModel):
 
 def source(project_id: uuid.UUID) -> str:
     return f"/projects/{project_id}"
+
+
+def from_row(row: Any) -> PublicEvent:
+    """A stored public event (a row of the ``events`` table) as subscribers receive it."""
+    return PublicEvent(
+        id=row.id,
+        type=row.type,
+        source=source(row.project_id),
+        subject=row.subject,
+        time=row.time,
+        sequence=row.sequence,
+        data=row.data,
+    )

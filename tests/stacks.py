@@ -18,13 +18,14 @@ FAST_RETRIES = {
 }
 
 
-WITHOUT_SCHEDULER = tuple(p for p in PROCESSES if p != "scheduler")
+WITHOUT_SCHEDULER = tuple(p for p in PROCESSES if p not in ("scheduler", "webhooks"))
+"""What most tests need: the scheduler and the webhook dispatcher run only where a test asks."""
 
 
 def new_stack(
     cluster: Cluster, env: dict[str, str] | None = None, *, processes: tuple[str, ...] = WITHOUT_SCHEDULER
 ) -> Stack:
-    """A platform on ``cluster``; the scheduler runs only where a test asks for it."""
+    """A platform on ``cluster``; the scheduler and the dispatcher run only where a test asks for them."""
     suffix = uuid.uuid4().hex[:10]
     return Stack(
         cluster,

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from readmodel.tables import EVENTS
-from schemas.public_events import EventType, PublicEvent, source
+from schemas.public_events import EventType, PublicEvent, from_row
 
 STREAM_PAGE = 500
 
@@ -30,19 +30,7 @@ async def events_after(
     )
     if types:
         query = query.where(EVENTS.c.type.in_(types))
-    return [public_event(row) for row in await conn.execute(query)]
-
-
-def public_event(row: Any) -> PublicEvent:
-    return PublicEvent(
-        id=row.id,
-        type=row.type,
-        source=source(row.project_id),
-        subject=row.subject,
-        time=row.time,
-        sequence=row.sequence,
-        data=row.data,
-    )
+    return [from_row(row) for row in await conn.execute(query)]
 
 
 def server_sent(event: PublicEvent) -> str:

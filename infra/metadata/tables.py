@@ -1,5 +1,6 @@
 """Metadata tables the API and the producers write directly (never from events): API tokens,
-encrypted tenant passwords, idempotency keys, the outbox and the scheduler's claimed slots."""
+encrypted tenant passwords, idempotency keys, the outbox, the scheduler's claimed slots, and
+webhook endpoints with their deliveries."""
 
 from __future__ import annotations
 
@@ -82,6 +83,66 @@ class BackupSlot(SQLModel, table=True):
     missed_at: datetime | None = Field(default=None, sa_type=TZ)
 
 
+class WebhookEndpoint(SQLModel, table=True):
+    """Where a project's public events are sent; ``last_sequence`` is how far they were queued."""
+
+    __tablename__ = "webhook_endpoints"
+    id: uuid.UUID = Field(primary_key=True)
+    project_id: uuid.UUID = Field(index=True)
+    url: str
+    description: str | None = None
+    event_types: list[str] = Field(default_factory=list, sa_type=JSONB)
+    """Empty: every type."""
+    status: str
+    disabled_reason: str | None = None
+    secret_encrypted: bytes
+    previous_secret_encrypted: bytes | None = None
+    previous_secret_until: datetime | None = Field(default=None, sa_type=TZ)
+    """Until then deliveries are signed with the previous secret as well (a rotation's overlap)."""
+    last_sequence: int = Field(sa_type=sa.BigInteger)
+    failing_since: datetime | None = Field(default=None, sa_type=TZ)
+    created_at: datetime = Field(sa_type=TZ)
+    updated_at: datetime = Field(sa_type=TZ)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one endpoint, until it is delivered or given up; ``ordering_key`` (the
+    database) holds back later events of the same database while an earlier one is pending."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.Index("webhook_deliveries_due", "next_attempt_at", postgresql_where=sa.text("status = 'pending'")),
+        sa.Index("webhook_deliveries_order", "endpoint_id", "ordering_key", "sequence"),
+    )
+    endpoint_id: uuid.UUID = Field(primary_key=True)
+    event_id: uuid.UUID = Field(primary_key=True)
+    project_id: uuid.UUID
+    sequence: int = Field(sa_type=sa.BigInteger)
+    ordering_key: str
+    status: str
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_type=TZ)
+    last_status_code: int | None = None
+    last_error: str | None = None
+    created_at: datetime = Field(sa_type=TZ)
+    delivered_at: datetime | None = Field(default=None, sa_type=TZ)
+
+
+class WebhookAttempt(SQLModel, table=True):
+    __tablename__ = "webhook_attempts"
+    id: uuid.UUID = Field(primary_key=True)
+    endpoint_id: uuid.UUID = Field(index=True)
+    event_id: uuid.UUID
+    attempted_at: datetime = Field(sa_type=TZ)
+    status_code: int | None = None
+    duration_ms: int
+    error: str | None = None
+    next_attempt_at: datetime | None = Field(default=None, sa_type=TZ)
+
+
+WEBHOOK_ENDPOINTS, WEBHOOK_DELIVERIES, WEBHOOK_ATTEMPTS = (
+    table(m) for m in (WebhookEndpoint, WebhookDelivery, WebhookAttempt)
+)
 TOKENS, CREDENTIALS, IDEMPOTENCY, OUTBOX, SLOTS, AUTH_FAILURES = (
     table(m) for m in (ApiToken, DatabaseCredential, IdempotencyKey, OutboxMessage, BackupSlot, AuthFailure)
 )

@@ -1,0 +1,181 @@
+"""Webhook endpoints: registered per project, checked against the address guard, each with a
+``whsec_`` secret kept encrypted; rotation keeps the old secret signing for an overlap."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from api.errors import ApiError, not_found
+from api.models import (
+    DeliveryAttemptPublic,
+    DeliveryAttemptsPublic,
+    WebhookCreate,
+    WebhookPublic,
+    WebhooksPublic,
+    WebhookUpdate,
+    WebhookWithSecret,
+)
+from api.platform import Platform
+from api.principal import Principal
+from api.usecases.projects import load_project
+from infra.address_guard import Refused, check_url, system_resolver
+from infra.metadata.tables import WEBHOOK_ATTEMPTS, WEBHOOK_ENDPOINTS
+from infra.settings import Settings
+from infra.webhook_signing import new_secret, secret_context
+from readmodel.tables import EVENT_SEQUENCES
+
+RESOLVE_SECONDS = 5.0
+
+
+async def check_endpoint_url(settings: Settings, url: str) -> None:
+    try:
+        await asyncio.wait_for(
+            check_url(
+                url,
+                allow_loopback=settings.webhook_allow_loopback,
+                allow_http=settings.webhook_allow_http,
+                resolver=system_resolver,
+            ),
+            RESOLVE_SECONDS,
+        )
+    except Refused as exc:
+        raise ApiError(422, "url_refused", f"this URL cannot receive webhooks: {exc}") from None
+    except TimeoutError:
+        raise ApiError(422, "url_refused", "this URL cannot receive webhooks: its name did not resolve") from None
+
+
+def webhook_public(row: Any) -> WebhookPublic:
+    return WebhookPublic(
+        id=row.id,
+        project_id=row.project_id,
+        url=row.url,
+        event_types=row.event_types,
+        description=row.description,
+        status=row.status,
+        disabled_reason=row.disabled_reason,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+async def load_endpoint(conn: AsyncConnection, principal: Principal, endpoint_id: uuid.UUID) -> Any:
+    row = (await conn.execute(sa.select(WEBHOOK_ENDPOINTS).where(WEBHOOK_ENDPOINTS.c.id == endpoint_id))).first()
+    if row is None or not principal.sees(row.project_id):
+        raise not_found("webhook endpoint")
+    return row
+
+
+async def create_endpoint(
+    conn: AsyncConnection, platform: Platform, principal: Principal, body: WebhookCreate
+) -> WebhookWithSecret:
+    """Events from now on are sent to it (the project's earlier events are in the events API)."""
+    await load_project(conn, principal, body.project_id)
+    await check_endpoint_url(platform.settings, body.url)
+    now, endpoint_id, secret = datetime.now(UTC), uuid.uuid4(), new_secret()
+    last = (
+        await conn.execute(
+            sa.select(EVENT_SEQUENCES.c.last_sequence).where(EVENT_SEQUENCES.c.project_id == body.project_id)
+        )
+    ).scalar_one_or_none()
+    row = {
+        "id": endpoint_id,
+        "project_id": body.project_id,
+        "url": body.url,
+        "description": body.description,
+        "event_types": [t.value for t in body.event_types],
+        "status": "enabled",
+        "secret_encrypted": platform.box.encrypt(secret, context=secret_context(endpoint_id)),
+        "last_sequence": last or 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    await conn.execute(sa.insert(WEBHOOK_ENDPOINTS).values(row))
+    created = await load_endpoint(conn, principal, endpoint_id)
+    return WebhookWithSecret(**webhook_public(created).model_dump(), secret=secret)
+
+
+async def list_endpoints(conn: AsyncConnection, principal: Principal, project_id: uuid.UUID) -> WebhooksPublic:
+    await load_project(conn, principal, project_id)
+    query = (
+        sa.select(WEBHOOK_ENDPOINTS)
+        .where(WEBHOOK_ENDPOINTS.c.project_id == project_id)
+        .order_by(WEBHOOK_ENDPOINTS.c.created_at)
+    )
+    rows = (await conn.execute(query)).all()
+    return WebhooksPublic(data=[webhook_public(r) for r in rows], count=len(rows))
+
+
+async def update_endpoint(
+    conn: AsyncConnection, platform: Platform, principal: Principal, endpoint_id: uuid.UUID, body: WebhookUpdate
+) -> WebhookPublic:
+    """Change the URL, types, description or status; enabling again clears the failure record."""
+    await load_endpoint(conn, principal, endpoint_id)
+    values: dict[str, Any] = {"updated_at": datetime.now(UTC)}
+    if body.url is not None:
+        await check_endpoint_url(platform.settings, body.url)
+        values["url"] = body.url
+    if body.event_types is not None:
+        values["event_types"] = [t.value for t in body.event_types]
+    if body.description is not None:
+        values["description"] = body.description
+    if body.status is not None:
+        values["status"] = body.status
+        values["disabled_reason"] = None if body.status == "enabled" else "disabled by a user"
+        values["failing_since"] = None
+    await conn.execute(sa.update(WEBHOOK_ENDPOINTS).where(WEBHOOK_ENDPOINTS.c.id == endpoint_id).values(values))
+    return webhook_public(await load_endpoint(conn, principal, endpoint_id))
+
+
+async def delete_endpoint(conn: AsyncConnection, principal: Principal, endpoint_id: uuid.UUID) -> WebhookPublic:
+    row = await load_endpoint(conn, principal, endpoint_id)
+    await conn.execute(sa.delete(WEBHOOK_ENDPOINTS).where(WEBHOOK_ENDPOINTS.c.id == endpoint_id))
+    return webhook_public(row)
+
+
+async def rotate_secret(
+    conn: AsyncConnection, platform: Platform, principal: Principal, endpoint_id: uuid.UUID
+) -> WebhookWithSecret:
+    """A new secret at once; the old one keeps signing (next to it) for the overlap."""
+    row = await load_endpoint(conn, principal, endpoint_id)
+    now, secret = datetime.now(UTC), new_secret()
+    overlap = timedelta(seconds=platform.settings.webhook_secret_overlap_seconds)
+    values = {
+        "secret_encrypted": platform.box.encrypt(secret, context=secret_context(endpoint_id)),
+        "previous_secret_encrypted": row.secret_encrypted,
+        "previous_secret_until": now + overlap,
+        "updated_at": now,
+    }
+    await conn.execute(sa.update(WEBHOOK_ENDPOINTS).where(WEBHOOK_ENDPOINTS.c.id == endpoint_id).values(values))
+    rotated = await load_endpoint(conn, principal, endpoint_id)
+    return WebhookWithSecret(**webhook_public(rotated).model_dump(), secret=secret)
+
+
+async def list_attempts(
+    conn: AsyncConnection, principal: Principal, endpoint_id: uuid.UUID, *, limit: int
+) -> DeliveryAttemptsPublic:
+    await load_endpoint(conn, principal, endpoint_id)
+    query = (
+        sa.select(WEBHOOK_ATTEMPTS)
+        .where(WEBHOOK_ATTEMPTS.c.endpoint_id == endpoint_id)
+        .order_by(WEBHOOK_ATTEMPTS.c.attempted_at.desc())
+        .limit(limit)
+    )
+    rows = (await conn.execute(query)).all()
+    attempts = [
+        DeliveryAttemptPublic(
+            event_id=r.event_id,
+            attempted_at=r.attempted_at,
+            status_code=r.status_code,
+            duration_ms=r.duration_ms,
+            error=r.error,
+            next_attempt_at=r.next_attempt_at,
+        )
+        for r in rows
+    ]
+    return DeliveryAttemptsPublic(data=attempts, count=len(attempts))

@@ -1,0 +1,360 @@
+"""The webhook dispatcher: each project's public events, in sequence order, to its endpoints.
+
+Public events get their numbers in the projector's transaction, so the ``events`` table is the
+ordered, durable stream; each endpoint keeps a cursor in it. One loop:
+
+1. queue: the events past each enabled endpoint's cursor (of the types it asked for) become
+   ``pending`` deliveries, and the cursor moves, in one transaction;
+2. claim: due deliveries with no earlier pending delivery of the same database for the same
+   endpoint (a failing event holds back later events of its database only) are leased, their
+   attempt counted, in one transaction (``SKIP LOCKED``: several dispatchers share the work);
+3. send: the address guard checks the URL again and the request goes to the address it checked,
+   signed (Standard Webhooks), 15 s at most, redirects not followed, a capped part of the
+   response read; the outcome and the attempt are recorded.
+
+A dispatcher that dies mid-send leaves a lease (twice the send timeout) that runs out, and the event is sent again with
+the same ``webhook-id``: receivers dedupe by it. 2xx delivers; 410 disables the endpoint; any
+other answer is retried on the schedule (``Retry-After`` honoured), and an endpoint that has
+failed for ``webhook_disable_after_seconds`` is disabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from infra.address_guard import Refused, Resolver, Target, check_url
+from infra.faults import NO_FAULTS, Faults
+from infra.metadata.tables import WEBHOOK_ATTEMPTS, WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS
+from infra.secrets import SecretBox
+from infra.settings import Settings
+from infra.webhook_signing import endpoint_secrets, signed_headers
+from readmodel.tables import EVENTS
+from schemas.public_events import from_row
+
+log = logging.getLogger("pgplane.webhooks")
+QUEUE_BATCH = 1000
+CLAIM_BATCH = 50
+RESOLVE_SECONDS = 5.0
+MAX_RETRY_AFTER_SECONDS = 86400.0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Seconds to wait before each attempt after a failure, jittered by 10%."""
+
+    delays: tuple[float, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Schedule:
+        return cls(tuple(float(part) for part in text.split(",")))
+
+    def after_failure(self, attempts: int) -> float | None:
+        """Seconds until the next attempt after ``attempts`` failed ones; ``None``: give up."""
+        if attempts >= len(self.delays):
+            return None
+        return self.delays[attempts] * random.uniform(0.9, 1.1)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    endpoint_id: uuid.UUID
+    event_id: uuid.UUID
+    attempts: int
+    url: str
+    secrets: list[str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int | None
+    error: str | None
+    retry_after: float | None
+    duration_ms: int
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """``Retry-After`` as seconds (a number or an HTTP date), capped at a day."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - now).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        box: SecretBox,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        resolver: Resolver,
+        faults: Faults = NO_FAULTS,
+    ) -> None:
+        self._engine = engine
+        self._box = box
+        self._settings = settings
+        self._http = http
+        self._resolver = resolver
+        self._faults = faults
+        self._schedule = Schedule.parse(settings.webhook_retry_schedule)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("webhook dispatcher running")
+        while not stop.is_set():
+            busy = False
+            try:
+                busy = await self.queue() > 0
+                busy = await self.send_due() > 0 or busy
+            except Exception:
+                log.exception("a dispatcher round failed; trying again")
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._settings.webhook_poll_seconds)
+
+    async def queue(self) -> int:
+        """New events of every enabled endpoint's project become pending deliveries."""
+        queued = 0
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            endpoints = (
+                await conn.execute(
+                    sa.select(WEBHOOK_ENDPOINTS)
+                    .where(WEBHOOK_ENDPOINTS.c.status == "enabled")
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            for endpoint in endpoints:
+                queued += await self._queue_for(conn, endpoint, now)
+        return queued
+
+    async def _queue_for(self, conn: AsyncConnection, endpoint: Any, now: datetime) -> int:
+        events = (
+            await conn.execute(
+                sa.select(EVENTS.c.id, EVENTS.c.sequence, EVENTS.c.type, EVENTS.c.data)
+                .where(EVENTS.c.project_id == endpoint.project_id, EVENTS.c.sequence > endpoint.last_sequence)
+                .order_by(EVENTS.c.sequence)
+                .limit(QUEUE_BATCH)
+            )
+        ).all()
+        if not events:
+            return 0
+        wanted = set(endpoint.event_types)
+        rows = [
+            {
+                "endpoint_id": endpoint.id,
+                "event_id": event.id,
+                "project_id": endpoint.project_id,
+                "sequence": event.sequence,
+                "ordering_key": str(event.data.get("database_id", "")),
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for event in events
+            if not wanted or event.type in wanted
+        ]
+        if rows:
+            await conn.execute(insert(WEBHOOK_DELIVERIES).on_conflict_do_nothing(), rows)
+        await conn.execute(
+            sa.update(WEBHOOK_ENDPOINTS)
+            .where(WEBHOOK_ENDPOINTS.c.id == endpoint.id)
+            .values(last_sequence=events[-1].sequence)
+        )
+        return len(rows)
+
+    async def send_due(self) -> int:
+        claimed = await self.claim()
+        await asyncio.gather(*(self._deliver(c) for c in claimed))
+        return len(claimed)
+
+    async def claim(self) -> list[Claimed]:
+        """Lease the due deliveries that are first in line for their database."""
+        now = datetime.now(UTC)
+        lease = now + timedelta(seconds=2 * self._settings.webhook_timeout_seconds)  # a send takes at most one
+        d, earlier = WEBHOOK_DELIVERIES.alias("d"), WEBHOOK_DELIVERIES.alias("earlier")
+        first_in_line = ~sa.exists(
+            sa.select(1).where(
+                earlier.c.endpoint_id == d.c.endpoint_id,
+                earlier.c.ordering_key == d.c.ordering_key,
+                earlier.c.sequence < d.c.sequence,
+                earlier.c.status == "pending",
+            )
+        )
+        enabled = sa.exists(
+            sa.select(1).where(WEBHOOK_ENDPOINTS.c.id == d.c.endpoint_id, WEBHOOK_ENDPOINTS.c.status == "enabled")
+        )
+        async with self._engine.begin() as conn:
+            due = (
+                await conn.execute(
+                    sa.select(d.c.endpoint_id, d.c.event_id, d.c.attempts, d.c.project_id, d.c.sequence)
+                    .where(d.c.status == "pending", d.c.next_attempt_at <= now, first_in_line, enabled)
+                    .order_by(d.c.next_attempt_at)
+                    .limit(CLAIM_BATCH)
+                    .with_for_update(of=d, skip_locked=True)
+                )
+            ).all()
+            claimed = []
+            for row in due:
+                await conn.execute(
+                    sa.update(WEBHOOK_DELIVERIES)
+                    .where(WEBHOOK_DELIVERIES.c.endpoint_id == row.endpoint_id)
+                    .where(WEBHOOK_DELIVERIES.c.event_id == row.event_id)
+                    .values(next_attempt_at=lease, attempts=row.attempts + 1)
+                )
+                endpoint = (
+                    await conn.execute(sa.select(WEBHOOK_ENDPOINTS).where(WEBHOOK_ENDPOINTS.c.id == row.endpoint_id))
+                ).one()
+                event = (
+                    await conn.execute(
+                        sa.select(EVENTS).where(
+                            EVENTS.c.project_id == row.project_id, EVENTS.c.sequence == row.sequence
+                        )
+                    )
+                ).one()
+                claimed.append(
+                    Claimed(
+                        endpoint_id=row.endpoint_id,
+                        event_id=row.event_id,
+                        attempts=row.attempts + 1,
+                        url=endpoint.url,
+                        secrets=endpoint_secrets(self._box, endpoint, now),
+                        body=from_row(event).model_dump_json().encode(),
+                    )
+                )
+        return claimed
+
+    async def _deliver(self, claimed: Claimed) -> None:
+        outcome = await self.send(claimed)
+        self._faults.crash_point("webhooks.sent")
+        await self.record(claimed, outcome)
+
+    async def send(self, claimed: Claimed) -> Outcome:
+        started = time.monotonic()
+        status_code, error, retry_after = None, None, None
+        try:
+            target = await asyncio.wait_for(self._check(claimed.url), RESOLVE_SECONDS)
+            status_code, retry_after_header = await asyncio.wait_for(
+                self._post(target, claimed), self._settings.webhook_timeout_seconds
+            )
+            retry_after = retry_after_seconds(retry_after_header, datetime.now(UTC))
+        except Refused as exc:
+            error = f"refused: {exc}"
+        except TimeoutError:
+            error = f"no answer within {self._settings.webhook_timeout_seconds:g} s"
+        except (httpx.HTTPError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        duration_ms = int((time.monotonic() - started) * 1000)
+        return Outcome(status_code=status_code, error=error, retry_after=retry_after, duration_ms=duration_ms)
+
+    async def _check(self, url: str) -> Target:
+        return await check_url(
+            url,
+            allow_loopback=self._settings.webhook_allow_loopback,
+            allow_http=self._settings.webhook_allow_http,
+            resolver=self._resolver,
+        )
+
+    async def _post(self, target: Target, claimed: Claimed) -> tuple[int, str | None]:
+        """POST to the checked address, the name kept for the Host header and TLS."""
+        parts = urlsplit(target.url)
+        address = f"[{target.address}]" if ":" in target.address else target.address
+        pinned = urlunsplit((parts.scheme, f"{address}:{target.port}", parts.path or "/", parts.query, ""))
+        headers = signed_headers(
+            claimed.secrets, msg_id=str(claimed.event_id), timestamp=int(time.time()), body=claimed.body
+        )
+        headers["host"] = parts.netloc.rsplit("@", 1)[-1]
+        headers["user-agent"] = "pgplane-webhooks"
+        extensions = {"sni_hostname": target.host} if target.https else {}
+        async with self._http.stream(
+            "POST", pinned, content=claimed.body, headers=headers, extensions=extensions
+        ) as response:
+            read = 0
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read >= self._settings.webhook_max_response_bytes:
+                    break
+            return response.status_code, response.headers.get("retry-after")
+
+    async def record(self, claimed: Claimed, outcome: Outcome) -> None:
+        now = datetime.now(UTC)
+        delivered = outcome.status_code is not None and 200 <= outcome.status_code < 300
+        gone = outcome.status_code == 410
+        next_attempt: datetime | None = None
+        delivery: dict[str, Any] = {"last_status_code": outcome.status_code, "last_error": outcome.error}
+        endpoint: dict[str, Any] = {}
+        if delivered:
+            delivery |= {"status": "delivered", "delivered_at": now}
+            endpoint["failing_since"] = None
+        elif gone:
+            delivery["status"] = "failed"
+            endpoint |= {"status": "disabled", "disabled_reason": "the endpoint answered 410 Gone"}
+        else:
+            delay = self._schedule.after_failure(claimed.attempts)
+            if delay is not None and outcome.retry_after is not None:
+                delay = max(delay, outcome.retry_after)
+            if delay is None:
+                delivery["status"] = "failed"
+            else:
+                next_attempt = now + timedelta(seconds=delay)
+                delivery["next_attempt_at"] = next_attempt
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                sa.update(WEBHOOK_DELIVERIES)
+                .where(WEBHOOK_DELIVERIES.c.endpoint_id == claimed.endpoint_id)
+                .where(WEBHOOK_DELIVERIES.c.event_id == claimed.event_id)
+                .values(delivery)
+            )
+            await conn.execute(
+                sa.insert(WEBHOOK_ATTEMPTS).values(
+                    id=uuid.uuid4(),
+                    endpoint_id=claimed.endpoint_id,
+                    event_id=claimed.event_id,
+                    attempted_at=now,
+                    status_code=outcome.status_code,
+                    duration_ms=outcome.duration_ms,
+                    error=outcome.error,
+                    next_attempt_at=next_attempt,
+                )
+            )
+            if not delivered and not gone:
+                endpoint |= await self._failing(conn, claimed.endpoint_id, now)
+            if endpoint:
+                endpoint["updated_at"] = now
+                await conn.execute(
+                    sa.update(WEBHOOK_ENDPOINTS).where(WEBHOOK_ENDPOINTS.c.id == claimed.endpoint_id).values(endpoint)
+                )
+
+    async def _failing(self, conn: AsyncConnection, endpoint_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+        since = (
+            await conn.execute(
+                sa.select(WEBHOOK_ENDPOINTS.c.failing_since).where(WEBHOOK_ENDPOINTS.c.id == endpoint_id)
+            )
+        ).scalar_one_or_none()
+        if since is None:
+            return {"failing_since": now}
+        if (now - since).total_seconds() >= self._settings.webhook_disable_after_seconds:
+            return {"status": "disabled", "disabled_reason": f"every delivery has failed since {since.isoformat()}"}
+        return {}
