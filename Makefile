@@ -20,6 +20,7 @@ bench: deps
 	$(PY) -m bench.provision
 	$(PY) -m bench.projector
 	$(PY) -m bench.fleet
+	$(PY) -m bench.webhooks
 	$(PY) -m bench.backup
 	$(PY) -m bench.pitr
 

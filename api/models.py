@@ -373,3 +373,22 @@ class DeliveryAttemptPublic(BaseModel):
 class DeliveryAttemptsPublic(BaseModel):
     data: list[DeliveryAttemptPublic]
     count: int
+
+
+class WebhookReplay(Strict):
+    """One event again (``event_id``), or every event of the endpoint's types from ``since`` (to ``until``)."""
+
+    event_id: uuid.UUID | None = None
+    since: Moment | None = None
+    until: Moment | None = None
+
+
+class WebhookReplayed(BaseModel):
+    queued: int = Field(description="Deliveries queued; each goes out again under its event's webhook-id.")
+
+
+class WebhookTestSent(BaseModel):
+    event_id: uuid.UUID
+    status_code: int | None
+    duration_ms: int
+    error: str | None

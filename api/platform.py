@@ -13,6 +13,7 @@ from infra.heartbeats import Heartbeats
 from infra.object_store import ObjectStore
 from infra.secrets import SecretBox
 from infra.settings import Settings
+from infra.webhook_sender import WebhookSender
 from producers.commands import Outbox, OutboxRelay
 from schemas.subjects import Subjects
 
@@ -20,8 +21,8 @@ from schemas.subjects import Subjects
 @dataclass(frozen=True, kw_only=True)
 class Platform:
     """What the API process holds: settings, the metadata engine, the outbox relay, the key that
-    encrypts passwords at rest, the object store and keys that serve backup downloads, and the
-    fault hooks (no-ops outside tests)."""
+    encrypts passwords at rest, the object store and keys that serve backup downloads, what sends a
+    webhook endpoint's test event, and the fault hooks (no-ops outside tests)."""
 
     settings: Settings
     engine: AsyncEngine
@@ -32,6 +33,7 @@ class Platform:
     box: SecretBox
     store: ObjectStore
     data_keys: DataKeys
+    webhooks: WebhookSender
     faults: Faults = NO_FAULTS
 
     @property

@@ -13,7 +13,6 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
-import httpx
 import nats
 import psycopg
 import sqlalchemy as sa
@@ -52,6 +51,7 @@ from infra.secrets import SecretBox
 from infra.settings import Settings
 from infra.signing import CommandSigner, CommandVerifier
 from infra.topology import ensure_topology
+from infra.webhook_sender import WebhookSender, http_client
 from producers.commands import Outbox, OutboxRelay
 from producers.scheduler import BackupScheduler
 from schemas.subjects import Subjects
@@ -140,6 +140,7 @@ def api(settings: Settings, *, faults: Faults = NO_FAULTS, store: ObjectStore | 
             backups = store or object_store(settings)
             stack.push_async_callback(backups.close)
             outgoing = relay(settings, engine, nc)
+            client = await stack.enter_async_context(http_client(settings))
             app.state.platform = Platform(
                 settings=settings,
                 engine=engine,
@@ -150,6 +151,7 @@ def api(settings: Settings, *, faults: Faults = NO_FAULTS, store: ObjectStore | 
                 box=SecretBox(secret_key),
                 store=backups,
                 data_keys=DataKeys(nc, commands.subjects, commands.signer),
+                webhooks=WebhookSender(client, settings, system_resolver),
                 faults=faults,
             )
             stop = asyncio.Event()
@@ -279,10 +281,9 @@ async def run_webhooks(settings: Settings, stop: asyncio.Event, *, faults: Fault
     if settings.secret_key is None:
         raise SystemExit("PGPLANE_SECRET_KEY is required (it decrypts the endpoints' secrets)")
     box = SecretBox(settings.secret_key.get_secret_value())
-    # no proxies from the environment: a request must go to the address the guard checked
-    client = httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=settings.webhook_timeout_seconds)
-    async with metadata(settings, pool_size=4) as engine, client:
-        await Dispatcher(engine, box, settings, client, system_resolver, faults).run(stop)
+    async with metadata(settings, pool_size=4) as engine, http_client(settings) as client:
+        sender = WebhookSender(client, settings, system_resolver)
+        await Dispatcher(engine, box, settings, sender, faults).run(stop)
 
 
 async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:

@@ -103,6 +103,11 @@ async def request_operation(
     return operation_id
 
 
+async def queue_event(conn: AsyncConnection, subjects: Subjects, event: Envelope) -> None:
+    """Queue an event for the projector alone (no read-your-writes): one it must number in order."""
+    await _enqueue(conn, event, subject=subjects.event(event.type), stream=subjects.events_stream)
+
+
 async def _enqueue(conn: AsyncConnection, envelope: Envelope, *, subject: str, stream: str) -> None:
     await conn.execute(
         sa.insert(OUTBOX).values(

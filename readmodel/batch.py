@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from readmodel.tables import EVENT_SEQUENCES, OPERATIONS
+from readmodel.tables import EVENT_SEQUENCES, EVENTS, OPERATIONS
 
 
 @dataclass
@@ -80,6 +80,7 @@ class Batch:
         self._rows: dict[tuple[sa.Table, tuple[Any, ...]], list[_Write]] = {}
         self._operations: dict[uuid.UUID, OperationState | None] = {}
         self._event_sequences: dict[uuid.UUID, int] = {}
+        self._published: set[uuid.UUID] = set()
 
     async def load_operations(self, ids: Iterable[uuid.UUID]) -> None:
         wanted = list({i for i in ids if i not in self._operations})
@@ -105,6 +106,20 @@ class Batch:
         )
         found = {row.project_id: row.last_sequence for row in rows}
         self._event_sequences.update({i: found.get(i, 0) for i in wanted})
+
+    async def load_published(self, event_ids: Iterable[uuid.UUID]) -> None:
+        """Which of these public events exist already (for events no operation guards)."""
+        wanted = list(set(event_ids))
+        if wanted:
+            rows = await self.conn.execute(sa.select(EVENTS.c.id).where(EVENTS.c.id.in_(wanted)))
+            self._published.update(row.id for row in rows)
+
+    def first_publication(self, event_id: uuid.UUID) -> bool:
+        """``True`` once per public event id: not stored before, nor earlier in this batch."""
+        if event_id in self._published:
+            return False
+        self._published.add(event_id)
+        return True
 
     def next_event_sequence(self, project_id: uuid.UUID) -> int:
         """The number of the project's next public event (loaded first with ``load_event_sequences``)."""

@@ -65,6 +65,7 @@ from schemas.events import (
     ProjectDeleted,
     VerifierDrifted,
     WalSegmentArchived,
+    WebhookEndpointDisabled,
 )
 
 BUSY = {
@@ -162,6 +163,14 @@ async def command_rejected(batch: Batch, env: Envelope, event: CommandRejected) 
 async def verifier_drifted(batch: Batch, env: Envelope, event: VerifierDrifted) -> None:
     detail = {"host_id": event.host_id, "dbname": event.dbname}
     _audit(batch, env, "database.verifier_drift", "database", event.database_id, "detected", detail)
+
+
+async def webhook_endpoint_disabled(batch: Batch, env: Envelope, event: WebhookEndpointDisabled) -> None:
+    data = public.WebhookEndpointDisabled(project_id=env.project_id, endpoint_id=event.endpoint_id, reason=event.reason)
+    if not batch.first_publication(_public_id(env, data)):
+        return
+    _audit(batch, env, "webhook.disable", "webhook", event.endpoint_id, "disabled", {"reason": event.reason})
+    _publish(batch, env, data)
 
 
 # --- the data host's WAL archive and base backups ------------------------------------------
@@ -402,6 +411,7 @@ PROJECTIONS: dict[type[Payload], Projection] = {
     BackupMissed: backup_missed,
     CommandRejected: command_rejected,
     VerifierDrifted: verifier_drifted,
+    WebhookEndpointDisabled: webhook_endpoint_disabled,
     WalSegmentArchived: wal_segment_archived,
     BaseBackupCompleted: base_backup_completed,
     BaseBackupDeleted: base_backup_deleted,
@@ -423,6 +433,7 @@ PROJECTIONS: dict[type[Payload], Projection] = {
 }
 """Every event type that changes the read model; any other type (WAL alerts) changes nothing."""
 PUBLISHING = (
+    WebhookEndpointDisabled,
     OperationFailed,
     OperationCompensated,
     DatabaseCreated,
@@ -448,6 +459,11 @@ async def apply_events(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> 
     events = [(env, env.payload()) for env in envelopes]
     await batch.load_operations(env.correlation_id for env, event in events if isinstance(event, OperationEvent))
     await batch.load_event_sequences(env.project_id for env, event in events if isinstance(event, PUBLISHING))
+    await batch.load_published(
+        _public_id(env, public.WebhookEndpointDisabled)
+        for env, event in events
+        if isinstance(event, WebhookEndpointDisabled)
+    )
     for env, event in events:
         projection = PROJECTIONS.get(type(event))
         if projection is not None:
@@ -505,12 +521,17 @@ def _ids(env: Envelope, event: OperationEvent) -> dict[str, uuid.UUID]:
     return {"project_id": env.project_id, "database_id": event.database_id, "operation_id": env.correlation_id}
 
 
+def _public_id(env: Envelope, data: public.PublicData | type[public.PublicData]) -> uuid.UUID:
+    """A public event's id follows from the internal event's (one internal event may make two)."""
+    return uuid.uuid5(env.id, data.TYPE)
+
+
 def _publish(batch: Batch, env: Envelope, data: public.PublicData) -> None:
-    """The project's next public event, made of ``data`` (its id follows from the event's)."""
+    """The project's next public event, made of ``data``."""
     row = {
         "project_id": env.project_id,
         "sequence": batch.next_event_sequence(env.project_id),
-        "id": uuid.uuid5(env.id, data.TYPE),
+        "id": _public_id(env, data),
         "type": data.TYPE,
         "subject": data.subject(),
         "time": env.occurred_at,

@@ -217,6 +217,14 @@ class CommandRejected(Payload):
     reason: str
 
 
+class WebhookEndpointDisabled(Payload):
+    """The dispatcher gave up on an endpoint (it answered 410, or failed for days)."""
+
+    TYPE = "pgplane.webhook.endpoint_disabled"
+    endpoint_id: uuid.UUID
+    reason: str
+
+
 class VerifierDrifted(Payload):
     """A tenant changed its own password in SQL: PostgreSQL and PgBouncer disagree until the next
     rotation of the database sets one password everywhere again."""

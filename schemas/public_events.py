@@ -27,6 +27,8 @@ class EventType(StrEnum):
     BACKUP_DELETED = "backup.deleted"
     OPERATION_FAILED = "operation.failed"
     OPERATION_COMPENSATED = "operation.compensated"
+    WEBHOOK_ENDPOINT_DISABLED = "webhook.endpoint_disabled"
+    WEBHOOK_TEST = "webhook.test"
 
 
 class PublicData(BaseModel):
@@ -38,8 +40,6 @@ class PublicData(BaseModel):
     REGISTRY: ClassVar[dict[EventType, type[PublicData]]] = {}
 
     project_id: uuid.UUID
-    database_id: uuid.UUID
-    operation_id: uuid.UUID
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -50,30 +50,37 @@ class PublicData(BaseModel):
         return self.SUBJECT.format(**self.model_dump())
 
 
-class DatabaseCreated(PublicData):
+class DatabaseEvent(PublicData):
+    """An outcome of an operation on a database."""
+
+    database_id: uuid.UUID
+    operation_id: uuid.UUID
+
+
+class DatabaseCreated(DatabaseEvent):
     """A database is ready: its credentials can be read and it takes connections."""
 
     TYPE = EventType.DATABASE_CREATED
 
 
-class DatabaseDeleted(PublicData):
+class DatabaseDeleted(DatabaseEvent):
     TYPE = EventType.DATABASE_DELETED
 
 
-class DatabaseReset(PublicData):
+class DatabaseReset(DatabaseEvent):
     """The database was emptied; its name, credentials and connection string are unchanged."""
 
     TYPE = EventType.DATABASE_RESET
 
 
-class DatabaseCredentialsRotated(PublicData):
+class DatabaseCredentialsRotated(DatabaseEvent):
     """A new password is in effect; read it from the credentials endpoint."""
 
     TYPE = EventType.DATABASE_CREDENTIALS_ROTATED
     credentials_version: int
 
 
-class DatabaseRestored(PublicData):
+class DatabaseRestored(DatabaseEvent):
     """The database holds a backup's contents (``backup_id``) or its state at ``point_in_time``."""
 
     TYPE = EventType.DATABASE_RESTORED
@@ -81,7 +88,7 @@ class DatabaseRestored(PublicData):
     point_in_time: AwareDatetime | None = None
 
 
-class BackupEvent(PublicData):
+class BackupEvent(DatabaseEvent):
     SUBJECT = "backups/{backup_id}"
     backup_id: uuid.UUID
 
@@ -111,7 +118,7 @@ class BackupDeleted(BackupEvent):
     TYPE = EventType.BACKUP_DELETED
 
 
-class OperationEnded(PublicData):
+class OperationEnded(DatabaseEvent):
     SUBJECT = "operations/{operation_id}"
     kind: str
     """The operation's kind, as in ``GET /operations/{id}``."""
@@ -128,6 +135,24 @@ class OperationCompensated(OperationEnded):
     """The operation was undone (cancelled, or a step failed and the earlier ones were reversed)."""
 
     TYPE = EventType.OPERATION_COMPENSATED
+
+
+class WebhookEndpointDisabled(PublicData):
+    """Deliveries to the endpoint stopped: it answered 410 Gone, or failed for days (``reason``).
+    Enable it again with ``PATCH /webhooks/{id}``; what it missed is sent then."""
+
+    TYPE = EventType.WEBHOOK_ENDPOINT_DISABLED
+    SUBJECT = "webhooks/{endpoint_id}"
+    endpoint_id: uuid.UUID
+    reason: str
+
+
+class WebhookTest(PublicData):
+    """Sent on request to one endpoint (``POST /webhooks/{id}/test``), never to others."""
+
+    TYPE = EventType.WEBHOOK_TEST
+    SUBJECT = "webhooks/{endpoint_id}"
+    endpoint_id: uuid.UUID
 
 
 class PublicEvent(BaseModel):

@@ -12,7 +12,10 @@ from api.models import (
     DeliveryAttemptsPublic,
     WebhookCreate,
     WebhookPublic,
+    WebhookReplay,
+    WebhookReplayed,
     WebhooksPublic,
+    WebhookTestSent,
     WebhookUpdate,
     WebhookWithSecret,
 )
@@ -84,3 +87,21 @@ async def list_deliveries(
     """Delivery attempts, newest first: the event, when, the HTTP status, how long, the next retry."""
     async with platform.engine.connect() as conn:
         return await webhooks.list_attempts(conn, principal, endpoint_id, limit=limit)
+
+
+@router.post("/{endpoint_id}/replay", response_model=WebhookReplayed, responses=errors(404, 413, 415))
+async def replay_webhook(
+    *, principal: CurrentPrincipal, mutation: MutationDep, endpoint_id: uuid.UUID, body: WebhookReplay
+) -> WebhookReplayed:
+    """Send one event again (`event_id`), or every event of the endpoint's types in a time range."""
+    return await mutation.run(lambda conn: webhooks.replay(conn, principal, endpoint_id, body), WebhookReplayed)
+
+
+@router.post("/{endpoint_id}/test", response_model=WebhookTestSent, responses=errors(404, 413, 415))
+async def test_webhook(
+    *, principal: CurrentPrincipal, mutation: MutationDep, endpoint_id: uuid.UUID
+) -> WebhookTestSent:
+    """Send a `webhook.test` event now and say how the endpoint answered."""
+    return await mutation.run(
+        lambda conn: webhooks.send_test(conn, mutation.platform, principal, endpoint_id), WebhookTestSent
+    )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.errors import ApiError, not_found
@@ -17,7 +18,10 @@ from api.models import (
     DeliveryAttemptsPublic,
     WebhookCreate,
     WebhookPublic,
+    WebhookReplay,
+    WebhookReplayed,
     WebhooksPublic,
+    WebhookTestSent,
     WebhookUpdate,
     WebhookWithSecret,
 )
@@ -25,10 +29,11 @@ from api.platform import Platform
 from api.principal import Principal
 from api.usecases.projects import load_project
 from infra.address_guard import Refused, check_url, system_resolver
-from infra.metadata.tables import WEBHOOK_ATTEMPTS, WEBHOOK_ENDPOINTS
+from infra.metadata.tables import WEBHOOK_ATTEMPTS, WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS
 from infra.settings import Settings
-from infra.webhook_signing import new_secret, secret_context
-from readmodel.tables import EVENT_SEQUENCES
+from infra.webhook_signing import endpoint_secrets, new_secret, secret_context
+from readmodel.tables import EVENT_SEQUENCES, EVENTS
+from schemas.public_events import PublicEvent, WebhookTest, source
 
 RESOLVE_SECONDS = 5.0
 
@@ -134,6 +139,8 @@ async def update_endpoint(
 
 async def delete_endpoint(conn: AsyncConnection, principal: Principal, endpoint_id: uuid.UUID) -> WebhookPublic:
     row = await load_endpoint(conn, principal, endpoint_id)
+    for table in (WEBHOOK_ATTEMPTS, WEBHOOK_DELIVERIES):
+        await conn.execute(sa.delete(table).where(table.c.endpoint_id == endpoint_id))
     await conn.execute(sa.delete(WEBHOOK_ENDPOINTS).where(WEBHOOK_ENDPOINTS.c.id == endpoint_id))
     return webhook_public(row)
 
@@ -179,3 +186,89 @@ async def list_attempts(
         for r in rows
     ]
     return DeliveryAttemptsPublic(data=attempts, count=len(attempts))
+
+
+REPLAY_LIMIT = 10_000
+
+
+async def replay(
+    conn: AsyncConnection, principal: Principal, endpoint_id: uuid.UUID, body: WebhookReplay
+) -> WebhookReplayed:
+    """Queue events again for this endpoint; a delivered one goes out again with the same id."""
+    endpoint = await load_endpoint(conn, principal, endpoint_id)
+    query = sa.select(EVENTS.c.id, EVENTS.c.sequence, EVENTS.c.data).where(EVENTS.c.project_id == endpoint.project_id)
+    if body.event_id is not None:
+        if body.since is not None or body.until is not None:
+            raise ApiError(422, "validation_error", "give event_id, or since (and until), not both")
+        query = query.where(EVENTS.c.id == body.event_id)
+    elif body.since is not None:
+        query = query.where(EVENTS.c.time >= body.since, EVENTS.c.time < (body.until or datetime.now(UTC)))
+        if endpoint.event_types:
+            query = query.where(EVENTS.c.type.in_(endpoint.event_types))
+    else:
+        raise ApiError(422, "validation_error", "give event_id, or since (and until)")
+    events = (await conn.execute(query.order_by(EVENTS.c.sequence).limit(REPLAY_LIMIT + 1))).all()
+    if body.event_id is not None and not events:
+        raise not_found("event")
+    if len(events) > REPLAY_LIMIT:
+        raise ApiError(422, "validation_error", f"more than {REPLAY_LIMIT} events in that range; narrow it")
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "endpoint_id": endpoint_id,
+            "event_id": event.id,
+            "project_id": endpoint.project_id,
+            "sequence": event.sequence,
+            "ordering_key": str(event.data.get("database_id", "")),
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for event in events
+    ]
+    if rows:
+        statement = insert(WEBHOOK_DELIVERIES)
+        again = {"status": "pending", "attempts": 0, "next_attempt_at": now, "last_error": None}
+        await conn.execute(
+            statement.on_conflict_do_update(index_elements=["endpoint_id", "event_id"], set_=again), rows
+        )
+    return WebhookReplayed(queued=len(rows))
+
+
+async def send_test(
+    conn: AsyncConnection, platform: Platform, principal: Principal, endpoint_id: uuid.UUID
+) -> WebhookTestSent:
+    """A ``webhook.test`` event to this endpoint now, signed like any delivery; the attempt is listed."""
+    endpoint = await load_endpoint(conn, principal, endpoint_id)
+    now = datetime.now(UTC)
+    data = WebhookTest(project_id=endpoint.project_id, endpoint_id=endpoint_id)
+    event = PublicEvent(
+        id=uuid.uuid4(),
+        type=data.TYPE,
+        source=source(endpoint.project_id),
+        subject=data.subject(),
+        time=now,
+        sequence=1,
+        data=data.model_dump(mode="json"),
+    )
+    outcome = await platform.webhooks.send(
+        endpoint.url,
+        endpoint_secrets(platform.box, endpoint, now),
+        msg_id=str(event.id),
+        body=event.model_dump_json().encode(),
+    )
+    await conn.execute(
+        sa.insert(WEBHOOK_ATTEMPTS).values(
+            id=uuid.uuid4(),
+            endpoint_id=endpoint_id,
+            event_id=event.id,
+            attempted_at=now,
+            status_code=outcome.status_code,
+            duration_ms=outcome.duration_ms,
+            error=outcome.error,
+        )
+    )
+    return WebhookTestSent(
+        event_id=event.id, status_code=outcome.status_code, duration_ms=outcome.duration_ms, error=outcome.error
+    )

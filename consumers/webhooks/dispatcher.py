@@ -8,14 +8,14 @@ ordered, durable stream; each endpoint keeps a cursor in it. One loop:
 2. claim: due deliveries with no earlier pending delivery of the same database for the same
    endpoint (a failing event holds back later events of its database only) are leased, their
    attempt counted, in one transaction (``SKIP LOCKED``: several dispatchers share the work);
-3. send: the address guard checks the URL again and the request goes to the address it checked,
-   signed (Standard Webhooks), 15 s at most, redirects not followed, a capped part of the
-   response read; the outcome and the attempt are recorded.
+3. send (``infra.webhook_sender``): the address guard checks the URL again and the request goes
+   to the address it checked, signed; the outcome and the attempt are recorded.
 
 A dispatcher that dies mid-send leaves a lease (twice the send timeout) that runs out, and the event is sent again with
 the same ``webhook-id``: receivers dedupe by it. 2xx delivers; 410 disables the endpoint; any
 other answer is retried on the schedule (``Retry-After`` honoured), and an endpoint that has
-failed for ``webhook_disable_after_seconds`` is disabled.
+failed for ``webhook_disable_after_seconds`` is disabled; a ``webhook.endpoint_disabled`` event
+goes through the outbox (relayed by the API) to the projector, which numbers it like any other.
 """
 
 from __future__ import annotations
@@ -24,33 +24,31 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from infra.address_guard import Refused, Resolver, Target, check_url
 from infra.faults import NO_FAULTS, Faults
 from infra.metadata.tables import WEBHOOK_ATTEMPTS, WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS
 from infra.secrets import SecretBox
 from infra.settings import Settings
-from infra.webhook_signing import endpoint_secrets, signed_headers
+from infra.webhook_sender import Outcome, WebhookSender
+from infra.webhook_signing import endpoint_secrets
+from producers.commands import queue_event
 from readmodel.tables import EVENTS
+from schemas.envelope import Envelope
+from schemas.events import WebhookEndpointDisabled
 from schemas.public_events import from_row
+from schemas.subjects import Subjects
 
 log = logging.getLogger("pgplane.webhooks")
 QUEUE_BATCH = 1000
 CLAIM_BATCH = 50
-RESOLVE_SECONDS = 5.0
-MAX_RETRY_AFTER_SECONDS = 86400.0
 
 
 @dataclass(frozen=True)
@@ -73,33 +71,12 @@ class Schedule:
 @dataclass(frozen=True)
 class Claimed:
     endpoint_id: uuid.UUID
+    project_id: uuid.UUID
     event_id: uuid.UUID
     attempts: int
     url: str
     secrets: list[str]
     body: bytes
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status_code: int | None
-    error: str | None
-    retry_after: float | None
-    duration_ms: int
-
-
-def retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    """``Retry-After`` as seconds (a number or an HTTP date), capped at a day."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = (parsedate_to_datetime(value) - now).total_seconds()
-        except (TypeError, ValueError):
-            return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 class Dispatcher:
@@ -108,17 +85,16 @@ class Dispatcher:
         engine: AsyncEngine,
         box: SecretBox,
         settings: Settings,
-        http: httpx.AsyncClient,
-        resolver: Resolver,
+        sender: WebhookSender,
         faults: Faults = NO_FAULTS,
     ) -> None:
         self._engine = engine
         self._box = box
         self._settings = settings
-        self._http = http
-        self._resolver = resolver
+        self._sender = sender
         self._faults = faults
         self._schedule = Schedule.parse(settings.webhook_retry_schedule)
+        self._subjects = Subjects(namespace=settings.namespace)
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("webhook dispatcher running")
@@ -237,6 +213,7 @@ class Dispatcher:
                 claimed.append(
                     Claimed(
                         endpoint_id=row.endpoint_id,
+                        project_id=row.project_id,
                         event_id=row.event_id,
                         attempts=row.attempts + 1,
                         url=endpoint.url,
@@ -247,60 +224,13 @@ class Dispatcher:
         return claimed
 
     async def _deliver(self, claimed: Claimed) -> None:
-        outcome = await self.send(claimed)
+        outcome = await self._sender.send(claimed.url, claimed.secrets, msg_id=str(claimed.event_id), body=claimed.body)
         self._faults.crash_point("webhooks.sent")
         await self.record(claimed, outcome)
 
-    async def send(self, claimed: Claimed) -> Outcome:
-        started = time.monotonic()
-        status_code, error, retry_after = None, None, None
-        try:
-            target = await asyncio.wait_for(self._check(claimed.url), RESOLVE_SECONDS)
-            status_code, retry_after_header = await asyncio.wait_for(
-                self._post(target, claimed), self._settings.webhook_timeout_seconds
-            )
-            retry_after = retry_after_seconds(retry_after_header, datetime.now(UTC))
-        except Refused as exc:
-            error = f"refused: {exc}"
-        except TimeoutError:
-            error = f"no answer within {self._settings.webhook_timeout_seconds:g} s"
-        except (httpx.HTTPError, OSError) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
-        duration_ms = int((time.monotonic() - started) * 1000)
-        return Outcome(status_code=status_code, error=error, retry_after=retry_after, duration_ms=duration_ms)
-
-    async def _check(self, url: str) -> Target:
-        return await check_url(
-            url,
-            allow_loopback=self._settings.webhook_allow_loopback,
-            allow_http=self._settings.webhook_allow_http,
-            resolver=self._resolver,
-        )
-
-    async def _post(self, target: Target, claimed: Claimed) -> tuple[int, str | None]:
-        """POST to the checked address, the name kept for the Host header and TLS."""
-        parts = urlsplit(target.url)
-        address = f"[{target.address}]" if ":" in target.address else target.address
-        pinned = urlunsplit((parts.scheme, f"{address}:{target.port}", parts.path or "/", parts.query, ""))
-        headers = signed_headers(
-            claimed.secrets, msg_id=str(claimed.event_id), timestamp=int(time.time()), body=claimed.body
-        )
-        headers["host"] = parts.netloc.rsplit("@", 1)[-1]
-        headers["user-agent"] = "pgplane-webhooks"
-        extensions = {"sni_hostname": target.host} if target.https else {}
-        async with self._http.stream(
-            "POST", pinned, content=claimed.body, headers=headers, extensions=extensions
-        ) as response:
-            read = 0
-            async for chunk in response.aiter_raw():
-                read += len(chunk)
-                if read >= self._settings.webhook_max_response_bytes:
-                    break
-            return response.status_code, response.headers.get("retry-after")
-
     async def record(self, claimed: Claimed, outcome: Outcome) -> None:
         now = datetime.now(UTC)
-        delivered = outcome.status_code is not None and 200 <= outcome.status_code < 300
+        delivered = outcome.delivered
         gone = outcome.status_code == 410
         next_attempt: datetime | None = None
         delivery: dict[str, Any] = {"last_status_code": outcome.status_code, "last_error": outcome.error}
@@ -341,11 +271,35 @@ class Dispatcher:
             )
             if not delivered and not gone:
                 endpoint |= await self._failing(conn, claimed.endpoint_id, now)
-            if endpoint:
+            if endpoint.get("status") == "disabled":
+                await self._disable(conn, claimed, endpoint["disabled_reason"], now)
+            elif endpoint:
                 endpoint["updated_at"] = now
                 await conn.execute(
                     sa.update(WEBHOOK_ENDPOINTS).where(WEBHOOK_ENDPOINTS.c.id == claimed.endpoint_id).values(endpoint)
                 )
+
+    async def _disable(self, conn: AsyncConnection, claimed: Claimed, reason: str, now: datetime) -> None:
+        """Disable the endpoint and announce it (``webhook.endpoint_disabled``), once however many
+        deliveries fail at the same time."""
+        disabled = await conn.execute(
+            sa.update(WEBHOOK_ENDPOINTS)
+            .where(WEBHOOK_ENDPOINTS.c.id == claimed.endpoint_id, WEBHOOK_ENDPOINTS.c.status == "enabled")
+            .values(status="disabled", disabled_reason=reason, updated_at=now)
+            .returning(WEBHOOK_ENDPOINTS.c.id)
+        )
+        if disabled.first() is None:
+            return
+        log.warning("webhook endpoint %s disabled: %s", claimed.endpoint_id, reason)
+        event = Envelope.wrap(
+            WebhookEndpointDisabled(endpoint_id=claimed.endpoint_id, reason=reason),
+            correlation_id=uuid.uuid4(),
+            sequence=0,
+            actor="webhooks",
+            project_id=claimed.project_id,
+            occurred_at=now,
+        )
+        await queue_event(conn, self._subjects, event)
 
     async def _failing(self, conn: AsyncConnection, endpoint_id: uuid.UUID, now: datetime) -> dict[str, Any]:
         since = (

@@ -148,6 +148,21 @@ async def test_a_410_disables_the_endpoint(client: PlatformClient, receiver: Rec
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)
     assert "410" in current["disabled_reason"]
+    deadline = time.monotonic() + 30
+    while not (
+        announced := (
+            await client.http.get(
+                "/events",
+                params={"project_id": tenant.project_id, "type": "webhook.endpoint_disabled"},
+                headers=tenant.headers,
+            )
+        ).json()["data"]
+    ):
+        assert time.monotonic() < deadline, "no webhook.endpoint_disabled event"
+        await asyncio.sleep(0.1)
+    assert [e["data"] for e in announced] == [
+        {"project_id": tenant.project_id, "endpoint_id": endpoint["id"], "reason": current["disabled_reason"]}
+    ]
     await created(client, tenant, "after")
     await asyncio.sleep(1)
     assert len(receiver.requests) == 1  # nothing more goes to a disabled endpoint
@@ -214,3 +229,40 @@ async def test_private_and_metadata_addresses_are_refused(client: PlatformClient
     assert response.status_code == 422, response.text
     listed = await client.http.get("/webhooks", params={"project_id": tenant.project_id}, headers=tenant.headers)
     assert listed.json()["count"] == 0
+
+
+async def test_replay_resends_under_the_same_id_and_a_test_event_is_signed_with_both_secrets(
+    client: PlatformClient, receiver: Receiver
+) -> None:
+    tenant, other = await client.tenant("alice"), await client.tenant("bob")
+    endpoint = await register(client, tenant, receiver.url)
+    await created(client, tenant, "replayed")
+    await until(lambda: len(receiver.requests) == 1, "the first delivery")
+    event = json.loads(receiver.requests[0].body)
+
+    one = await client.http.post(
+        f"/webhooks/{endpoint['id']}/replay", json={"event_id": event["id"]}, headers=tenant.headers
+    )
+    assert one.status_code == 200 and one.json() == {"queued": 1}, one.text
+    await until(lambda: len(receiver.requests) == 2, "the replayed event")
+    ranged = await client.http.post(
+        f"/webhooks/{endpoint['id']}/replay", json={"since": "2026-01-01T00:00:00Z"}, headers=tenant.headers
+    )
+    assert ranged.json() == {"queued": 1}
+    await until(lambda: len(receiver.requests) == 3, "the event replayed by time")
+    assert {r.headers["webhook-id"] for r in receiver.requests} == {event["id"]}
+    assert len({r.body for r in receiver.requests}) == 1
+    theirs = await client.http.post(
+        f"/webhooks/{endpoint['id']}/replay", json={"event_id": event["id"]}, headers=other.headers
+    )
+    assert theirs.status_code == 404
+
+    rotated = await client.http.post(f"/webhooks/{endpoint['id']}/rotate-secret", headers=tenant.headers)
+    assert rotated.status_code == 200 and rotated.json()["secret"] != endpoint["secret"]
+    sent = await client.http.post(f"/webhooks/{endpoint['id']}/test", headers=tenant.headers)
+    assert sent.status_code == 200 and sent.json()["status_code"] == 204, sent.text
+    test = receiver.requests[-1]
+    for secret in (endpoint["secret"], rotated.json()["secret"]):  # the overlap: either verifies
+        assert Webhook(secret).verify(test.body, test.headers)["type"] == "webhook.test"
+    attempts = (await client.http.get(f"/webhooks/{endpoint['id']}/deliveries", headers=tenant.headers)).json()
+    assert attempts["data"][0]["event_id"] == sent.json()["event_id"]

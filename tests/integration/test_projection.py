@@ -62,6 +62,7 @@ from schemas.events import (
     ProjectDeleted,
     VerifierDrifted,
     WalSegmentArchived,
+    WebhookEndpointDisabled,
 )
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -228,6 +229,16 @@ async def test_verifier_drifted(conn: AsyncConnection) -> None:
     event = outside_operation(drifted, PLATFORM_PROJECT)
     await apply_all(conn, event, event)
     assert ("database.verifier_drift", "detected") in await audit(conn, PLATFORM_PROJECT)
+
+
+async def test_webhook_endpoint_disabled(conn: AsyncConnection) -> None:
+    """Published once even when the same event comes again in a later batch."""
+    endpoint_id = uuid.uuid4()
+    event = outside_operation(WebhookEndpointDisabled(endpoint_id=endpoint_id, reason="the endpoint answered 410 Gone"))
+    await apply_all(conn, event, event)
+    await apply_all(conn, event)
+    assert await audit(conn, event.project_id) == [("webhook.disable", "disabled")]
+    assert await published(conn, event.project_id) == [(1, "webhook.endpoint_disabled", f"webhooks/{endpoint_id}")]
 
 
 async def test_wal_segment_archived(conn: AsyncConnection) -> None:

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks import Webhook
 
-from consumers.webhooks.dispatcher import Schedule, retry_after_seconds
+from consumers.webhooks.dispatcher import Schedule
 from infra.address_guard import Refused, Resolver, check_url
+from infra.webhook_sender import retry_after_seconds
 from infra.webhook_signing import new_secret, signed_headers
 
 BODY = b'{"type":"database.created","sequence":1}'
