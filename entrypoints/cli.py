@@ -133,8 +133,12 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace, _: Faults) -> None
 
 
 def cmd_schemas(_: Settings, args: argparse.Namespace, __: Faults) -> None:
+    from schemas.asyncapi import write_specification
     from schemas.export import json_schemas, public_json_schemas, write_json_schemas
 
+    if args.action == "export-asyncapi":
+        print(write_specification(Path(args.directory)))
+        return
     schemas = public_json_schemas() if args.action == "export-public" else json_schemas()
     for path in write_json_schemas(Path(args.directory), schemas):
         print(path)
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None, *, faults: Faults = NO_FAULTS) -> None:
     replay.add_argument("--keep", action="store_true", help="keep the replayed schema")
     replay.set_defaults(func=cmd_replay)
     schemas = sub.add_parser("schemas", help="message contract")
-    schemas.add_argument("action", choices=["export", "export-public"])
+    schemas.add_argument("action", choices=["export", "export-public", "export-asyncapi"])
     schemas.add_argument("directory")
     schemas.set_defaults(func=cmd_schemas)
     args = parser.parse_args(argv)

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from api.deps import CurrentPrincipal, PlatformDep
+from api.deps import AdminPrincipal, CurrentPrincipal, PlatformDep
 from api.errors import errors
 from api.usecases.events import event_stream, events_after
 from api.usecases.projects import load_project
+from schemas.asyncapi import committed_specification
 from schemas.export import committed_public_schemas
 from schemas.public_events import EventType, PublicEvent
 
@@ -55,6 +56,12 @@ async def list_events(
 async def event_schemas(*, principal: CurrentPrincipal) -> dict[str, dict[str, Any]]:
     """JSON Schema of the event (`event`) and of each type's `data`, as committed in `schemas/public/`."""
     return committed_public_schemas()
+
+
+@router.get("/asyncapi.json", response_model=dict[str, Any], responses=errors(403))
+async def bus_document(*, principal: AdminPrincipal) -> dict[str, Any]:
+    """The internal bus (commands to data hosts, the events they emit) as AsyncAPI 3.0 (admin token)."""
+    return committed_specification()
 
 
 @router.get(

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from api.models import DatabaseCreate
 from infra.secrets import SecretBox, new_host_key, new_secret_key, scram_verifier, seal, unseal
+from schemas.asyncapi import bus_specification, committed_specification
 from schemas.commands import SCRAM_VERIFIER, DeleteDatabase
 from schemas.envelope import Envelope
 from schemas.events import OperationStarted, ProjectCreated
@@ -49,6 +50,14 @@ def test_committed_public_event_schemas_match_the_code() -> None:
     """Regenerate with ``pgplane schemas export-public schemas/public`` after changing a public event."""
     assert set(PublicData.REGISTRY) == set(EventType)
     assert committed_public_schemas() == public_json_schemas()
+
+
+def test_committed_asyncapi_document_matches_the_code() -> None:
+    """Regenerate with ``pgplane schemas export-asyncapi schemas`` after changing a message or a subject."""
+    document = committed_specification()
+    assert document == bus_specification()
+    assert document["asyncapi"] == "3.0.0"
+    assert document["channels"]["pgplane.command.create_database"]["address"] == "pgplane.cmd.{host_id}.database.create"
 
 
 def test_scram_verifier_shape_and_salt() -> None:
