@@ -7,11 +7,11 @@ own or creates a schema.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 import psycopg
@@ -38,6 +38,7 @@ from consumers.agent.wal_archiver import WalArchiver
 from consumers.projector.replay import ReplayReport, replay_projection
 from consumers.projector.service import Projector, StreamReader
 from consumers.webhooks.dispatcher import Dispatcher
+from entrypoints.ops import Ops
 from infra.address_guard import system_resolver
 from infra.errors import Unreachable
 from infra.faults import NO_FAULTS, Faults
@@ -57,6 +58,9 @@ from producers.scheduler import BackupScheduler
 from schemas.subjects import Subjects
 
 MIN_ADMIN_TOKEN = 32
+
+
+T = TypeVar("T")
 
 
 def object_store(settings: Settings) -> ObjectStore:
@@ -318,6 +322,12 @@ async def check_metadata(settings: Settings) -> None:
 async def replay(settings: Settings, *, keep: bool = False) -> ReplayReport:
     async with metadata(settings, pool_size=1) as engine, bus(settings, fail_fast=True) as nc:
         return await replay_projection(engine, nc.jetstream(), Subjects(namespace=settings.namespace), keep=keep)
+
+
+async def ops(settings: Settings, action: Callable[[Ops], Awaitable[T]]) -> T:
+    """Run an operator action with the metadata database and the bus (as the operator user)."""
+    async with metadata(settings, pool_size=1) as engine, bus(settings, fail_fast=True) as nc:
+        return await action(Ops(engine, nc.jetstream(), Subjects(namespace=settings.namespace)))
 
 
 def _required(value: Any, name: str) -> str:

@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -116,6 +117,33 @@ def cmd_replay(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
     sys.exit(0 if report.matches else 1)
 
 
+def cmd_ops(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
+    from entrypoints import bootstrap
+    from entrypoints.ops import Ops
+
+    stuck_after = timedelta(seconds=args.older_than)
+
+    async def act(ops: Ops) -> object:
+        if args.what == "status":
+            return await ops.status(stuck_after=stuck_after)
+        if args.what == "stuck":
+            return await ops.stuck(older_than=stuck_after)
+        if args.action == "show":
+            return await ops.dead_letter(_sequence(args))
+        if args.action == "discard":
+            await ops.discard_dead_letter(_sequence(args))
+            return {"discarded": args.sequence}
+        return await ops.dead_letters()
+
+    print(json.dumps(_operator(lambda: asyncio.run(bootstrap.ops(settings, act))), indent=2, default=str))
+
+
+def _sequence(args: argparse.Namespace) -> int:
+    if args.sequence is None:
+        raise SystemExit("give the dead letter's sequence (from pgplane ops dead-letters list)")
+    return int(args.sequence)
+
+
 def cmd_migrate(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
     from entrypoints import bootstrap
     from infra.metadata.migrate import head
@@ -153,7 +181,7 @@ def cmd_dev(settings: Settings, _: argparse.Namespace, __: Faults) -> None:
     run_dev(settings)
 
 
-OPERATOR_COMMANDS = {"migrate", "replay"}
+OPERATOR_COMMANDS = {"migrate", "replay", "ops"}
 
 
 def settings_for(command: str) -> Settings:
@@ -185,6 +213,14 @@ def main(argv: list[str] | None = None, *, faults: Faults = NO_FAULTS) -> None:
     replay.add_argument("what", choices=["projection"])
     replay.add_argument("--keep", action="store_true", help="keep the replayed schema")
     replay.set_defaults(func=cmd_replay)
+    ops = sub.add_parser("ops", help="operator tools: status, dead letters, stuck operations")
+    ops.add_argument("what", choices=["status", "dead-letters", "stuck"])
+    ops.add_argument("action", nargs="?", choices=["list", "show", "discard"], default="list")
+    ops.add_argument("sequence", nargs="?", type=int, help="a dead letter's sequence (show, discard)")
+    ops.add_argument(
+        "--older-than", type=float, default=3600, help="seconds after which a running operation is stuck (3600)"
+    )
+    ops.set_defaults(func=cmd_ops)
     schemas = sub.add_parser("schemas", help="message contract")
     schemas.add_argument("action", choices=["export", "export-public", "export-asyncapi"])
     schemas.add_argument("directory")
