@@ -217,16 +217,18 @@ async def test_endpoints_and_events_stay_with_their_project(client: PlatformClie
         assert bobs.requests == [] and theirs["project_id"] == bob.project_id
 
 
-@pytest.mark.parametrize(
-    "url",
-    ["http://10.1.2.3/hook", "http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/", "ftp://x/"],
-)
-async def test_private_and_metadata_addresses_are_refused(client: PlatformClient, url: str) -> None:
+async def test_private_and_metadata_addresses_are_refused(client: PlatformClient) -> None:
     tenant = await client.tenant()
-    response = await client.http.post(
-        "/webhooks", json={"project_id": tenant.project_id, "url": url}, headers=tenant.headers
-    )
-    assert response.status_code == 422, response.text
+    for url in (
+        "http://10.1.2.3/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/",
+        "ftp://x/",
+    ):
+        response = await client.http.post(
+            "/webhooks", json={"project_id": tenant.project_id, "url": url}, headers=tenant.headers
+        )
+        assert response.status_code == 422, (url, response.text)
     listed = await client.http.get("/webhooks", params={"project_id": tenant.project_id}, headers=tenant.headers)
     assert listed.json()["count"] == 0
 
