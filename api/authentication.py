@@ -42,6 +42,12 @@ async def authenticate(platform: Platform, token: str, client: str) -> Principal
     return principal
 
 
+async def reverify(platform: Platform, token: str) -> Principal | None:
+    """The token's principal now, or ``None`` once it is revoked or expired (long-lived responses)."""
+    async with platform.engine.begin() as conn:
+        return await _verify(conn, platform, token)
+
+
 async def _verify(conn: AsyncConnection, platform: Platform, token: str) -> Principal | None:
     admin = platform.settings.admin_token
     if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):

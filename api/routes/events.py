@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
-from api.deps import AdminPrincipal, CurrentPrincipal, PlatformDep
-from api.errors import errors
+from api.authentication import reverify
+from api.deps import BEARER, AdminPrincipal, CurrentPrincipal, PlatformDep
+from api.errors import ApiError, errors
 from api.usecases.events import event_stream, events_after
 from api.usecases.projects import load_project
 from schemas.asyncapi import committed_specification
@@ -77,6 +79,7 @@ async def stream_events(
     project_id: uuid.UUID,
     after: int = Query(default=0, ge=0, description="Start after this sequence (default: the start)."),
     types: Types = [],  # noqa: B006 - FastAPI copies the default
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     last_event_id: Annotated[
         int, Header(ge=0, description="A reconnect resumes after this sequence (a browser sends it by itself).")
     ] = 0,
@@ -86,6 +89,19 @@ async def stream_events(
     async with platform.engine.connect() as conn:
         await load_project(conn, principal, project_id)
     settings = platform.settings
+    token = credentials.credentials if credentials else ""
+
+    async def allowed() -> bool:
+        now = await reverify(platform, token)
+        if now is None or not now.sees(project_id):
+            return False
+        async with platform.engine.connect() as conn:
+            try:
+                await load_project(conn, now, project_id)
+            except ApiError:
+                return False
+        return True
+
     stream = event_stream(
         platform.engine,
         project_id,
@@ -94,6 +110,7 @@ async def stream_events(
         poll_seconds=settings.events_poll_seconds,
         keepalive_seconds=settings.events_keepalive_seconds,
         disconnected=request.is_disconnected,
+        allowed=allowed,
     )
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)

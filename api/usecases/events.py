@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -46,12 +45,18 @@ async def event_stream(
     types: list[EventType],
     poll_seconds: float,
     keepalive_seconds: float,
-    disconnected: Callable[[], Any],
+    disconnected: Callable[[], Awaitable[bool]],
+    allowed: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[str]:
-    """Events as they are projected, then a comment whenever nothing was sent for a while."""
+    """Events as they are projected, then a comment whenever nothing was sent for a while. The
+    caller's right to read is checked again as often: a revoked token ends the stream."""
     yield f"retry: {int(poll_seconds * 2000)}\n\n"
-    sent_at = time.monotonic()
+    sent_at = checked_at = time.monotonic()
     while not await disconnected():
+        if time.monotonic() - checked_at >= keepalive_seconds:
+            if not await allowed():
+                return
+            checked_at = time.monotonic()
         async with engine.connect() as conn:
             events = await events_after(conn, project_id, after=after, types=types, limit=STREAM_PAGE)
         for event in events:

@@ -3,6 +3,7 @@ that resumes with no gap and no duplicate; one tenant never sees another's."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -136,3 +137,25 @@ async def test_a_reconnect_with_last_event_id_gets_exactly_what_was_missed(clien
             break
         again.append(int(event_id))
     assert again == []
+
+
+async def test_a_revoked_token_ends_its_stream(client: PlatformClient) -> None:
+    tenant = await client.tenant()
+    listed = await client.http.get(f"/projects/{tenant.project_id}/tokens", headers=client.admin)
+    (token,) = listed.json()["data"]
+    revoked = False
+
+    async def follow() -> None:
+        nonlocal revoked
+        async for event_id, _, _ in read_stream(client.http, tenant):
+            if not event_id and not revoked:  # the stream is open and idle: revoke its token
+                revoke = await client.http.delete(
+                    f"/projects/{tenant.project_id}/tokens/{token['id']}", headers=client.admin
+                )
+                assert revoke.status_code == 200
+                revoked = True
+
+    await asyncio.wait_for(follow(), timeout=20)  # the server ends the stream by itself
+    assert revoked
+    again = await client.http.get("/events", params={"project_id": tenant.project_id}, headers=tenant.headers)
+    assert again.status_code == 401
