@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     )
     verifier_check_seconds: float = Field(default=60.0, gt=0, description="How often the agent looks for drift.")
     agent_concurrency: int = 8
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Agent, projector, scheduler, webhooks: serve Prometheus metrics here.",
+    )
+    metrics_host: str = "127.0.0.1"
     events_keepalive_seconds: float = Field(
         default=15.0, gt=0, description="An idle event stream sends a comment this often, so proxies keep it open."
     )

@@ -6,14 +6,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Gauge, generate_latest
 from pydantic import BaseModel
 
 from api.deps import AdminPrincipal, PlatformDep
 from api.errors import errors
 from api.models import Readiness
 from api.usecases.readiness import readiness
-from infra.metadata.tables import OUTBOX
+from infra.metadata.tables import OUTBOX, WEBHOOK_DELIVERIES
 from readmodel.tables import AUDIT, OPERATIONS
 
 router = APIRouter(tags=["health"])
@@ -45,8 +45,10 @@ METRICS: dict[int | str, dict[str, Any]] = {
 
 @router.get("/metrics", response_class=Response, responses=METRICS | errors(401, 403, 429))
 async def metrics(*, platform: PlatformDep, principal: AdminPrincipal) -> Response:
-    """Operations by kind and status, and messages waiting in the outbox (admin token: they span tenants)."""
+    """Operations by kind and status, messages waiting in the outbox, webhook deliveries waiting
+    (admin token: they span tenants), and this API process's requests by route and status."""
     registry = CollectorRegistry()
+    deliveries = Gauge("pgplane_webhook_deliveries_pending", "Webhook deliveries not yet made", registry=registry)
     operations = Gauge("pgplane_operations", "Operations by kind and status", ["kind", "status"], registry=registry)
     pending = Gauge("pgplane_outbox_pending", "Accepted messages not yet published", registry=registry)
     rejected = Gauge(
@@ -66,4 +68,6 @@ async def metrics(*, platform: PlatformDep, principal: AdminPrincipal) -> Respon
         rejected.set(
             (await conn.execute(sa.select(sa.func.count()).where(AUDIT.c.action == "command.rejected"))).scalar_one()
         )
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        waiting = sa.select(sa.func.count()).where(WEBHOOK_DELIVERIES.c.status == "pending")
+        deliveries.set((await conn.execute(waiting)).scalar_one())
+    return Response(generate_latest(registry) + generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -13,6 +13,7 @@ import logging
 
 from consumers.agent.host import Host
 from consumers.agent.wal_archiver import Publish, host_event
+from infra.metrics import DRIFT
 from schemas.events import VerifierDrifted
 
 log = logging.getLogger("pgplane.drift")
@@ -48,4 +49,5 @@ class VerifierWatch:
             event = VerifierDrifted(host_id=self.host.host_id, database_id=route.database_id, dbname=route.dbname)
             await self.publish(host_event(event, host_id=self.host.host_id, key=f"drift:{route.role}:{fingerprint}"))
             self._reported.add(fingerprint)
+            DRIFT.labels(kind="verifier").inc()
         return drifted

@@ -26,6 +26,7 @@ from consumers.agent.sagas import SAGAS, SagaFactory
 from consumers.agent.work_dirs import TERMINAL, remove_operation_work
 from infra.errors import DeadlineExceeded, PermanentError
 from infra.faults import NO_FAULTS, Faults
+from infra.metrics import timed_step
 from schemas.commands import CreateDatabase, DatabaseCommand
 from schemas.envelope import Envelope, Payload
 from schemas.events import (
@@ -207,7 +208,8 @@ class _Run:
                 if actor := await self.runner.ledger.cancel_requested(self.command.correlation_id):
                     raise PermanentError(f"cancelled by {actor}")
                 faults.before_step(f"{kind}.{step.name}")
-                output = await step.do()
+                with timed_step(kind, step.name):
+                    output = await step.do()
             except PermanentError as exc:
                 ends_failed = isinstance(exc, DeadlineExceeded)
                 await self.emit(

@@ -27,6 +27,7 @@ from consumers.agent.wal_archiver import host_event
 from consumers.agent.work_dirs import sweep_work_dir
 from infra.errors import PermanentError
 from infra.faults import NO_FAULTS, Faults
+from infra.metrics import COMMANDS, CONSUMER_PENDING, DEAD_LETTERS
 from infra.settings import Settings
 from infra.signing import CommandVerifier, SignatureRejected
 from schemas.commands import CancelOperation
@@ -142,15 +143,20 @@ class Agent:
             await self.cancel(cmd.operation_id, envelope.actor)
             await msg.ack()
             return
+        CONSUMER_PENDING.labels(consumer="agent").set(msg.raw_message.metadata.num_pending)
         heartbeat = asyncio.create_task(self._keep_alive(msg))
         try:
             async with self.lanes.hold(cmd.database_id):
                 if delivered > self.settings.max_attempts:
                     await self.give_up(msg, envelope)
+                    outcome = "dead_lettered"
                 else:
                     await self.run_cancellable(envelope)
+                    outcome = "done"
             await msg.ack()
+            COMMANDS.labels(kind=cmd.KIND.value, outcome=outcome).inc()
         except Exception as exc:
+            COMMANDS.labels(kind=cmd.KIND.value, outcome="retry").inc()
             log.warning("command %s attempt %d failed: %r", envelope.correlation_id, delivered, exc)
             with suppress(Exception):
                 await self.ledger.note_failure(envelope.correlation_id, f"{type(exc).__name__}: {exc}")
@@ -204,6 +210,7 @@ class Agent:
 
     async def to_dead_letters(self, msg: NatsMessage, reason: str) -> None:
         meta = msg.raw_message.metadata
+        DEAD_LETTERS.labels(why="retries exhausted" if reason.startswith("dead-lettered") else "refused").inc()
         log.error("dead-lettering stream sequence %d: %s", meta.sequence.stream, reason)
         await self.broker.publish(
             msg.body,

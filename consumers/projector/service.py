@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from infra.metrics import CONSUMER_PENDING, EVENTS_PROJECTED, PROJECTOR_BATCH_SECONDS
 from readmodel.projection import apply_events
 from readmodel.tables import CHECKPOINTS
 from schemas.envelope import Envelope
@@ -133,10 +134,13 @@ class Projector:
         """Retry the same batch: fetching past it could move the checkpoint over unapplied events."""
         while not stop.is_set():
             try:
-                async with self._engine.begin() as conn:
-                    await project_batch(conn, stored(msgs), read_between=self._reader.between)
+                with PROJECTOR_BATCH_SECONDS.time():
+                    async with self._engine.begin() as conn:
+                        await project_batch(conn, stored(msgs), read_between=self._reader.between)
                 for msg in msgs:
                     await msg.ack()
+                EVENTS_PROJECTED.inc(len(msgs))
+                CONSUMER_PENDING.labels(consumer="projector").set(msgs[-1].metadata.num_pending)
                 return
             except Exception:
                 log.exception("projecting a batch failed; retrying it")

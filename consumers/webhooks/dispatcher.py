@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from infra.faults import NO_FAULTS, Faults
 from infra.metadata.tables import WEBHOOK_ATTEMPTS, WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS
+from infra.metrics import WEBHOOK_OUTCOMES, WEBHOOK_SECONDS
 from infra.secrets import SecretBox
 from infra.settings import Settings
 from infra.webhook_sender import Outcome, WebhookSender
@@ -232,13 +233,16 @@ class Dispatcher:
         now = datetime.now(UTC)
         delivered = outcome.delivered
         gone = outcome.status_code == 410
+        WEBHOOK_SECONDS.observe(outcome.duration_ms / 1000)
         next_attempt: datetime | None = None
         delivery: dict[str, Any] = {"last_status_code": outcome.status_code, "last_error": outcome.error}
         endpoint: dict[str, Any] = {}
         if delivered:
             delivery |= {"status": "delivered", "delivered_at": now}
             endpoint["failing_since"] = None
+            WEBHOOK_OUTCOMES.labels(outcome="delivered").inc()
         elif gone:
+            WEBHOOK_OUTCOMES.labels(outcome="gone").inc()
             delivery["status"] = "failed"
             endpoint |= {"status": "disabled", "disabled_reason": "the endpoint answered 410 Gone"}
         else:
@@ -247,7 +251,9 @@ class Dispatcher:
                 delay = max(delay, outcome.retry_after)
             if delay is None:
                 delivery["status"] = "failed"
+                WEBHOOK_OUTCOMES.labels(outcome="gave_up").inc()
             else:
+                WEBHOOK_OUTCOMES.labels(outcome="retry").inc()
                 next_attempt = now + timedelta(seconds=delay)
                 delivery["next_attempt_at"] = next_attempt
         async with self._engine.begin() as conn:
