@@ -14,6 +14,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from infra import logs
 from infra.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -46,6 +47,7 @@ class RequestGuard:
         given = headers.get("x-request-id", "")
         request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        logs.REQUEST_ID.set(request_id)
         started = False
 
         async def send_with_id(message: Message) -> None:

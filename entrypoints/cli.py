@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -19,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from infra import logs
 from infra.faults import NO_FAULTS, Faults
 from infra.settings import Settings
 
@@ -194,8 +195,6 @@ def settings_for(command: str) -> Settings:
 
 
 def main(argv: list[str] | None = None, *, faults: Faults = NO_FAULTS) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(prog="pgplane")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("api", help="the REST API").set_defaults(func=cmd_api)
@@ -226,6 +225,7 @@ def main(argv: list[str] | None = None, *, faults: Faults = NO_FAULTS) -> None:
     schemas.add_argument("directory")
     schemas.set_defaults(func=cmd_schemas)
     args = parser.parse_args(argv)
+    logs.configure(os.environ.get("PGPLANE_LOG_FORMAT", "text" if args.command == "dev" else "json"))
     args.func(settings_for(args.command), args, faults)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,6 +62,9 @@ class Settings(BaseSettings):
     )
     verifier_check_seconds: float = Field(default=60.0, gt=0, description="How often the agent looks for drift.")
     agent_concurrency: int = 8
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Processes log JSON lines (with operation_id); `pgplane dev` logs text."
+    )
     metrics_port: int | None = Field(
         default=None,
         ge=1,

@@ -27,6 +27,7 @@ from consumers.agent.wal_archiver import host_event
 from consumers.agent.work_dirs import sweep_work_dir
 from infra.errors import PermanentError
 from infra.faults import NO_FAULTS, Faults
+from infra.logs import OPERATION_ID
 from infra.metrics import COMMANDS, CONSUMER_PENDING, DEAD_LETTERS
 from infra.settings import Settings
 from infra.signing import CommandVerifier, SignatureRejected
@@ -139,6 +140,7 @@ class Agent:
             await self.reject(msg, f"unreadable command: {exc}")
             return
         delivered = msg.raw_message.metadata.num_delivered
+        OPERATION_ID.set(str(envelope.correlation_id))  # this task's logs carry the operation
         if isinstance(cmd, CancelOperation):  # not in the lane: the operation it stops holds it
             await self.cancel(cmd.operation_id, envelope.actor)
             await msg.ack()
@@ -155,6 +157,7 @@ class Agent:
                     outcome = "done"
             await msg.ack()
             COMMANDS.labels(kind=cmd.KIND.value, outcome=outcome).inc()
+            log.info("command %s for database %s: %s", cmd.KIND.value, cmd.database_id, outcome)
         except Exception as exc:
             COMMANDS.labels(kind=cmd.KIND.value, outcome="retry").inc()
             log.warning("command %s attempt %d failed: %r", envelope.correlation_id, delivered, exc)

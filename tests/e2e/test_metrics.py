@@ -1,9 +1,11 @@
-"""Prometheus metrics per process: the agent's commands and saga step durations, the projector's
-events, the dispatcher's deliveries, the API's requests, scraped as Prometheus would."""
+"""Observability: Prometheus metrics per process (the agent's commands and saga step durations,
+the projector's events, the dispatcher's deliveries, the API's requests, scraped as Prometheus
+would) and JSON logs that carry the operation."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -57,6 +59,11 @@ async def test_each_process_counts_what_it_does(client: PlatformClient, stack: S
         while not receiver.delivered():
             assert time.monotonic() < deadline
             await asyncio.sleep(0.1)
+
+    logged = [json.loads(line) for line in stack.log_path("agent").read_text().splitlines() if line.startswith("{")]
+    assert {"operation_id": accepted["operation"]["id"], "level": "info"}.items() <= next(
+        entry for entry in logged if entry["message"].startswith("command create")
+    ).items()  # JSON logs carry the operation
 
     agent = await scrape(f"http://127.0.0.1:{ports['agent']}/metrics")
     assert agent[("pgplane_agent_commands_total", frozenset({("kind", "create"), ("outcome", "done")}))] == 1
