@@ -64,8 +64,8 @@ class Receiver:
                 self.arrived.setdefault(lowered.get("webhook-id", ""), time.monotonic())
                 writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            writer.close()  # the client went away, or the bench is over
 
     async def wait_for(self, ids: list[str], timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout

@@ -1,7 +1,8 @@
 """The webhook dispatcher: each project's public events, in sequence order, to its endpoints.
 
 Public events get their numbers in the projector's transaction, so the ``events`` table is the
-ordered, durable stream; each endpoint keeps a cursor in it. One loop:
+ordered, durable stream; each endpoint keeps a cursor in it. One loop, woken by the ``events``
+table's notification (or every ``webhook_poll_seconds``):
 
 1. queue: the events past each enabled endpoint's cursor (of the types it asked for) become
    ``pending`` deliveries, and the cursor moves, in one transaction;
@@ -21,7 +22,6 @@ goes through the outbox (relayed by the API) to the projector, which numbers it 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import uuid
@@ -34,6 +34,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from infra.faults import NO_FAULTS, Faults
+from infra.metadata.notifications import listening
 from infra.metadata.tables import WEBHOOK_ATTEMPTS, WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS
 from infra.metrics import WEBHOOK_OUTCOMES, WEBHOOK_SECONDS
 from infra.secrets import SecretBox
@@ -99,16 +100,18 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("webhook dispatcher running")
-        while not stop.is_set():
-            busy = False
-            try:
-                busy = await self.queue() > 0
-                busy = await self.send_due() > 0 or busy
-            except Exception:
-                log.exception("a dispatcher round failed; trying again")
-            if not busy:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._settings.webhook_poll_seconds)
+        async with listening(self._engine) as wakeup:
+            stopping = asyncio.ensure_future(stop.wait())
+            stopping.add_done_callback(wakeup.notified)
+            while not stop.is_set():
+                busy = False
+                try:
+                    busy = await self.queue() > 0
+                    busy = await self.send_due() > 0 or busy
+                except Exception:
+                    log.exception("a dispatcher round failed; trying again")
+                if not busy:
+                    await wakeup.wait(self._settings.webhook_poll_seconds)
 
     async def queue(self) -> int:
         """New events of every enabled endpoint's project become pending deliveries."""
@@ -163,8 +166,15 @@ class Dispatcher:
         return len(rows)
 
     async def send_due(self) -> int:
+        """Send what is due at once, then record every outcome in one transaction."""
         claimed = await self.claim()
-        await asyncio.gather(*(self._deliver(c) for c in claimed))
+        if not claimed:
+            return 0
+        outcomes = await asyncio.gather(*(self._send(c) for c in claimed))
+        self._faults.crash_point("webhooks.sent")
+        async with self._engine.begin() as conn:
+            for one, outcome in zip(claimed, outcomes, strict=True):
+                await self.record(conn, one, outcome)
         return len(claimed)
 
     async def claim(self) -> list[Claimed]:
@@ -193,43 +203,47 @@ class Dispatcher:
                     .with_for_update(of=d, skip_locked=True)
                 )
             ).all()
-            claimed = []
-            for row in due:
-                await conn.execute(
-                    sa.update(WEBHOOK_DELIVERIES)
-                    .where(WEBHOOK_DELIVERIES.c.endpoint_id == row.endpoint_id)
-                    .where(WEBHOOK_DELIVERIES.c.event_id == row.event_id)
-                    .values(next_attempt_at=lease, attempts=row.attempts + 1)
+            if not due:
+                return []
+            keys = [(row.endpoint_id, row.event_id) for row in due]
+            await conn.execute(
+                sa.update(WEBHOOK_DELIVERIES)
+                .where(sa.tuple_(WEBHOOK_DELIVERIES.c.endpoint_id, WEBHOOK_DELIVERIES.c.event_id).in_(keys))
+                .values(next_attempt_at=lease, attempts=WEBHOOK_DELIVERIES.c.attempts + 1)
+            )
+            endpoints = {
+                e.id: e
+                for e in await conn.execute(
+                    sa.select(WEBHOOK_ENDPOINTS).where(WEBHOOK_ENDPOINTS.c.id.in_({row.endpoint_id for row in due}))
                 )
-                endpoint = (
-                    await conn.execute(sa.select(WEBHOOK_ENDPOINTS).where(WEBHOOK_ENDPOINTS.c.id == row.endpoint_id))
-                ).one()
-                event = (
-                    await conn.execute(
-                        sa.select(EVENTS).where(
-                            EVENTS.c.project_id == row.project_id, EVENTS.c.sequence == row.sequence
-                        )
-                    )
-                ).one()
-                claimed.append(
-                    Claimed(
-                        endpoint_id=row.endpoint_id,
-                        project_id=row.project_id,
-                        event_id=row.event_id,
-                        attempts=row.attempts + 1,
-                        url=endpoint.url,
-                        secrets=endpoint_secrets(self._box, endpoint, now),
-                        body=from_row(event).model_dump_json().encode(),
+            }
+            events = {
+                (e.project_id, e.sequence): e
+                for e in await conn.execute(
+                    sa.select(EVENTS).where(
+                        sa.tuple_(EVENTS.c.project_id, EVENTS.c.sequence).in_({(r.project_id, r.sequence) for r in due})
                     )
                 )
+            }
+        secrets = {i: endpoint_secrets(self._box, e, now) for i, e in endpoints.items()}
+        claimed = [
+            Claimed(
+                endpoint_id=row.endpoint_id,
+                project_id=row.project_id,
+                event_id=row.event_id,
+                attempts=row.attempts + 1,
+                url=endpoints[row.endpoint_id].url,
+                secrets=secrets[row.endpoint_id],
+                body=from_row(events[(row.project_id, row.sequence)]).model_dump_json().encode(),
+            )
+            for row in due
+        ]
         return claimed
 
-    async def _deliver(self, claimed: Claimed) -> None:
-        outcome = await self._sender.send(claimed.url, claimed.secrets, msg_id=str(claimed.event_id), body=claimed.body)
-        self._faults.crash_point("webhooks.sent")
-        await self.record(claimed, outcome)
+    async def _send(self, claimed: Claimed) -> Outcome:
+        return await self._sender.send(claimed.url, claimed.secrets, msg_id=str(claimed.event_id), body=claimed.body)
 
-    async def record(self, claimed: Claimed, outcome: Outcome) -> None:
+    async def record(self, conn: AsyncConnection, claimed: Claimed, outcome: Outcome) -> None:
         now = datetime.now(UTC)
         delivered = outcome.delivered
         gone = outcome.status_code == 410
@@ -256,34 +270,33 @@ class Dispatcher:
                 WEBHOOK_OUTCOMES.labels(outcome="retry").inc()
                 next_attempt = now + timedelta(seconds=delay)
                 delivery["next_attempt_at"] = next_attempt
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                sa.update(WEBHOOK_DELIVERIES)
-                .where(WEBHOOK_DELIVERIES.c.endpoint_id == claimed.endpoint_id)
-                .where(WEBHOOK_DELIVERIES.c.event_id == claimed.event_id)
-                .values(delivery)
+        await conn.execute(
+            sa.update(WEBHOOK_DELIVERIES)
+            .where(WEBHOOK_DELIVERIES.c.endpoint_id == claimed.endpoint_id)
+            .where(WEBHOOK_DELIVERIES.c.event_id == claimed.event_id)
+            .values(delivery)
+        )
+        await conn.execute(
+            sa.insert(WEBHOOK_ATTEMPTS).values(
+                id=uuid.uuid4(),
+                endpoint_id=claimed.endpoint_id,
+                event_id=claimed.event_id,
+                attempted_at=now,
+                status_code=outcome.status_code,
+                duration_ms=outcome.duration_ms,
+                error=outcome.error,
+                next_attempt_at=next_attempt,
             )
+        )
+        if not delivered and not gone:
+            endpoint |= await self._failing(conn, claimed.endpoint_id, now)
+        if endpoint.get("status") == "disabled":
+            await self._disable(conn, claimed, endpoint["disabled_reason"], now)
+        elif endpoint:
+            endpoint["updated_at"] = now
             await conn.execute(
-                sa.insert(WEBHOOK_ATTEMPTS).values(
-                    id=uuid.uuid4(),
-                    endpoint_id=claimed.endpoint_id,
-                    event_id=claimed.event_id,
-                    attempted_at=now,
-                    status_code=outcome.status_code,
-                    duration_ms=outcome.duration_ms,
-                    error=outcome.error,
-                    next_attempt_at=next_attempt,
-                )
+                sa.update(WEBHOOK_ENDPOINTS).where(WEBHOOK_ENDPOINTS.c.id == claimed.endpoint_id).values(endpoint)
             )
-            if not delivered and not gone:
-                endpoint |= await self._failing(conn, claimed.endpoint_id, now)
-            if endpoint.get("status") == "disabled":
-                await self._disable(conn, claimed, endpoint["disabled_reason"], now)
-            elif endpoint:
-                endpoint["updated_at"] = now
-                await conn.execute(
-                    sa.update(WEBHOOK_ENDPOINTS).where(WEBHOOK_ENDPOINTS.c.id == claimed.endpoint_id).values(endpoint)
-                )
 
     async def _disable(self, conn: AsyncConnection, claimed: Claimed, reason: str, now: datetime) -> None:
         """Disable the endpoint and announce it (``webhook.endpoint_disabled``), once however many
