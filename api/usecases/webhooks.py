@@ -236,11 +236,11 @@ async def replay(
     return WebhookReplayed(queued=len(rows))
 
 
-async def send_test(
-    conn: AsyncConnection, platform: Platform, principal: Principal, endpoint_id: uuid.UUID
-) -> WebhookTestSent:
-    """A ``webhook.test`` event to this endpoint now, signed like any delivery; the attempt is listed."""
-    endpoint = await load_endpoint(conn, principal, endpoint_id)
+async def send_test(platform: Platform, principal: Principal, endpoint_id: uuid.UUID) -> WebhookTestSent:
+    """A ``webhook.test`` event to this endpoint now, signed like any delivery; the attempt is
+    listed. No transaction is held while the endpoint answers (up to the send timeout)."""
+    async with platform.engine.connect() as conn:
+        endpoint = await load_endpoint(conn, principal, endpoint_id)
     now = datetime.now(UTC)
     data = WebhookTest(project_id=endpoint.project_id, endpoint_id=endpoint_id)
     event = PublicEvent(
@@ -258,17 +258,18 @@ async def send_test(
         msg_id=str(event.id),
         body=event.model_dump_json().encode(),
     )
-    await conn.execute(
-        sa.insert(WEBHOOK_ATTEMPTS).values(
-            id=uuid.uuid4(),
-            endpoint_id=endpoint_id,
-            event_id=event.id,
-            attempted_at=now,
-            status_code=outcome.status_code,
-            duration_ms=outcome.duration_ms,
-            error=outcome.error,
+    async with platform.engine.begin() as conn:
+        await conn.execute(
+            sa.insert(WEBHOOK_ATTEMPTS).values(
+                id=uuid.uuid4(),
+                endpoint_id=endpoint_id,
+                event_id=event.id,
+                attempted_at=now,
+                status_code=outcome.status_code,
+                duration_ms=outcome.duration_ms,
+                error=outcome.error,
+            )
         )
-    )
     return WebhookTestSent(
         event_id=event.id, status_code=outcome.status_code, duration_ms=outcome.duration_ms, error=outcome.error
     )
