@@ -5,18 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from devstack.cluster import Cluster
+from devstack.stack import Stack
 from tests.platform_client import PlatformClient, Tenant
+from tests.stacks import new_stack
 
 
-@pytest.fixture
-def stack_env() -> dict[str, str]:
-    return {"PGPLANE_EVENTS_KEEPALIVE_SECONDS": "1", "PGPLANE_EVENTS_POLL_SECONDS": "0.1"}
+@pytest.fixture(scope="module")
+def stack(cluster: Cluster) -> Iterator[Stack]:
+    """One platform for the module; each test has its own tenants."""
+    platform = new_stack(cluster, {"PGPLANE_EVENTS_KEEPALIVE_SECONDS": "1", "PGPLANE_EVENTS_POLL_SECONDS": "0.1"})
+    try:
+        platform.start()
+        yield platform
+    finally:
+        platform.stop()
 
 
 async def created(client: PlatformClient, tenant: Tenant, name: str) -> dict[str, Any]:
