@@ -27,6 +27,8 @@ Types = Annotated[
 ]
 
 
+MAX_SEQUENCE = 2**63 - 1
+"""Sequences are PostgreSQL bigints: a larger cursor is a 422, not an error halfway through a stream."""
 STREAMED: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "The events as they happen."}
 }
@@ -43,7 +45,7 @@ async def list_events(
     platform: PlatformDep,
     principal: CurrentPrincipal,
     project_id: uuid.UUID,
-    after: int = Query(default=0, ge=0, description="Events numbered above this sequence."),
+    after: int = Query(default=0, ge=0, le=MAX_SEQUENCE, description="Events numbered above this sequence."),
     types: Types = [],  # noqa: B006 - FastAPI copies the default
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> EventsPage:
@@ -77,11 +79,14 @@ async def stream_events(
     platform: PlatformDep,
     principal: CurrentPrincipal,
     project_id: uuid.UUID,
-    after: int = Query(default=0, ge=0, description="Start after this sequence (default: the start)."),
+    after: int = Query(default=0, ge=0, le=MAX_SEQUENCE, description="Start after this sequence (default: the start)."),
     types: Types = [],  # noqa: B006 - FastAPI copies the default
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     last_event_id: Annotated[
-        int, Header(ge=0, description="A reconnect resumes after this sequence (a browser sends it by itself).")
+        int,
+        Header(
+            ge=0, le=MAX_SEQUENCE, description="A reconnect resumes after this sequence (a browser sends it by itself)."
+        ),
     ] = 0,
 ) -> StreamingResponse:
     """Server-Sent Events: `id` is the sequence, `event` the type, `data` the event; a comment

@@ -79,6 +79,11 @@ async def test_a_projects_events_in_order_paged_filtered_and_private(client: Pla
         "/events", params={"project_id": alice.project_id, "type": "database.exploded"}, headers=alice.headers
     )
     assert unknown.status_code == 422 and "database.created" in unknown.text  # the message lists the types
+    for path in ("/events", "/events/stream"):  # past a bigint: refused before anything is sent
+        huge = await client.http.get(
+            path, params={"project_id": alice.project_id, "after": 2**63}, headers=alice.headers
+        )
+        assert huge.status_code == 422, (path, huge.text)
 
     for path in ("/events", "/events/stream"):
         theirs = await client.http.get(path, params={"project_id": alice.project_id}, headers=bob.headers)

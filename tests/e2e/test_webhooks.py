@@ -114,8 +114,15 @@ async def test_deliveries_are_signed_ordered_once_each_and_survive_failures(
 async def test_a_failing_event_holds_back_only_its_own_database(client: PlatformClient, receiver: Receiver) -> None:
     tenant = await client.tenant()
     endpoint = await register(client, tenant, receiver.url)
+    first_seen: list[str] = []
+
+    def answer(request: Received) -> int:  # the first database heard of keeps failing
+        database_id = json.loads(request.body)["data"]["database_id"]
+        first_seen.append(database_id)
+        return 500 if database_id == first_seen[0] else 204
+
+    receiver.answer = answer
     stuck = await created(client, tenant, "stuck")
-    receiver.answer = lambda r: 500 if json.loads(r.body)["data"]["database_id"] == stuck else 204
     await until(lambda: bool(receiver.requests), "the first attempt")
     moving = await created(client, tenant, "moving")
     rotate = await client.http.post(f"/databases/{stuck}/rotate-credentials", headers=tenant.headers)
@@ -127,6 +134,7 @@ async def test_a_failing_event_holds_back_only_its_own_database(client: Platform
         json.loads(r.body)["id"] for r in receiver.requests if json.loads(r.body)["data"]["database_id"] == stuck
     }
     assert len(stuck_ids) == 1  # the rotation waits behind the failing create
+    assert first_seen[0] == stuck
     receiver.answer = lambda r: 204
     await until(lambda: len(receiver.delivered()) == 3, "the held-back events, once the receiver recovers")
     kinds = [
