@@ -5,7 +5,8 @@
 (b) ours: POST /databases → poll GET /operations/{id} until ``succeeded``.
 Each sequentially (N times), 50 at once, then sustained: ``BENCH_CLIENTS`` clients (default
 20) creating one database after another for ``BENCH_SUSTAIN_SECONDS`` (default 60), counted as
-creates finished per second. Same cluster. Prints JSON.
+creates finished per second (``BENCH_AGENT_CONCURRENCY`` sets the agent's concurrency). Same
+cluster. Prints JSON.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ N = int(os.environ.get("BENCH_N", "50"))
 CONCURRENT = int(os.environ.get("BENCH_CONCURRENT", "50"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "20"))
 SUSTAIN_SECONDS = float(os.environ.get("BENCH_SUSTAIN_SECONDS", "60"))
+CONCURRENCY = os.environ.get("BENCH_AGENT_CONCURRENCY", "")
+"""The agent's ``PGPLANE_AGENT_CONCURRENCY`` for our side (default: the setting's default)."""
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -145,7 +148,8 @@ async def main() -> None:
         namespace="bench",
         meta_db="bench_meta",
         ledger_db="bench_ledger",
-        extra_env={"PGPLANE_DATABASES_PER_PROJECT": "100000"},
+        extra_env={"PGPLANE_DATABASES_PER_PROJECT": "100000"}
+        | ({"PGPLANE_AGENT_CONCURRENCY": CONCURRENCY} if CONCURRENCY else {}),
     )
     try:
         raw_stack.start_servers()
