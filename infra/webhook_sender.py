@@ -62,7 +62,7 @@ class WebhookSender:
         started = time.monotonic()
         status_code, error, retry_after = None, None, None
         try:
-            target = await asyncio.wait_for(self.check(url), RESOLVE_SECONDS)
+            target = await self.check(url)
             status_code, retry_after_header = await asyncio.wait_for(
                 self._post(target, secrets, msg_id, body), self._settings.webhook_timeout_seconds
             )
@@ -77,12 +77,19 @@ class WebhookSender:
         return Outcome(status_code=status_code, error=error, retry_after=retry_after, duration_ms=duration_ms)
 
     async def check(self, url: str) -> Target:
-        return await check_url(
-            url,
-            allow_loopback=self._settings.webhook_allow_loopback,
-            allow_http=self._settings.webhook_allow_http,
-            resolver=self._resolver,
-        )
+        """The address guard's verdict on ``url`` under this deployment's settings (``Refused``)."""
+        try:
+            return await asyncio.wait_for(
+                check_url(
+                    url,
+                    allow_loopback=self._settings.webhook_allow_loopback,
+                    allow_http=self._settings.webhook_allow_http,
+                    resolver=self._resolver,
+                ),
+                RESOLVE_SECONDS,
+            )
+        except TimeoutError:
+            raise Refused("its name did not resolve") from None
 
     async def _post(self, target: Target, secrets: list[str], msg_id: str, body: bytes) -> tuple[int, str | None]:
         parts = urlsplit(target.url)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,31 +27,18 @@ from api.models import (
 from api.platform import Platform
 from api.principal import Principal
 from api.usecases.projects import load_project
-from infra.address_guard import Refused, check_url, system_resolver
-from infra.metadata.tables import WEBHOOK_ATTEMPTS, WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS
-from infra.settings import Settings
+from infra.address_guard import Refused
+from infra.metadata.tables import WEBHOOK_ATTEMPTS, WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS, pending_delivery
 from infra.webhook_signing import endpoint_secrets, new_secret, secret_context
 from readmodel.tables import EVENT_SEQUENCES, EVENTS
 from schemas.public_events import PublicEvent, WebhookTest, source
 
-RESOLVE_SECONDS = 5.0
 
-
-async def check_endpoint_url(settings: Settings, url: str) -> None:
+async def check_endpoint_url(platform: Platform, url: str) -> None:
     try:
-        await asyncio.wait_for(
-            check_url(
-                url,
-                allow_loopback=settings.webhook_allow_loopback,
-                allow_http=settings.webhook_allow_http,
-                resolver=system_resolver,
-            ),
-            RESOLVE_SECONDS,
-        )
+        await platform.webhooks.check(url)
     except Refused as exc:
         raise ApiError(422, "url_refused", f"this URL cannot receive webhooks: {exc}") from None
-    except TimeoutError:
-        raise ApiError(422, "url_refused", "this URL cannot receive webhooks: its name did not resolve") from None
 
 
 def webhook_public(row: Any) -> WebhookPublic:
@@ -81,7 +67,7 @@ async def create_endpoint(
 ) -> WebhookWithSecret:
     """Events from now on are sent to it (the project's earlier events are in the events API)."""
     await load_project(conn, principal, body.project_id)
-    await check_endpoint_url(platform.settings, body.url)
+    await check_endpoint_url(platform, body.url)
     now, endpoint_id, secret = datetime.now(UTC), uuid.uuid4(), new_secret()
     last = (
         await conn.execute(
@@ -123,7 +109,7 @@ async def update_endpoint(
     await load_endpoint(conn, principal, endpoint_id)
     values: dict[str, Any] = {"updated_at": datetime.now(UTC)}
     if body.url is not None:
-        await check_endpoint_url(platform.settings, body.url)
+        await check_endpoint_url(platform, body.url)
         values["url"] = body.url
     if body.event_types is not None:
         values["event_types"] = [t.value for t in body.event_types]
@@ -213,20 +199,7 @@ async def replay(
     if len(events) > REPLAY_LIMIT:
         raise ApiError(422, "validation_error", f"more than {REPLAY_LIMIT} events in that range; narrow it")
     now = datetime.now(UTC)
-    rows = [
-        {
-            "endpoint_id": endpoint_id,
-            "event_id": event.id,
-            "project_id": endpoint.project_id,
-            "sequence": event.sequence,
-            "ordering_key": str(event.data.get("database_id", "")),
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
-        for event in events
-    ]
+    rows = [pending_delivery(endpoint, event, now) for event in events]
     if rows:
         statement = insert(WEBHOOK_DELIVERIES)
         again = {"status": "pending", "attempts": 0, "next_attempt_at": now, "last_error": None}

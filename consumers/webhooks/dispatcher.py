@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from infra.faults import NO_FAULTS, Faults
 from infra.metadata.notifications import listening
-from infra.metadata.tables import WEBHOOK_ATTEMPTS, WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS
+from infra.metadata.tables import WEBHOOK_ATTEMPTS, WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS, pending_delivery
 from infra.metrics import WEBHOOK_OUTCOMES, WEBHOOK_SECONDS
 from infra.secrets import SecretBox
 from infra.settings import Settings
@@ -141,21 +141,7 @@ class Dispatcher:
         if not events:
             return 0
         wanted = set(endpoint.event_types)
-        rows = [
-            {
-                "endpoint_id": endpoint.id,
-                "event_id": event.id,
-                "project_id": endpoint.project_id,
-                "sequence": event.sequence,
-                "ordering_key": str(event.data.get("database_id", "")),
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-            for event in events
-            if not wanted or event.type in wanted
-        ]
+        rows = [pending_delivery(endpoint, event, now) for event in events if not wanted or event.type in wanted]
         if rows:
             await conn.execute(insert(WEBHOOK_DELIVERIES).on_conflict_do_nothing(), rows)
         await conn.execute(

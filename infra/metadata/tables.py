@@ -128,6 +128,21 @@ class WebhookDelivery(SQLModel, table=True):
     delivered_at: datetime | None = Field(default=None, sa_type=TZ)
 
 
+def pending_delivery(endpoint: Any, event: Any, now: datetime) -> dict[str, Any]:
+    """The row that queues ``event`` (a row of ``events``) for ``endpoint``, due at once."""
+    return {
+        "endpoint_id": endpoint.id,
+        "event_id": event.id,
+        "project_id": endpoint.project_id,
+        "sequence": event.sequence,
+        "ordering_key": str(event.data.get("database_id", "")),
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
 class WebhookAttempt(SQLModel, table=True):
     __tablename__ = "webhook_attempts"
     id: uuid.UUID = Field(primary_key=True)
