@@ -200,6 +200,8 @@ class ProjectEvent(SQLModel, table=True):
     subject: str
     time: datetime = Field(sa_type=TZ)
     data: dict[str, Any] = Field(sa_type=JSONB)
+    traceparent: str | None = None
+    """The W3C trace context of the request that caused the event (webhook deliveries join its trace)."""
 
 
 class EventSequence(SQLModel, table=True):
@@ -208,6 +210,48 @@ class EventSequence(SQLModel, table=True):
     __tablename__ = "event_sequences"
     project_id: uuid.UUID = Field(primary_key=True)
     last_sequence: int = Field(sa_type=sa.BigInteger)
+
+
+class HostState(SQLModel, table=True):
+    """What a data host last reported it actually holds (``HostStateReported``)."""
+
+    __tablename__ = "host_states"
+    host_id: str = Field(primary_key=True)
+    report_id: uuid.UUID
+    reported_at: datetime = Field(sa_type=TZ)
+    wal_lsn: str | None = None
+    databases: list[dict[str, Any]] = Field(sa_type=JSONB)
+    """Every tenant database on the host: ``dbname``, ``owner``, ``size_bytes``."""
+    roles: list[str] = Field(sa_type=JSONB)
+    routes: list[str] = Field(sa_type=JSONB)
+    """The databases PgBouncer routes."""
+    verifier_mismatch: list[str] = Field(sa_type=JSONB)
+    """Roles whose password PostgreSQL holds differs from the one pgplane gave them."""
+
+
+class DriftStatus(StrEnum):
+    OPEN = "open"
+    REPAIRED = "repaired"
+    RESOLVED = "resolved"
+
+
+class Drift(SQLModel, table=True):
+    """A difference between the read model and what a data host holds, until it goes away."""
+
+    __tablename__ = "drifts"
+    host_id: str = Field(primary_key=True)
+    kind: str = Field(primary_key=True)
+    object: str = Field(primary_key=True)
+    """The physical name the drift is about (a database or a role)."""
+    database_id: uuid.UUID | None = None
+    project_id: uuid.UUID | None = None
+    status: str
+    repair: bool
+    """Whether pgplane repairs this kind by itself (the rest wait for an operator)."""
+    first_seen_at: datetime = Field(sa_type=TZ)
+    last_seen_at: datetime = Field(sa_type=TZ)
+    repaired_at: datetime | None = Field(default=None, sa_type=TZ)
+    resolved_at: datetime | None = Field(default=None, sa_type=TZ)
 
 
 class ProjectorCheckpoint(SQLModel, table=True):
@@ -222,6 +266,7 @@ PROJECTS, DATABASES, BACKUPS, POLICIES, OPERATIONS, STEPS, AUDIT, CHECKPOINTS = 
 )
 BASE_BACKUPS, WAL_SEGMENTS = table(HostBaseBackup), table(WalSegment)
 EVENTS, EVENT_SEQUENCES = table(ProjectEvent), table(EventSequence)
+HOST_STATES, DRIFTS = table(HostState), table(Drift)
 READ_MODEL = [
     PROJECTS,
     DATABASES,
@@ -234,6 +279,8 @@ READ_MODEL = [
     WAL_SEGMENTS,
     EVENTS,
     EVENT_SEQUENCES,
+    HOST_STATES,
+    DRIFTS,
 ]
 """The projected tables: `pgplane replay projection` rebuilds and compares exactly these."""
 
