@@ -155,6 +155,7 @@ class Stack:
             "operator": {
                 "PGPLANE_METADATA_DSN": c.control_dsn(self.meta_db),
                 "PGPLANE_LEDGER_DSN": c.superuser_dsn(self.ledger_db),
+                "PGPLANE_COMMAND_SIGNING_KEY": s["command_signing_key"],  # redrive, retry, fail
             },
             "api": {
                 "PGPLANE_METADATA_DSN": c.control_dsn(self.meta_db),
@@ -197,6 +198,7 @@ class Stack:
             "PGPLANE_HOST_ID": self.host_id,
             "PGPLANE_METADATA_DSN": c.control_dsn(self.meta_db),
             "PGPLANE_LEDGER_DSN": c.superuser_dsn(self.ledger_db),
+            "PGPLANE_COMMAND_SIGNING_KEY": self.cluster.secrets["command_signing_key"],
         } | self.nats_user("operator")
         path.touch(mode=0o600)
         path.write_text("".join(f"{name}={value}\n" for name, value in env.items()))

@@ -7,6 +7,7 @@ own or creates a schema.
 from __future__ import annotations
 
 import asyncio
+import getpass
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
@@ -331,8 +332,10 @@ async def replay(settings: Settings, *, keep: bool = False) -> ReplayReport:
 
 async def ops(settings: Settings, action: Callable[[Ops], Awaitable[T]]) -> T:
     """Run an operator action with the metadata database and the bus (as the operator user)."""
+    signing = outbox(settings) if settings.command_signing_key is not None else None
+    actor = f"operator:{getpass.getuser()}"
     async with metadata(settings, pool_size=1) as engine, bus(settings, fail_fast=True) as nc:
-        return await action(Ops(engine, nc.jetstream(), Subjects(namespace=settings.namespace)))
+        return await action(Ops(engine, nc.jetstream(), Subjects(namespace=settings.namespace), actor, signing))
 
 
 def _required(value: Any, name: str) -> str:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from datetime import timedelta
@@ -128,21 +129,34 @@ def cmd_ops(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
         if args.what == "status":
             return await ops.status(stuck_after=stuck_after)
         if args.what == "stuck":
+            if args.action == "retry":
+                return await ops.retry(_operation_id(args))
+            if args.action == "fail":
+                return await ops.fail(_operation_id(args), args.reason)
             return await ops.stuck(older_than=stuck_after)
         if args.action == "show":
             return await ops.dead_letter(_sequence(args))
+        if args.action == "redrive":
+            return await ops.redrive_dead_letter(_sequence(args))
         if args.action == "discard":
             await ops.discard_dead_letter(_sequence(args))
-            return {"discarded": args.sequence}
+            return {"discarded": _sequence(args)}
         return await ops.dead_letters()
 
     print(json.dumps(_operator(lambda: asyncio.run(bootstrap.ops(settings, act))), indent=2, default=str))
 
 
 def _sequence(args: argparse.Namespace) -> int:
-    if args.sequence is None:
+    if args.target is None or not args.target.isdigit():
         raise SystemExit("give the dead letter's sequence (from pgplane ops dead-letters list)")
-    return int(args.sequence)
+    return int(args.target)
+
+
+def _operation_id(args: argparse.Namespace) -> uuid.UUID:
+    try:
+        return uuid.UUID(args.target)
+    except (TypeError, ValueError):
+        raise SystemExit("give the operation's id (from pgplane ops stuck)") from None
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
@@ -214,8 +228,11 @@ def main(argv: list[str] | None = None, *, faults: Faults = NO_FAULTS) -> None:
     replay.set_defaults(func=cmd_replay)
     ops = sub.add_parser("ops", help="operator tools: status, dead letters, stuck operations")
     ops.add_argument("what", choices=["status", "dead-letters", "stuck"])
-    ops.add_argument("action", nargs="?", choices=["list", "show", "discard"], default="list")
-    ops.add_argument("sequence", nargs="?", type=int, help="a dead letter's sequence (show, discard)")
+    ops.add_argument(
+        "action", nargs="?", choices=["list", "show", "redrive", "discard", "retry", "fail"], default="list"
+    )
+    ops.add_argument("target", nargs="?", help="a dead letter's sequence, or a stuck operation's id")
+    ops.add_argument("--reason", default="stuck", help="why an operator fails a stuck operation")
     ops.add_argument(
         "--older-than", type=float, default=3600, help="seconds after which a running operation is stuck (3600)"
     )

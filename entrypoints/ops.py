@@ -2,12 +2,13 @@
 
 - ``status``: every stream and durable consumer (pending, waiting for an ack, redelivered), the
   projector's checkpoint and lag, dead letters, webhook deliveries waiting, operations stuck;
-- ``dead-letters``: list, show one, discard one (the message stays in nobody's way afterwards);
-- ``stuck``: operations not finished long after they were accepted.
+- ``dead-letters``: list, show one, redrive one (``producers.recovery``), discard one;
+- ``stuck``: operations not finished long after they were accepted; retry or fail one.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,8 +19,14 @@ from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.metadata.tables import WEBHOOK_DELIVERIES
+from producers import recovery
+from producers.commands import Outbox, OutboxRelay
 from readmodel.tables import CHECKPOINTS, IN_FLIGHT, OPERATIONS
+from schemas.envelope import Envelope
 from schemas.subjects import Subjects
+
+RETRIES_EXHAUSTED = "dead-lettered"
+"""How the reason of a command that kept failing starts (the rest were refused: never run)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,9 @@ class Ops:
     engine: AsyncEngine
     js: JetStreamContext
     subjects: Subjects
+    actor: str
+    outbox: Outbox | None = None
+    """Signs what an operator sends to a data host (redrive, retry, fail); absent: those are refused."""
 
     async def status(self, *, stuck_after: timedelta) -> dict[str, Any]:
         s = self.subjects
@@ -111,6 +121,82 @@ class Ops:
 
     async def discard_dead_letter(self, sequence: int) -> None:
         await self.js.delete_msg(self.subjects.dead_letter_stream, sequence)
+
+    async def redrive_dead_letter(self, sequence: int) -> dict[str, Any]:
+        """Run a command that kept failing again, as a new operation (once, however often asked)."""
+        outbox = self._signing()
+        msg = await self.js.get_msg(self.subjects.dead_letter_stream, seq=sequence)
+        reason = (msg.headers or {}).get("Pgplane-Reason", "")
+        if not reason.startswith(RETRIES_EXHAUSTED):
+            raise recovery.RecoveryRefused(
+                f"dead letter {sequence} was refused ({reason}), not failed: it is never run; discard it"
+            )
+        dead = Envelope.model_validate_json(msg.data or b"")
+        async with self.engine.begin() as conn:
+            redriven = await recovery.redrive(conn, outbox, dead, actor=self.actor)
+        await self._publish_now()
+        return {
+            "operation_id": str(redriven.operation_id),
+            "created": redriven.created,
+            "retry_of": str(dead.correlation_id),
+        }
+
+    async def retry(self, operation_id: uuid.UUID) -> dict[str, Any]:
+        """Send a stuck operation's command to its host again; the saga resumes where it stopped."""
+        outbox = self._signing()
+        async with self.engine.begin() as conn:
+            subject, body = await recovery.stuck_command(conn, operation_id)
+            await recovery.note_retry(conn, outbox, Envelope.model_validate_json(body), actor=self.actor)
+        msg_id = f"{operation_id}:1:retry:{uuid.uuid4().hex}"  # past the server's duplicate window
+        await self.js.publish(subject, body, stream=self.subjects.commands_stream, headers={"Nats-Msg-Id": msg_id})
+        await self._publish_now()
+        return {"operation_id": str(operation_id), "retried": True}
+
+    async def fail(self, operation_id: uuid.UUID, reason: str) -> dict[str, Any]:
+        """End a stuck operation ``failed`` at once; its host is told to stop and undo it."""
+        outbox = self._signing()
+        async with self.engine.begin() as conn:
+            await recovery.fail(conn, outbox, operation_id, actor=self.actor, reason=reason)
+        withdrawn = await self._withdraw(operation_id)
+        await self._publish_now()
+        return {"operation_id": str(operation_id), "status": "failed", "commands_withdrawn": withdrawn}
+
+    async def _withdraw(self, operation_id: uuid.UUID) -> int:
+        """Delete the operation's command wherever it still waits for its host (a host that was down
+        then never starts it; one already running is stopped by the cancel)."""
+        withdrawn = 0
+        for sequence, body in await self._queued_commands():
+            try:
+                envelope = Envelope.model_validate_json(body)
+            except ValueError:
+                continue
+            if envelope.correlation_id == operation_id and envelope.sequence == 1:
+                await self.js.delete_msg(self.subjects.commands_stream, sequence)
+                withdrawn += 1
+        return withdrawn
+
+    async def _queued_commands(self) -> list[tuple[int, bytes]]:
+        info = await self.js.stream_info(self.subjects.commands_stream)
+        found, sequence = [], info.state.first_seq
+        while info.state.messages and sequence <= info.state.last_seq:
+            try:
+                msg = await self.js.get_msg(
+                    self.subjects.commands_stream, seq=sequence, subject=self.subjects.all_commands(), next=True
+                )
+            except NotFoundError:
+                break
+            found.append((msg.seq or sequence, msg.data or b""))
+            sequence = (msg.seq or sequence) + 1
+        return found
+
+    def _signing(self) -> Outbox:
+        if self.outbox is None:
+            raise recovery.RecoveryRefused("PGPLANE_COMMAND_SIGNING_KEY is required to send commands to a data host")
+        return self.outbox
+
+    async def _publish_now(self) -> None:
+        """What the action queued goes out now, whether or not an API is running to relay it."""
+        await OutboxRelay(self.engine, self.js, idempotency_ttl=timedelta(days=1)).drain()
 
     async def stuck(self, *, older_than: timedelta) -> list[dict[str, Any]]:
         """Operations accepted or running for longer than ``older_than``, oldest first."""

@@ -64,6 +64,7 @@ async def request_operation(
     operation_id: uuid.UUID | None = None,
     point_in_time: datetime | None = None,
     object_key: str | None = None,
+    retry_of: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """Record an operation and queue its command; a given ``operation_id`` makes it deterministic."""
     operation_id = operation_id or uuid.uuid4()
@@ -82,6 +83,7 @@ async def request_operation(
             trigger=trigger,
             point_in_time=point_in_time,
             object_key=object_key,
+            retry_of=retry_of,
         ),
         correlation_id=operation_id,
         sequence=0,

@@ -63,6 +63,7 @@ from schemas.events import (
     OperationStepFailed,
     ProjectCreated,
     ProjectDeleted,
+    RetryRequested,
     VerifierDrifted,
     WalSegmentArchived,
     WebhookEndpointDisabled,
@@ -138,6 +139,11 @@ async def backup_policy_set(batch: Batch, env: Envelope, event: BackupPolicySet)
 async def cancel_requested(batch: Batch, env: Envelope, event: CancelRequested) -> None:
     detail = {"operation_id": str(event.operation_id)}
     _audit(batch, env, "operation.cancel", "database", event.database_id, "requested", detail)
+
+
+async def retry_requested(batch: Batch, env: Envelope, event: RetryRequested) -> None:
+    detail = {"operation_id": str(event.operation_id)}
+    _audit(batch, env, "operation.retry", "database", event.database_id, "requested", detail)
 
 
 async def credentials_read(batch: Batch, env: Envelope, event: CredentialsRead) -> None:
@@ -251,12 +257,16 @@ async def operation_requested(batch: Batch, env: Envelope, event: OperationReque
             "created_at": env.occurred_at,
             "updated_at": env.occurred_at,
         }
-        batch.insert(DATABASES, database)
+        # a redriven create finds the row its dead-lettered attempt left ``failed``
+        again = ("status", "credentials_version", "last_operation_id", "updated_at")
+        batch.insert(DATABASES, database, on_conflict=again if event.retry_of else None)
     elif event.kind in BUSY:
         _set_database(batch, env, event, status=BUSY[event.kind])
     detail: dict[str, Any] = {"name": event.name, "trigger": event.trigger}
     if event.backup_id:
         detail["backup_id"] = str(event.backup_id)
+    if event.retry_of:
+        detail["retry_of"] = str(event.retry_of)
     _audit(batch, env, action(event.kind), "database", event.database_id, "requested", detail)
 
 
@@ -406,6 +416,7 @@ PROJECTIONS: dict[type[Payload], Projection] = {
     ApiTokenRevoked: api_token_revoked,
     BackupPolicySet: backup_policy_set,
     CancelRequested: cancel_requested,
+    RetryRequested: retry_requested,
     BackupDownloaded: backup_downloaded,
     CredentialsRead: credentials_read,
     BackupMissed: backup_missed,

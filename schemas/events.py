@@ -58,6 +58,8 @@ class OperationRequested(OperationEvent):
     """The moment a point-in-time restore brings the database back to."""
     object_key: str | None = None
     """Where a backup operation stores the backup."""
+    retry_of: uuid.UUID | None = None
+    """An operator ran a dead-lettered operation's command again as this new operation."""
 
 
 class OperationStarted(OperationEvent):
@@ -180,6 +182,14 @@ class CancelRequested(Payload):
     """Someone asked to stop a running operation; it ends ``compensated`` if it could be stopped."""
 
     TYPE = "pgplane.operation.cancel_requested"
+    database_id: uuid.UUID
+    operation_id: uuid.UUID
+
+
+class RetryRequested(Payload):
+    """An operator sent a stuck operation's command to its host again (it resumes where it stopped)."""
+
+    TYPE = "pgplane.operation.retry_requested"
     database_id: uuid.UUID
     operation_id: uuid.UUID
 

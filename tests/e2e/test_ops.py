@@ -1,18 +1,23 @@
-"""``pgplane ops``: bus and projector status, dead letters listed, shown and discarded, stuck
-operations, each as an operator runs it (the command, against a running platform)."""
+"""``pgplane ops``: bus and projector status, dead letters listed, shown, redriven and discarded,
+stuck operations listed, retried and failed, each as an operator runs it (the command, against a
+running platform)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from typing import Any
 
 import nats
+import psycopg
 
+from devstack.faults import InjectedFaults
 from devstack.stack import Stack
 from schemas.subjects import Subjects
-from tests.platform_client import PlatformClient
+from tests.platform_client import PlatformClient, Tenant
+from tests.replay import replay_matches
 
 
 def ops(stack: Stack, *args: str) -> Any:
@@ -60,3 +65,92 @@ async def test_status_dead_letters_and_stuck_operations(client: PlatformClient, 
     assert ops(stack, "status", "--older-than", "0")["operations_stuck"] == 1
     stack.start_process("agent")
     await client.succeeded(tenant, waiting["operation"]["id"])
+
+
+async def audit(client: PlatformClient, tenant: Tenant) -> list[dict[str, Any]]:
+    response = await client.http.get("/audit-log", params={"project_id": tenant.project_id}, headers=tenant.headers)
+    entries: list[dict[str, Any]] = response.json()["data"]
+    return entries
+
+
+def ops_refused(stack: Stack, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli", "ops", *args],
+        env=stack.env("operator"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout
+    return result.stderr
+
+
+async def test_a_dead_letter_redriven_runs_once_as_a_new_operation(client: PlatformClient, stack: Stack) -> None:
+    stack.stop_process("agent")
+    stack.start_process("agent", faults=InjectedFaults(fail_at="create.database_created:transient"))
+    tenant = await client.tenant()
+    flaky = await client.create_database(tenant, "flaky")
+    failed = await client.wait(tenant, flaky["operation"]["id"])
+    assert failed["status"] == "failed" and "dead-lettered" in failed["error"]
+    stack.stop_process("agent")
+    stack.start_process("agent")  # the fault has passed
+    nc = await nats.connect(**stack.nats())
+    await nc.jetstream().publish(f"{stack.namespace}.cmd.{stack.host_id}.database.create", b"{not json")
+    await nc.close()
+
+    while len(letters := ops(stack, "dead-letters", "list")) < 2:
+        await asyncio.sleep(0.2)
+    (refused,) = [letter for letter in letters if "unreadable" in letter["reason"]]
+    assert "never run" in ops_refused(stack, "dead-letters", "redrive", str(refused["sequence"]))
+    (letter,) = [letter for letter in letters if letter["reason"].startswith("dead-lettered")]
+    first = ops(stack, "dead-letters", "redrive", str(letter["sequence"]))
+    assert first["created"] and first["retry_of"] == flaky["operation"]["id"]
+    assert ops(stack, "dead-letters", "redrive", str(letter["sequence"])) == first | {"created": False}
+
+    await client.succeeded(tenant, first["operation_id"])
+    database = flaky["database"]
+    assert client.host_has(database["dbname"], database["user"]) == (1, 1)
+    listed = (await client.http.get("/databases", headers=tenant.headers)).json()
+    assert [(d["id"], d["status"]) for d in listed["data"]] == [(database["id"], "available")]
+    credentials = await client.credentials(tenant, database["id"])
+    async with await psycopg.AsyncConnection.connect(credentials["uri"], connect_timeout=5) as conn:
+        assert await (await conn.execute("SELECT 1")).fetchone() == (1,)
+    creates = [e for e in await audit(client, tenant) if e["action"] == "database.create"]
+    (again,) = [e for e in creates if e["outcome"] == "requested" and e["detail"].get("retry_of")]
+    assert again["detail"]["retry_of"] == flaky["operation"]["id"] and again["actor"].startswith("operator:")
+    replay_matches(stack)
+
+
+async def test_stuck_operations_are_retried_or_failed(client: PlatformClient, stack: Stack) -> None:
+    tenant = await client.tenant()
+    stack.stop_process("agent")
+    lost = await client.create_database(tenant, "lost")
+    abandoned = await client.create_database(tenant, "abandoned")
+    subjects = Subjects(namespace=stack.namespace)
+    nc = await nats.connect(**stack.nats())
+    js = nc.jetstream()
+    while (await js.stream_info(subjects.commands_stream)).state.messages < 2:
+        await asyncio.sleep(0.1)  # both commands reached the bus
+    first = (await js.stream_info(subjects.commands_stream)).state.first_seq
+    await js.delete_msg(subjects.commands_stream, first)  # the first command is lost
+    await nc.close()
+
+    failed = ops(stack, "stuck", "fail", abandoned["operation"]["id"], "--reason", "host retired")
+    assert failed["commands_withdrawn"] == 1
+    operation = await client.wait(tenant, abandoned["operation"]["id"])
+    assert operation["status"] == "failed" and operation["error"] == "failed by an operator: host retired"
+    assert "already ended failed" in ops_refused(stack, "stuck", "retry", abandoned["operation"]["id"])
+
+    assert ops(stack, "stuck", "retry", lost["operation"]["id"]) == {
+        "operation_id": lost["operation"]["id"],
+        "retried": True,
+    }
+    stack.start_process("agent")
+    await client.succeeded(tenant, lost["operation"]["id"])
+    assert client.host_has(lost["database"]["dbname"], lost["database"]["user"]) == (1, 1)
+    assert client.host_has(abandoned["database"]["dbname"], abandoned["database"]["user"]) == (0, 0)
+    assert (await client.wait(tenant, abandoned["operation"]["id"]))["status"] == "failed"
+    listed = (await client.http.get("/databases", headers=tenant.headers)).json()
+    assert {d["name"]: d["status"] for d in listed["data"]} == {"lost": "available", "abandoned": "failed"}
+    assert {"operation.retry", "operation.cancel"} <= {e["action"] for e in await audit(client, tenant)}
+    replay_matches(stack)
