@@ -30,8 +30,8 @@ from api.data_keys import DataKeys
 from api.platform import Platform
 from consumers.agent import ledger_schema
 from consumers.agent.base_backups import BaseBackups
-from consumers.agent.drift import VerifierWatch
 from consumers.agent.host import Host
+from consumers.agent.host_state import StateReporter
 from consumers.agent.key_service import KeyService
 from consumers.agent.ledger import Ledger
 from consumers.agent.service import Agent, BackgroundJob
@@ -56,6 +56,7 @@ from infra.signing import CommandSigner, CommandVerifier
 from infra.topology import ensure_topology
 from infra.webhook_sender import WebhookSender, http_client
 from producers.commands import Outbox, OutboxRelay
+from producers.reconciler import Reconciler
 from producers.scheduler import BackupScheduler
 from schemas.subjects import Subjects
 
@@ -235,8 +236,8 @@ async def run_agent(
             faults=faults,
         )
         beating = partial(heartbeats(settings, nc).run, f"agent.{settings.host_id}")
-        watching = partial(VerifierWatch(host, agent.publish_event).run, interval=settings.verifier_check_seconds)
-        await agent.serve(stop, [beating, watching, *_pitr_jobs(settings, host, agent)])
+        reporting = partial(StateReporter(host, agent.publish_event).run, interval=settings.state_report_seconds)
+        await agent.serve(stop, [beating, reporting, *_pitr_jobs(settings, host, agent)])
 
 
 def heartbeats(settings: Settings, nc: NATS) -> Heartbeats:
@@ -296,10 +297,16 @@ async def run_webhooks(settings: Settings, stop: asyncio.Event, *, faults: Fault
 
 
 async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
-    """Backup slots, missed-slot reports and retention, published through the outbox."""
+    """Backup slots, missed-slot reports and retention, and reconciling the data hosts' reports with
+    the read model, published through the outbox."""
     metrics.serve(settings.metrics_port, settings.metrics_host)
-    async with metadata(settings, pool_size=2) as engine, bus(settings) as nc:
-        await BackupScheduler(engine, settings, outbox(settings)).run(stop, relay(settings, engine, nc))
+    commands = outbox(settings)
+    async with metadata(settings, pool_size=3) as engine, bus(settings) as nc:
+        outgoing = relay(settings, engine, nc)
+        await asyncio.gather(
+            BackupScheduler(engine, settings, commands).run(stop, outgoing),
+            Reconciler(engine, commands, interval=settings.reconcile_seconds).run(stop, outgoing),
+        )
 
 
 def migrate_metadata(settings: Settings) -> str:

@@ -128,6 +128,8 @@ def cmd_ops(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
     async def act(ops: Ops) -> object:
         if args.what == "status":
             return await ops.status(stuck_after=stuck_after)
+        if args.what == "drifts":
+            return await ops.drifts(everything=args.all)
         if args.what == "stuck":
             if args.action == "retry":
                 return await ops.retry(_operation_id(args))
@@ -226,13 +228,14 @@ def main(argv: list[str] | None = None, *, faults: Faults = NO_FAULTS) -> None:
     replay.add_argument("what", choices=["projection"])
     replay.add_argument("--keep", action="store_true", help="keep the replayed schema")
     replay.set_defaults(func=cmd_replay)
-    ops = sub.add_parser("ops", help="operator tools: status, dead letters, stuck operations")
-    ops.add_argument("what", choices=["status", "dead-letters", "stuck"])
+    ops = sub.add_parser("ops", help="operator tools: status, dead letters, stuck operations, drifts")
+    ops.add_argument("what", choices=["status", "dead-letters", "stuck", "drifts"])
     ops.add_argument(
         "action", nargs="?", choices=["list", "show", "redrive", "discard", "retry", "fail"], default="list"
     )
     ops.add_argument("target", nargs="?", help="a dead letter's sequence, or a stuck operation's id")
     ops.add_argument("--reason", default="stuck", help="why an operator fails a stuck operation")
+    ops.add_argument("--all", action="store_true", help="drifts: repaired and resolved ones too")
     ops.add_argument(
         "--older-than", type=float, default=3600, help="seconds after which a running operation is stuck (3600)"
     )

@@ -3,7 +3,8 @@
 - ``status``: every stream and durable consumer (pending, waiting for an ack, redelivered), the
   projector's checkpoint and lag, dead letters, webhook deliveries waiting, operations stuck;
 - ``dead-letters``: list, show one, redrive one (``producers.recovery``), discard one;
-- ``stuck``: operations not finished long after they were accepted; retry or fail one.
+- ``stuck``: operations not finished long after they were accepted; retry or fail one;
+- ``drifts``: what the reconciler found differing between the data hosts and the read model.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from infra.metadata.tables import WEBHOOK_DELIVERIES
 from producers import recovery
 from producers.commands import Outbox, OutboxRelay
-from readmodel.tables import CHECKPOINTS, IN_FLIGHT, OPERATIONS
+from readmodel.tables import CHECKPOINTS, DRIFTS, IN_FLIGHT, OPERATIONS, DriftStatus
 from schemas.envelope import Envelope
 from schemas.subjects import Subjects
 
@@ -82,7 +83,17 @@ class Ops:
                 "oldest_seconds": round((now - webhooks[1]).total_seconds(), 1) if webhooks[1] else None,
             },
             "operations_stuck": len(await self.stuck(older_than=stuck_after)),
+            "drifts_open": len(await self.drifts()),
         }
+
+    async def drifts(self, *, everything: bool = False) -> list[dict[str, Any]]:
+        """Open drifts (``everything``: repaired and resolved ones too), oldest first."""
+        query = sa.select(DRIFTS).order_by(DRIFTS.c.first_seen_at)
+        if not everything:
+            query = query.where(DRIFTS.c.status == DriftStatus.OPEN.value)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [{k: v for k, v in row._mapping.items()} for row in rows]
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         """Every dead letter, oldest first: where it came from and why."""

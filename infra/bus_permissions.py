@@ -1,6 +1,7 @@
 """Who may publish and subscribe to what on the bus: one NATS user per process role, least privilege.
 
-- only the API and the scheduler publish commands (the scheduler only backup commands);
+- only the API and the scheduler publish commands (the scheduler only backup commands and the
+  reconciler's repairs);
 - an agent reads only its own host's commands (through its durable) and publishes events, its
   dead letters and its heartbeat; it answers its host's key-service requests (from the API);
 - the projector reads events (through its durable, and by sequence where a crash left a gap) and
@@ -63,8 +64,8 @@ def api(s: Subjects) -> Role:
 
 
 def scheduler(s: Subjects) -> Role:
-    backups = [s.command("*", kind) for kind in (OperationKind.BACKUP, OperationKind.DELETE_BACKUP)]
-    return _role(f"{s.namespace}-scheduler", [*backups, s.all_events()])
+    kinds = (OperationKind.BACKUP, OperationKind.DELETE_BACKUP, OperationKind.REPAIR)
+    return _role(f"{s.namespace}-scheduler", [*(s.command("*", kind) for kind in kinds), s.all_events()])
 
 
 def agent(s: Subjects, host_id: str) -> Role:

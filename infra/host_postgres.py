@@ -99,6 +99,36 @@ class HostPostgres:
         """Ends every session on it first (``WITH (FORCE)``)."""
         await self._ddl(sql.SQL("DROP DATABASE IF EXISTS {db} WITH (FORCE)").format(db=sql.Identifier(dbname)))
 
+    async def tenant_databases(self) -> list[tuple[str, str, int]]:
+        """Every tenant-named database: (name, owner, size in bytes)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT d.datname, pg_get_userbyid(d.datdba), pg_database_size(d.oid) FROM pg_database d"
+                " WHERE d.datname ~ '^db_[0-9a-f]{32}$' ORDER BY d.datname"
+            )
+            return [(str(name), str(owner), int(size)) for name, owner, size in await cur.fetchall()]
+
+    async def tenant_roles(self) -> dict[str, str | None]:
+        """Every tenant-named role and the password verifier PostgreSQL holds for it."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT rolname, rolpassword FROM pg_authid WHERE rolname ~ '^u_[0-9a-f]{32}$' ORDER BY rolname"
+            )
+            return {str(name): verifier for name, verifier in await cur.fetchall()}
+
+    async def wal_lsn(self) -> str:
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute("SELECT pg_current_wal_lsn()::text")).fetchone()
+            assert row is not None
+            return str(row[0])
+
+    async def set_owner(self, dbname: str, owner: str) -> None:
+        await self._ddl(
+            sql.SQL("ALTER DATABASE {db} OWNER TO {owner}").format(
+                db=sql.Identifier(dbname), owner=sql.Identifier(owner)
+            )
+        )
+
     async def database_oids(self) -> dict[str, int]:
         """Every database's OID: the name of its directory under ``base/``."""
         async with self._pool.connection() as conn:

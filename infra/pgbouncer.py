@@ -109,7 +109,12 @@ class PgBouncer:
             finally:
                 await self.admin(f"RESUME {dbname}")
 
-    async def admin(self, command: str) -> None:
+    async def routed(self) -> list[str]:
+        """The databases PgBouncer routes now (``SHOW DATABASES``, without its own console)."""
+        rows = await self.admin("SHOW DATABASES")
+        return sorted(str(row[0]) for row in rows if row[0] != "pgbouncer")
+
+    async def admin(self, command: str) -> list[tuple[object, ...]]:
         async with await psycopg.AsyncConnection.connect(
             host="127.0.0.1",
             port=self._port,
@@ -119,7 +124,8 @@ class PgBouncer:
             autocommit=True,
             connect_timeout=5,
         ) as conn:
-            await conn.execute(command)
+            cur = await conn.execute(command)
+            return await cur.fetchall() if cur.description else []
 
 
 def _replace(path: Path, text: str, *, mode: int) -> None:

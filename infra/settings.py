@@ -60,7 +60,12 @@ class Settings(BaseSettings):
         description="Databases a data host admits; size it so that one idle session per database plus one"
         " database at its connection limit fit in PostgreSQL's max_connections.",
     )
-    verifier_check_seconds: float = Field(default=60.0, gt=0, description="How often the agent looks for drift.")
+    state_report_seconds: float = Field(
+        default=60.0, gt=0, description="How often the agent reports what its host holds (for the reconciler)."
+    )
+    reconcile_seconds: float = Field(
+        default=5.0, gt=0, description="How often the reconciler looks for new host reports to compare."
+    )
     agent_concurrency: int = 8
     log_format: Literal["json", "text"] = Field(
         default="json", description="Processes log JSON lines (with operation_id); `pgplane dev` logs text."

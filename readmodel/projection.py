@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from readmodel.batch import Batch, OperationState
@@ -21,7 +22,9 @@ from readmodel.tables import (
     BACKUPS,
     BASE_BACKUPS,
     DATABASES,
+    DRIFTS,
     EVENTS,
+    HOST_STATES,
     OPERATIONS,
     POLICIES,
     PROJECTS,
@@ -29,12 +32,14 @@ from readmodel.tables import (
     WAL_SEGMENTS,
     BackupStatus,
     DatabaseStatus,
+    DriftStatus,
     OperationStatus,
 )
 from schemas import public_events as public
 from schemas.commands import OperationKind
 from schemas.envelope import Envelope, Payload
 from schemas.events import (
+    PLATFORM_PROJECT,
     ApiTokenCreated,
     ApiTokenRevoked,
     BackupCompleted,
@@ -53,6 +58,10 @@ from schemas.events import (
     DatabaseDeleted,
     DatabaseReset,
     DatabaseRestored,
+    DriftDetected,
+    DriftRepaired,
+    DriftResolved,
+    HostStateReported,
     OperationCompensated,
     OperationEvent,
     OperationFailed,
@@ -177,6 +186,65 @@ async def webhook_endpoint_disabled(batch: Batch, env: Envelope, event: WebhookE
         return
     _audit(batch, env, "webhook.disable", "webhook", event.endpoint_id, "disabled", {"reason": event.reason})
     _publish(batch, env, data)
+
+
+# --- the data host's state and its drifts (``producers.reconciler``) -------------------------
+
+
+async def host_state_reported(batch: Batch, env: Envelope, event: HostStateReported) -> None:
+    """The host's latest report replaces older ones (a redelivered older one changes nothing)."""
+    values = event.model_dump(mode="json", exclude={"host_id", "reported_at", "report_id"}) | {
+        "report_id": event.report_id,
+        "reported_at": event.reported_at,
+    }
+    statement = insert(HOST_STATES).values(host_id=event.host_id, **values)
+    await batch.execute(
+        statement.on_conflict_do_update(
+            index_elements=[HOST_STATES.c.host_id],
+            set_={name: statement.excluded[name] for name in values},
+            where=HOST_STATES.c.reported_at < statement.excluded.reported_at,
+        )
+    )
+
+
+async def drift_detected(batch: Batch, env: Envelope, event: DriftDetected) -> None:
+    seen = {
+        "status": DriftStatus.OPEN.value,
+        "database_id": event.database_id,
+        "project_id": env.project_id,
+        "repair": event.repair,
+        "first_seen_at": env.occurred_at,
+        "last_seen_at": env.occurred_at,
+        "repaired_at": None,
+        "resolved_at": None,
+    }
+    batch.insert(
+        DRIFTS, {"host_id": event.host_id, "kind": event.kind.value, "object": event.object, **seen}, on_conflict=seen
+    )
+    detail = {"host_id": event.host_id, "kind": event.kind.value, "object": event.object, "repair": event.repair}
+    _audit_drift(batch, env, event.database_id, "detected", detail)
+
+
+async def drift_repaired(batch: Batch, env: Envelope, event: DriftRepaired) -> None:
+    key = (event.host_id, event.kind.value, event.object)
+    batch.update(DRIFTS, key, {"status": DriftStatus.REPAIRED.value, "repaired_at": env.occurred_at})
+    detail = {"host_id": event.host_id, "kind": event.kind.value, "object": event.object}
+    _audit_drift(batch, env, event.database_id, "repaired", detail)
+
+
+async def drift_resolved(batch: Batch, env: Envelope, event: DriftResolved) -> None:
+    key = (event.host_id, event.kind.value, event.object)
+    batch.update(DRIFTS, key, {"status": DriftStatus.RESOLVED.value, "resolved_at": env.occurred_at})
+    detail = {"host_id": event.host_id, "kind": event.kind.value, "object": event.object}
+    _audit_drift(batch, env, event.database_id, "resolved", detail)
+
+
+def _audit_drift(
+    batch: Batch, env: Envelope, database_id: uuid.UUID | None, outcome: str, detail: dict[str, Any]
+) -> None:
+    """A drift about a tenant's database is in its project's log; an orphan in the platform's."""
+    resource = ("database", database_id) if database_id else ("host", PLATFORM_PROJECT)
+    _audit(batch, env, "host.drift", *resource, outcome, detail)
 
 
 # --- the data host's WAL archive and base backups ------------------------------------------
@@ -422,6 +490,10 @@ PROJECTIONS: dict[type[Payload], Projection] = {
     BackupMissed: backup_missed,
     CommandRejected: command_rejected,
     VerifierDrifted: verifier_drifted,
+    HostStateReported: host_state_reported,
+    DriftDetected: drift_detected,
+    DriftRepaired: drift_repaired,
+    DriftResolved: drift_resolved,
     WebhookEndpointDisabled: webhook_endpoint_disabled,
     WalSegmentArchived: wal_segment_archived,
     BaseBackupCompleted: base_backup_completed,
@@ -451,6 +523,10 @@ PUBLISHING = (
     DatabaseDeleted,
     DatabaseReset,
     DatabaseRestored,
+    DriftDetected,
+    DriftRepaired,
+    DriftResolved,
+    HostStateReported,
     CredentialsRotated,
     BackupCompleted,
     BackupVerified,

@@ -54,6 +54,34 @@ class OperationKind(StrEnum):
     """A new database made from the database as it was at a point in time."""
     CANCEL = "cancel"
     """Not an operation of its own: asks the agent to stop another one."""
+    REPAIR = "repair"
+    """Not an operation either: puts back what pgplane gave a database after drift (``RepairDatabase``)."""
+
+
+class DriftKind(StrEnum):
+    """How a data host differs from what pgplane recorded."""
+
+    DATABASE_MISSING = "database_missing"
+    """A database pgplane serves is not on its host (reported only: data may be lost)."""
+    ROLE_MISSING = "role_missing"
+    """A database's login role was dropped (repaired: made again with pgplane's password)."""
+    VERIFIER_CHANGED = "verifier_changed"
+    """A role's password was changed in SQL (repaired: pgplane's password set again)."""
+    ROUTE_MISSING = "route_missing"
+    """PgBouncer does not route a database (repaired: routes rewritten from the agent's ledger)."""
+    DATABASE_ORPHANED = "database_orphaned"
+    """A tenant-named database pgplane does not serve (reported only: never dropped)."""
+    ROLE_ORPHANED = "role_orphaned"
+    """A tenant-named role no database of pgplane's uses (reported only)."""
+
+
+def drift_object(kind: DriftKind, *, dbname: str, role: str) -> str:
+    """What a drift of ``kind`` is about: the role for role drifts, else the database."""
+    return role if kind in (DriftKind.ROLE_MISSING, DriftKind.VERIFIER_CHANGED, DriftKind.ROLE_ORPHANED) else dbname
+
+
+REPAIRABLE = frozenset({DriftKind.ROLE_MISSING, DriftKind.VERIFIER_CHANGED, DriftKind.ROUTE_MISSING})
+"""What pgplane repairs by itself: putting back what it gave, which changes no tenant data."""
 
 
 class DatabaseCommand(Payload):
@@ -161,6 +189,15 @@ class CancelOperation(DatabaseCommand):
     TYPE = "pgplane.command.cancel_operation"
     KIND = OperationKind.CANCEL
     operation_id: uuid.UUID
+
+
+class RepairDatabase(DatabaseCommand):
+    """Put back what pgplane gave a database (from the agent's ledger): its role, its password,
+    its route. Idempotent; sent by the reconciler for every report that still shows the drift."""
+
+    TYPE = "pgplane.command.repair_database"
+    KIND = OperationKind.REPAIR
+    repairs: list[DriftKind] = Field(min_length=1)
 
 
 class RevealDataKey(Payload):

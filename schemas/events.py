@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from schemas.commands import OperationKind
+from schemas.commands import DriftKind, OperationKind
 from schemas.envelope import Payload
 
 
@@ -236,8 +236,8 @@ class WebhookEndpointDisabled(Payload):
 
 
 class VerifierDrifted(Payload):
-    """A tenant changed its own password in SQL: PostgreSQL and PgBouncer disagree until the next
-    rotation of the database sets one password everywhere again."""
+    """A tenant changed its own password in SQL (reported by releases before the reconciler;
+    kept so their streams replay: it is ``DriftDetected`` with ``verifier_changed`` now)."""
 
     TYPE = "pgplane.database.verifier_drifted"
     host_id: str
@@ -303,3 +303,60 @@ SUCCEEDED: dict[OperationKind, type[OperationEvent]] = {
     OperationKind.PITR_RESTORE_NEW_DATABASE: DatabaseRestored,
 }
 """The success event of each operation kind."""
+
+
+class HostDatabase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    dbname: str
+    owner: str
+    size_bytes: int
+
+
+class HostStateReported(Payload):
+    """What a data host actually holds, reported by its agent at start and on a schedule: its
+    tenant databases and roles, what PgBouncer routes, the roles whose password is not the one
+    pgplane gave them, and its WAL position."""
+
+    TYPE = "pgplane.host.state_reported"
+    host_id: str
+    report_id: uuid.UUID
+    reported_at: AwareDatetime
+    wal_lsn: str | None
+    databases: list[HostDatabase]
+    roles: list[str]
+    routes: list[str]
+    verifier_mismatch: list[str]
+
+
+class DriftDetected(Payload):
+    """The reconciler found a data host differing from the read model (once per drift while it lasts)."""
+
+    TYPE = "pgplane.drift.detected"
+    host_id: str
+    kind: DriftKind
+    object: str
+    """The database or role the drift is about (physical name)."""
+    database_id: uuid.UUID | None = None
+    repair: bool
+    """Whether pgplane repairs it; the rest wait for an operator (nothing is ever dropped)."""
+    report_id: uuid.UUID
+
+
+class DriftRepaired(Payload):
+    """The agent put back what pgplane gave a database."""
+
+    TYPE = "pgplane.drift.repaired"
+    host_id: str
+    kind: DriftKind
+    object: str
+    database_id: uuid.UUID
+
+
+class DriftResolved(Payload):
+    """A drift is no longer on the host (someone put it right, or its database went away)."""
+
+    TYPE = "pgplane.drift.resolved"
+    host_id: str
+    kind: DriftKind
+    object: str
+    database_id: uuid.UUID | None = None

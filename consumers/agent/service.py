@@ -21,6 +21,7 @@ from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from pydantic import ValidationError
 
 from consumers.agent.host import Host
+from consumers.agent.host_state import repair
 from consumers.agent.key_service import KeyService
 from consumers.agent.runner import SagaRunner, database_command
 from consumers.agent.wal_archiver import host_event
@@ -31,7 +32,7 @@ from infra.logs import OPERATION_ID
 from infra.metrics import COMMANDS, CONSUMER_PENDING, DEAD_LETTERS
 from infra.settings import Settings
 from infra.signing import CommandVerifier, SignatureRejected
-from schemas.commands import CancelOperation
+from schemas.commands import CancelOperation, RepairDatabase
 from schemas.envelope import Envelope
 from schemas.events import CommandRejected
 from schemas.subjects import Subjects
@@ -143,6 +144,14 @@ class Agent:
         OPERATION_ID.set(str(envelope.correlation_id))  # this task's logs carry the operation
         if isinstance(cmd, CancelOperation):  # not in the lane: the operation it stops holds it
             await self.cancel(cmd.operation_id, envelope.actor)
+            await msg.ack()
+            return
+        if isinstance(cmd, RepairDatabase):  # the reconciler asks again while the drift lasts
+            try:
+                async with self.lanes.hold(cmd.database_id):
+                    await repair(self.host, envelope, cmd, self.publish_event)
+            except Exception:
+                log.warning("repairing database %s failed; the next report asks again", cmd.database_id, exc_info=True)
             await msg.ack()
             return
         CONSUMER_PENDING.labels(consumer="agent").set(msg.raw_message.metadata.num_pending)

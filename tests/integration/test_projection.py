@@ -21,14 +21,16 @@ from readmodel.tables import (
     BACKUPS,
     BASE_BACKUPS,
     DATABASES,
+    DRIFTS,
     EVENTS,
+    HOST_STATES,
     OPERATIONS,
     POLICIES,
     PROJECTS,
     STEPS,
     WAL_SEGMENTS,
 )
-from schemas.commands import OperationKind
+from schemas.commands import DriftKind, OperationKind
 from schemas.envelope import Envelope, Payload
 from schemas.events import (
     PLATFORM_PROJECT,
@@ -50,6 +52,11 @@ from schemas.events import (
     DatabaseDeleted,
     DatabaseReset,
     DatabaseRestored,
+    DriftDetected,
+    DriftRepaired,
+    DriftResolved,
+    HostDatabase,
+    HostStateReported,
     OperationCompensated,
     OperationEvent,
     OperationFailed,
@@ -60,6 +67,7 @@ from schemas.events import (
     OperationStepFailed,
     ProjectCreated,
     ProjectDeleted,
+    RetryRequested,
     VerifierDrifted,
     WalSegmentArchived,
     WebhookEndpointDisabled,
@@ -229,6 +237,85 @@ async def test_verifier_drifted(conn: AsyncConnection) -> None:
     event = outside_operation(drifted, PLATFORM_PROJECT)
     await apply_all(conn, event, event)
     assert ("database.verifier_drift", "detected") in await audit(conn, PLATFORM_PROJECT)
+
+
+async def test_retry_requested(conn: AsyncConnection) -> None:
+    event = outside_operation(RetryRequested(database_id=uuid.uuid4(), operation_id=uuid.uuid4()))
+    await apply_all(conn, event, event)
+    assert await audit(conn, event.project_id) == [("operation.retry", "requested")]
+
+
+def host_state(reported_at: datetime, dbnames: list[str]) -> Envelope:
+    state = HostStateReported(
+        host_id="h1",
+        report_id=uuid.uuid4(),
+        reported_at=reported_at,
+        wal_lsn="0/1000000",
+        databases=[HostDatabase(dbname=name, owner="u_x", size_bytes=8000) for name in dbnames],
+        roles=["u_x"],
+        routes=dbnames,
+        verifier_mismatch=[],
+    )
+    return outside_operation(state, PLATFORM_PROJECT)
+
+
+async def test_host_state_reported(conn: AsyncConnection) -> None:
+    """The latest report per host is kept, whatever order they come in."""
+    now = datetime.now(UTC)
+    first, then = host_state(now, ["db_a"]), host_state(now + timedelta(seconds=60), ["db_a", "db_b"])
+    await apply_all(conn, first, then, first)
+    state = await one(conn, HOST_STATES, HOST_STATES.c.host_id == "h1")
+    assert state.routes == ["db_a", "db_b"] and state.databases[1] == {
+        "dbname": "db_b",
+        "owner": "u_x",
+        "size_bytes": 8000,
+    }
+
+
+def drift(payload: Payload, project_id: uuid.UUID) -> Envelope:
+    return outside_operation(payload, project_id)
+
+
+async def test_drift_detected(conn: AsyncConnection) -> None:
+    project, database_id = uuid.uuid4(), uuid.uuid4()
+    found = dict(host_id="h1", kind=DriftKind.VERIFIER_CHANGED, object="u_x", database_id=database_id)
+    detected = drift(DriftDetected(**found, repair=True, report_id=uuid.uuid4()), project)
+    await apply_all(conn, detected, detected)
+    row = await one(conn, DRIFTS, DRIFTS.c.object == "u_x")
+    assert (row.status, row.project_id, row.database_id, row.repair) == ("open", project, database_id, True)
+    assert await audit(conn, project) == [("host.drift", "detected")]
+
+
+async def test_drift_repaired(conn: AsyncConnection) -> None:
+    project, database_id = uuid.uuid4(), uuid.uuid4()
+    found = dict(host_id="h1", kind=DriftKind.ROLE_MISSING, object="u_y", database_id=database_id)
+    detected = drift(DriftDetected(**found, repair=True, report_id=uuid.uuid4()), project)
+    repaired = drift(DriftRepaired(**found), project)
+    again = drift(DriftDetected(**found, repair=True, report_id=uuid.uuid4()), project)
+    await apply_all(conn, detected, repaired)
+    row = await one(conn, DRIFTS, DRIFTS.c.object == "u_y")
+    assert row.status == "repaired" and row.repaired_at is not None
+    await apply_all(conn, again)  # it came back: open again
+    row = await one(conn, DRIFTS, DRIFTS.c.object == "u_y")
+    assert row.status == "open" and row.repaired_at is None
+    assert await audit(conn, project) == [
+        ("host.drift", "detected"),
+        ("host.drift", "repaired"),
+        ("host.drift", "detected"),
+    ]
+
+
+async def test_drift_resolved(conn: AsyncConnection) -> None:
+    found = dict(host_id="h1", kind=DriftKind.DATABASE_ORPHANED, object="db_orphan")
+    detected = drift(DriftDetected(**found, repair=False, report_id=uuid.uuid4()), PLATFORM_PROJECT)
+    resolved = drift(DriftResolved(**found), PLATFORM_PROJECT)
+    await apply_all(conn, detected, resolved, resolved)
+    row = await one(conn, DRIFTS, DRIFTS.c.object == "db_orphan")
+    assert row.status == "resolved" and row.database_id is None and row.resolved_at is not None
+    assert [a for a in await audit(conn, PLATFORM_PROJECT) if a[0] == "host.drift"][-2:] == [
+        ("host.drift", "detected"),
+        ("host.drift", "resolved"),
+    ]
 
 
 async def test_webhook_endpoint_disabled(conn: AsyncConnection) -> None:

@@ -1,6 +1,6 @@
 """The data host admits tenants only through PgBouncer: no login on PostgreSQL's own port, no
 ``postgres`` or ``template1``; a rotation ends the sessions of the old password; a password a
-tenant sets for itself is reported and the next rotation repairs it; PgBouncer pools as many
+tenant sets for itself is reported and pgplane's is put back; PgBouncer pools as many
 connections as a tenant may open; failing tenant statements never reach PostgreSQL's log."""
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ import psycopg
 import pytest
 
 from devstack.stack import Stack
-from schemas.events import PLATFORM_PROJECT
 from tests.platform_client import PlatformClient, Tenant
 
 
 @pytest.fixture
 def stack_env() -> dict[str, str]:
-    return {"PGPLANE_VERIFIER_CHECK_SECONDS": "0.5"}
+    return {"PGPLANE_STATE_REPORT_SECONDS": "0.5", "PGPLANE_RECONCILE_SECONDS": "0.2"}
 
 
 async def ready(client: PlatformClient, tenant: Tenant, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -72,22 +71,26 @@ async def test_a_rotation_ends_the_old_passwords_sessions(client: PlatformClient
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-async def test_a_password_set_by_the_tenant_is_reported_and_the_next_rotation_repairs_it(
+async def test_a_password_set_by_the_tenant_is_reported_and_pgplanes_put_back(
     client: PlatformClient, stack: Stack
 ) -> None:
+    stack.start_process("scheduler")  # the reconciler
     tenant = await client.tenant()
     database, credentials = await ready(client, tenant, "app")
     with connect(credentials) as conn:
         conn.execute("ALTER ROLE current_user PASSWORD 'chosen-by-the-tenant'")
     deadline = time.monotonic() + 30
     while True:
-        audit = (await client.http.get(f"/audit-log?project_id={PLATFORM_PROJECT}", headers=client.admin)).json()
-        drift = [e for e in audit["data"] if e["action"] == "database.verifier_drift"]
-        if drift:
+        audit = (await client.http.get(f"/audit-log?project_id={tenant.project_id}", headers=tenant.headers)).json()
+        drift = [e for e in audit["data"] if e["action"] == "host.drift"]
+        if {e["outcome"] for e in drift} == {"detected", "repaired"}:
             break
-        assert time.monotonic() < deadline, "the drift was never reported"
+        assert time.monotonic() < deadline, f"the drift was never reported and repaired: {drift}"
         await asyncio.sleep(0.3)
-    assert drift[0]["resource_id"] == database["id"] and "chosen" not in str(drift)
+    assert {e["resource_id"] for e in drift} == {database["id"]} and "chosen" not in str(drift)
+    assert {e["detail"]["kind"] for e in drift} == {"verifier_changed"}
+    with connect(credentials) as conn:  # pgplane's password works again
+        assert conn.execute("SELECT 1").fetchone() == (1,)
     await rotate(client, tenant, database["id"])
     with connect(await client.credentials(tenant, database["id"])) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
