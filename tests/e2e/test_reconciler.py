@@ -1,7 +1,7 @@
 """The reconciler end to end: behind pgplane's back a tenant's password is changed in SQL, a
-database's role is dropped and an unknown database appears. Each is reported as drift once; the
-password and the role are put back; the unknown database is reported and left alone; when an
-operator removes it, its drift resolves."""
+database's role is dropped, a route is taken out of PgBouncer and an unknown database appears.
+Each is reported as drift once; the password, the role and the route are put back; the unknown
+database is reported and left alone; when an operator removes it, its drift resolves."""
 
 from __future__ import annotations
 
@@ -38,6 +38,17 @@ def superuser(stack: Stack, dbname: str, *statements: str) -> None:
     with psycopg.connect(stack.cluster.superuser_dsn(dbname), autocommit=True) as conn:
         for statement in statements:
             conn.execute(statement.encode())
+
+
+def unroute(stack: Stack, dbname: str) -> None:
+    """Take one database out of PgBouncer's routes, as a hand edit of its configuration would."""
+    routes = stack.pgbouncer_dir / "databases.ini"
+    routes.write_text("".join(line for line in routes.read_text().splitlines(True) if not line.startswith(dbname)))
+    admin = {"user": "pgbouncer_admin", "password": stack.cluster.secrets["pgbouncer_admin_password"]}
+    with psycopg.connect(
+        host="127.0.0.1", port=stack.pgbouncer_port, dbname="pgbouncer", autocommit=True, **admin
+    ) as conn:
+        conn.execute("RELOAD")
 
 
 def logs_in(uri: str) -> bool:
@@ -78,16 +89,19 @@ async def test_drift_is_reported_the_safe_kinds_repaired_and_nothing_deleted(
     superuser(stack, dropped["dbname"], f"REASSIGN OWNED BY {dropped['user']} TO CURRENT_USER")
     superuser(stack, "postgres", f"DROP OWNED BY {dropped['user']}", f"DROP ROLE {dropped['user']}")
     superuser(stack, "postgres", f"CREATE DATABASE {orphan}")
+    unroute(stack, fine["dbname"])
 
     expected = {
         ("verifier_changed", changed["user"]): "repaired",
         ("role_missing", dropped["user"]): "repaired",
+        ("route_missing", fine["dbname"]): "repaired",
         ("database_orphaned", orphan): "open",
     }
     drifts = await drifts_until(stack, lambda found: by_kind(found) == expected)
     assert {d["object"]: d["database_id"] for d in drifts} == {
         changed["user"]: changed["id"],
         dropped["user"]: dropped["id"],
+        fine["dbname"]: fine["id"],
         orphan: None,
     }
     for database in (changed, dropped, fine):
@@ -105,6 +119,8 @@ async def test_drift_is_reported_the_safe_kinds_repaired_and_nothing_deleted(
     assert sorted(tenant_drift) == [
         ("role_missing", "detected"),
         ("role_missing", "repaired"),
+        ("route_missing", "detected"),
+        ("route_missing", "repaired"),
         ("verifier_changed", "detected"),
         ("verifier_changed", "repaired"),
     ]
