@@ -16,6 +16,7 @@ import pytest
 
 from devstack.cluster import Cluster
 from devstack.stack import Stack
+from infra.pgbouncer import ADMIN_USER
 from schemas.events import PLATFORM_PROJECT
 from tests.e2e.test_ops import ops
 from tests.platform_client import PlatformClient
@@ -44,10 +45,11 @@ def unroute(stack: Stack, dbname: str) -> None:
     """Take one database out of PgBouncer's routes, as a hand edit of its configuration would."""
     routes = stack.pgbouncer_dir / "databases.ini"
     routes.write_text("".join(line for line in routes.read_text().splitlines(True) if not line.startswith(dbname)))
-    admin = {"user": "pgbouncer_admin", "password": stack.cluster.secrets["pgbouncer_admin_password"]}
+    password = stack.cluster.secrets["pgbouncer_admin_password"]
     with psycopg.connect(
-        host="127.0.0.1", port=stack.pgbouncer_port, dbname="pgbouncer", autocommit=True, **admin
+        host="127.0.0.1", port=stack.pgbouncer_port, dbname="pgbouncer", user=ADMIN_USER, password=password
     ) as conn:
+        conn.autocommit = True
         conn.execute("RELOAD")
 
 
