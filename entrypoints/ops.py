@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -40,6 +42,7 @@ class Ops:
     """Signs what an operator sends to a data host (redrive, retry, fail); absent: those are refused."""
 
     async def status(self, *, stuck_after: timedelta) -> dict[str, Any]:
+        await self.collect_max_deliveries()
         s = self.subjects
         streams, consumers = {}, {}
         for name in (s.commands_stream, s.events_stream, s.dead_letter_stream, s.heartbeats_stream):
@@ -95,18 +98,43 @@ class Ops:
             rows = (await conn.execute(query)).all()
         return [{k: v for k, v in row._mapping.items()} for row in rows]
 
+    async def collect_max_deliveries(self) -> int:
+        """Move each command the server gave up redelivering (its MAX_DELIVERIES advisory) into the
+        dead letters, out of the commands stream; returns how many. The agent dead-letters a
+        command itself after ``max_attempts``; this catches one whose every delivery crashed it."""
+        s = self.subjects
+        moved = 0
+        for advisory in await self._messages(s.advisories_stream, s.max_deliveries(s.commands_stream)):
+            notice = json.loads(advisory.data or b"{}")
+            try:
+                original = await self.js.get_msg(s.commands_stream, seq=notice["stream_seq"])
+            except NotFoundError:
+                original = None  # acked or withdrawn since: nothing waits any more
+            if original is not None:
+                reason = (
+                    f"{RETRIES_EXHAUSTED} by the server after {notice.get('deliveries')} deliveries without an answer"
+                )
+                await self.js.publish(
+                    s.dead_letter(s.command_host(original.subject or "")),
+                    original.data or b"",
+                    stream=s.dead_letter_stream,
+                    headers={
+                        "Nats-Msg-Id": f"{s.commands_stream}:{original.seq}",
+                        "Pgplane-Reason": reason,
+                        "Pgplane-Original-Subject": original.subject or "",
+                        "Pgplane-Original-Sequence": str(original.seq),
+                    },
+                )
+                await self.js.delete_msg(s.commands_stream, notice["stream_seq"])
+                moved += 1
+            await self.js.delete_msg(s.advisories_stream, advisory.seq or 0)
+        return moved
+
     async def dead_letters(self) -> list[dict[str, Any]]:
         """Every dead letter, oldest first: where it came from and why."""
-        info = await self.js.stream_info(self.subjects.dead_letter_stream)
+        await self.collect_max_deliveries()
         found = []
-        sequence = info.state.first_seq
-        while info.state.messages and sequence <= info.state.last_seq:
-            try:
-                msg = await self.js.get_msg(
-                    self.subjects.dead_letter_stream, seq=sequence, subject=self.subjects.all_dead_letters(), next=True
-                )
-            except NotFoundError:
-                break
+        for msg in await self._messages(self.subjects.dead_letter_stream, self.subjects.all_dead_letters()):
             headers = msg.headers or {}
             found.append(
                 {
@@ -118,7 +146,6 @@ class Ops:
                     "bytes": len(msg.data or b""),
                 }
             )
-            sequence = (msg.seq or sequence) + 1
         return found
 
     async def dead_letter(self, sequence: int) -> dict[str, Any]:
@@ -144,7 +171,15 @@ class Ops:
             )
         dead = Envelope.model_validate_json(msg.data or b"")
         async with self.engine.begin() as conn:
-            redriven = await recovery.redrive(conn, outbox, dead, actor=self.actor)
+            unfinished = await recovery.in_flight(conn, dead.correlation_id)
+            if unfinished:  # the server gave up delivering it before the agent could end it
+                await recovery.note_retry(conn, outbox, dead, actor=self.actor)
+            else:
+                redriven = await recovery.redrive(conn, outbox, dead, actor=self.actor)
+        if unfinished:
+            subject = (msg.headers or {}).get("Pgplane-Original-Subject", "")
+            await self._resend(subject, msg.data or b"", dead.correlation_id)
+            return {"operation_id": str(dead.correlation_id), "retried": True}
         await self._publish_now()
         return {
             "operation_id": str(redriven.operation_id),
@@ -158,10 +193,14 @@ class Ops:
         async with self.engine.begin() as conn:
             subject, body = await recovery.stuck_command(conn, operation_id)
             await recovery.note_retry(conn, outbox, Envelope.model_validate_json(body), actor=self.actor)
-        msg_id = f"{operation_id}:1:retry:{uuid.uuid4().hex}"  # past the server's duplicate window
+        await self._resend(subject, body, operation_id)
+        return {"operation_id": str(operation_id), "retried": True}
+
+    async def _resend(self, subject: str, body: bytes, operation_id: uuid.UUID) -> None:
+        """The same signed command again, under a new message id (past the duplicate window)."""
+        msg_id = f"{operation_id}:1:retry:{uuid.uuid4().hex}"
         await self.js.publish(subject, body, stream=self.subjects.commands_stream, headers={"Nats-Msg-Id": msg_id})
         await self._publish_now()
-        return {"operation_id": str(operation_id), "retried": True}
 
     async def fail(self, operation_id: uuid.UUID, reason: str) -> dict[str, Any]:
         """End a stuck operation ``failed`` at once; its host is told to stop and undo it."""
@@ -187,16 +226,19 @@ class Ops:
         return withdrawn
 
     async def _queued_commands(self) -> list[tuple[int, bytes]]:
-        info = await self.js.stream_info(self.subjects.commands_stream)
+        messages = await self._messages(self.subjects.commands_stream, self.subjects.all_commands())
+        return [(msg.seq or 0, msg.data or b"") for msg in messages]
+
+    async def _messages(self, stream: str, subject: str) -> list[RawStreamMsg]:
+        """Every message of ``stream`` on ``subject``, in order (deleted ones skipped)."""
+        info = await self.js.stream_info(stream)
         found, sequence = [], info.state.first_seq
         while info.state.messages and sequence <= info.state.last_seq:
             try:
-                msg = await self.js.get_msg(
-                    self.subjects.commands_stream, seq=sequence, subject=self.subjects.all_commands(), next=True
-                )
+                msg = await self.js.get_msg(stream, seq=sequence, subject=subject, next=True)
             except NotFoundError:
                 break
-            found.append((msg.seq or sequence, msg.data or b""))
+            found.append(msg)
             sequence = (msg.seq or sequence) + 1
         return found
 

@@ -53,6 +53,13 @@ def streams(subjects: Subjects) -> list[StreamConfig]:
             duplicate_window=DUPLICATE_WINDOW,
             max_age=90 * DAY,
         ),
+        StreamConfig(
+            name=subjects.advisories_stream,
+            subjects=[subjects.max_deliveries(subjects.commands_stream)],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=90 * DAY,
+        ),
     ]
 
 

@@ -1,7 +1,9 @@
 """An operator recovering operations by hand (``pgplane ops``).
 
-- **redrive** a dead-lettered command: its operation already ended ``failed`` with everything it
-  did undone, so the same command runs again as a *new* operation (``retry_of`` names the old
+- **redrive** a dead-lettered command: when the server gave up delivering it before the agent
+  could end its operation, it is retried (below); usually the agent dead-lettered it and its
+  operation already ended ``failed`` with everything it did undone, so the same command runs
+  again as a *new* operation (``retry_of`` names the old
   one), accepted the way the API accepts one. Its id follows from the dead-lettered operation's,
   so redriving twice makes one operation. Only commands that change a database are redriven,
   and only while that database has seen no operation since: anything else is asked again
@@ -61,10 +63,7 @@ async def redrive(conn: AsyncConnection, outbox: Outbox, dead: Envelope, *, acto
     original = await _operation(conn, dead.correlation_id)
     if original is None or original.status != OperationStatus.FAILED.value:
         status = original.status if original is not None else "unknown"
-        raise RecoveryRefused(
-            f"operation {dead.correlation_id} is {status}, not failed: redrive only dead-lettered operations"
-            " (a stuck one is retried with `pgplane ops stuck retry`)"
-        )
+        raise RecoveryRefused(f"operation {dead.correlation_id} is {status}: only a failed one runs again")
     database = (
         await conn.execute(sa.select(DATABASES).where(DATABASES.c.id == cmd.database_id).with_for_update())
     ).one()
@@ -150,6 +149,11 @@ async def fail(conn: AsyncConnection, outbox: Outbox, operation_id: uuid.UUID, *
         ended, correlation_id=operation_id, sequence=OPERATOR_ENDING, actor=actor, project_id=operation.project_id
     )
     await outbox.event(conn, envelope)
+
+
+async def in_flight(conn: AsyncConnection, operation_id: uuid.UUID) -> bool:
+    operation = await _operation(conn, operation_id)
+    return operation is not None and operation.status in IN_FLIGHT
 
 
 async def _operation(conn: AsyncConnection, operation_id: uuid.UUID) -> Any:

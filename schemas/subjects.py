@@ -34,6 +34,15 @@ class Subjects:
     def dead_letter_stream(self) -> str:
         return f"{self.namespace.upper()}_DLQ"
 
+    @property
+    def advisories_stream(self) -> str:
+        """Where the server's MAX_DELIVERIES advisories about commands are kept until collected."""
+        return f"{self.namespace.upper()}_ADVISORIES"
+
+    def max_deliveries(self, stream: str) -> str:
+        """The advisory JetStream sends when a message of ``stream`` ran out of deliveries."""
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.*"
+
     def command(self, host_id: str, kind: OperationKind) -> str:
         return f"{self.namespace}.cmd.{host_id}.database.{kind.value}"
 
@@ -42,6 +51,10 @@ class Subjects:
 
     def all_commands(self) -> str:
         return f"{self.namespace}.cmd.>"
+
+    def command_host(self, subject: str) -> str:
+        """``<ns>.cmd.<host>.database.<kind>`` → ``<host>``."""
+        return subject.removeprefix(f"{self.namespace}.cmd.").split(".", 1)[0]
 
     def event(self, event_type: str) -> str:
         """``pgplane.database.created`` → ``<ns>.evt.database.created``."""

@@ -5,9 +5,11 @@ running platform)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from typing import Any
 
 import nats
@@ -15,6 +17,7 @@ import psycopg
 
 from devstack.faults import InjectedFaults
 from devstack.stack import Stack
+from infra.topology import agent_consumer
 from schemas.subjects import Subjects
 from tests.platform_client import PlatformClient, Tenant
 from tests.replay import replay_matches
@@ -154,3 +157,35 @@ async def test_stuck_operations_are_retried_or_failed(client: PlatformClient, st
     assert {d["name"]: d["status"] for d in listed["data"]} == {"lost": "available", "abandoned": "failed"}
     assert {"operation.retry", "operation.cancel"} <= {e["action"] for e in await audit(client, tenant)}
     replay_matches(stack)
+
+
+async def test_a_command_out_of_deliveries_is_collected_and_redriven(client: PlatformClient, stack: Stack) -> None:
+    """The server stops delivering a command after max_deliver (its MAX_DELIVERIES advisory): it
+    joins the dead letters, and a redrive sends it again for the same operation."""
+    subjects = Subjects(namespace=stack.namespace)
+    settings = stack.settings("agent")
+    durable = subjects.agent_durable(stack.host_id)
+    stack.stop_process("agent")
+    nc = await nats.connect(**stack.nats())
+    js = nc.jetstream()
+    quick = replace(agent_consumer(subjects, settings), max_deliver=1, ack_wait=0.5)
+    await js.add_consumer(subjects.commands_stream, quick)
+    tenant = await client.tenant()
+    stalled = await client.create_database(tenant, "stalled")
+    pull = await js.pull_subscribe_bind(durable=durable, stream=subjects.commands_stream)
+    (delivery,) = await pull.fetch(1, timeout=10)  # delivered once, never answered
+    with contextlib.suppress(nats.errors.TimeoutError):
+        await pull.fetch(1, timeout=2)  # the server now gives up on it
+    await js.add_consumer(subjects.commands_stream, agent_consumer(subjects, settings))
+    await nc.close()
+
+    (letter,) = ops(stack, "dead-letters", "list")
+    assert "by the server after 1 deliveries" in letter["reason"]
+    assert ops(stack, "status")["streams"][subjects.commands_stream]["messages"] == 0
+    assert ops(stack, "dead-letters", "redrive", str(letter["sequence"])) == {
+        "operation_id": stalled["operation"]["id"],
+        "retried": True,
+    }
+    stack.start_process("agent")
+    await client.succeeded(tenant, stalled["operation"]["id"])
+    assert delivery.data and client.host_has(stalled["database"]["dbname"], stalled["database"]["user"]) == (1, 1)
