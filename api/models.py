@@ -376,9 +376,11 @@ class DeliveryAttemptsPublic(BaseModel):
 
 
 class WebhookReplay(Strict):
-    """One event again (``event_id``), or every event of the endpoint's types from ``since`` (to ``until``)."""
+    """One event again (``event_id``), or every event of the endpoint's types after the project's
+    event number ``after``, or from ``since`` (to ``until``)."""
 
     event_id: uuid.UUID | None = None
+    after: int | None = Field(default=None, ge=0, le=2**63 - 1)
     since: Moment | None = None
     until: Moment | None = None
 

@@ -120,21 +120,25 @@ def cmd_replay(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
 
 
 def cmd_ops(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
+    from api.models import WebhookReplay
     from entrypoints import bootstrap
     from entrypoints.ops import Ops
 
-    stuck_after = timedelta(seconds=args.older_than)
+    stuck_after = timedelta(seconds=getattr(args, "older_than", 3600))
 
     async def act(ops: Ops) -> object:
         if args.what == "status":
             return await ops.status(stuck_after=stuck_after)
         if args.what == "drifts":
             return await ops.drifts(everything=args.all)
+        if args.what == "webhook-replay":
+            request = WebhookReplay(after=args.after, since=args.since, until=args.until)
+            return await ops.replay_to_webhook(_uuid(args, "the endpoint's id"), request)
         if args.what == "stuck":
             if args.action == "retry":
-                return await ops.retry(_operation_id(args))
+                return await ops.retry(_uuid(args, "the operation's id (from pgplane ops stuck)"))
             if args.action == "fail":
-                return await ops.fail(_operation_id(args), args.reason)
+                return await ops.fail(_uuid(args, "the operation's id (from pgplane ops stuck)"), args.reason)
             return await ops.stuck(older_than=stuck_after)
         if args.action == "show":
             return await ops.dead_letter(_sequence(args))
@@ -154,11 +158,11 @@ def _sequence(args: argparse.Namespace) -> int:
     return int(args.target)
 
 
-def _operation_id(args: argparse.Namespace) -> uuid.UUID:
+def _uuid(args: argparse.Namespace, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(args.target)
     except (TypeError, ValueError):
-        raise SystemExit("give the operation's id (from pgplane ops stuck)") from None
+        raise SystemExit(f"give {what}") from None
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
@@ -210,6 +214,28 @@ def settings_for(command: str) -> Settings:
     return settings
 
 
+def add_ops_commands(ops: Any) -> None:
+    older_than = argparse.ArgumentParser(add_help=False)
+    older_than.add_argument(
+        "--older-than", type=float, default=3600, help="seconds after which a running operation is stuck (3600)"
+    )
+    ops.add_parser("status", parents=[older_than], help="streams, durables, lag, dead letters, stuck, drifts")
+    letters = ops.add_parser("dead-letters", help="list, show, redrive or discard dead letters")
+    letters.add_argument("action", nargs="?", choices=["list", "show", "redrive", "discard"], default="list")
+    letters.add_argument("target", nargs="?", help="the dead letter's sequence (show, redrive, discard)")
+    stuck = ops.add_parser("stuck", parents=[older_than], help="list, retry or fail stuck operations")
+    stuck.add_argument("action", nargs="?", choices=["list", "retry", "fail"], default="list")
+    stuck.add_argument("target", nargs="?", help="the operation's id (retry, fail)")
+    stuck.add_argument("--reason", default="stuck", help="why an operator fails it (fail)")
+    drifts = ops.add_parser("drifts", help="differences the reconciler found between data hosts and the read model")
+    drifts.add_argument("--all", action="store_true", help="repaired and resolved ones too")
+    replay = ops.add_parser("webhook-replay", help="a project's events again to one webhook endpoint")
+    replay.add_argument("target", help="the endpoint's id")
+    replay.add_argument("--after", type=int, help="the project's events after this event number")
+    replay.add_argument("--since", help="events from this time (ISO 8601 with its offset)")
+    replay.add_argument("--until", help="... up to this time")
+
+
 def main(argv: list[str] | None = None, *, faults: Faults = NO_FAULTS) -> None:
     parser = argparse.ArgumentParser(prog="pgplane")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -228,18 +254,9 @@ def main(argv: list[str] | None = None, *, faults: Faults = NO_FAULTS) -> None:
     replay.add_argument("what", choices=["projection"])
     replay.add_argument("--keep", action="store_true", help="keep the replayed schema")
     replay.set_defaults(func=cmd_replay)
-    ops = sub.add_parser("ops", help="operator tools: status, dead letters, stuck operations, drifts")
-    ops.add_argument("what", choices=["status", "dead-letters", "stuck", "drifts"])
-    ops.add_argument(
-        "action", nargs="?", choices=["list", "show", "redrive", "discard", "retry", "fail"], default="list"
-    )
-    ops.add_argument("target", nargs="?", help="a dead letter's sequence, or a stuck operation's id")
-    ops.add_argument("--reason", default="stuck", help="why an operator fails a stuck operation")
-    ops.add_argument("--all", action="store_true", help="drifts: repaired and resolved ones too")
-    ops.add_argument(
-        "--older-than", type=float, default=3600, help="seconds after which a running operation is stuck (3600)"
-    )
+    ops = sub.add_parser("ops", help="operator tools: status, dead letters, stuck operations, drifts, replays")
     ops.set_defaults(func=cmd_ops)
+    add_ops_commands(ops.add_subparsers(dest="what", required=True))
     schemas = sub.add_parser("schemas", help="message contract")
     schemas.add_argument("action", choices=["export", "export-public", "export-asyncapi"])
     schemas.add_argument("directory")

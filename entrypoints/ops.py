@@ -4,7 +4,8 @@
   projector's checkpoint and lag, dead letters, webhook deliveries waiting, operations stuck;
 - ``dead-letters``: list, show one, redrive one (``producers.recovery``), discard one;
 - ``stuck``: operations not finished long after they were accepted; retry or fail one;
-- ``drifts``: what the reconciler found differing between the data hosts and the read model.
+- ``drifts``: what the reconciler found differing between the data hosts and the read model;
+- ``webhook-replay``: a project's events again to one endpoint, after an event number or from a time.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.models import WebhookReplay
+from api.principal import Principal
+from api.usecases.webhooks import replay as replay_webhook
 from infra.metadata.tables import WEBHOOK_DELIVERIES
 from producers import recovery
 from producers.commands import Outbox, OutboxRelay
@@ -97,6 +101,12 @@ class Ops:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [{k: v for k, v in row._mapping.items()} for row in rows]
+
+    async def replay_to_webhook(self, endpoint_id: uuid.UUID, request: WebhookReplay) -> dict[str, Any]:
+        """Queue a project's events again for one endpoint (by number or time), as the API does."""
+        async with self.engine.begin() as conn:
+            replayed = await replay_webhook(conn, Principal(actor=self.actor, project_id=None), endpoint_id, request)
+        return replayed.model_dump()
 
     async def collect_max_deliveries(self) -> int:
         """Move each command the server gave up redelivering (its MAX_DELIVERIES advisory) into the

@@ -183,16 +183,18 @@ async def replay(
     """Queue events again for this endpoint; a delivered one goes out again with the same id."""
     endpoint = await load_endpoint(conn, principal, endpoint_id)
     query = sa.select(EVENTS.c.id, EVENTS.c.sequence, EVENTS.c.data).where(EVENTS.c.project_id == endpoint.project_id)
+    chosen = [name for name in ("event_id", "after", "since") if getattr(body, name) is not None]
+    if len(chosen) != 1 or (body.until is not None and body.since is None):
+        raise ApiError(422, "validation_error", "give one of event_id, after, or since (and until)")
     if body.event_id is not None:
-        if body.since is not None or body.until is not None:
-            raise ApiError(422, "validation_error", "give event_id, or since (and until), not both")
         query = query.where(EVENTS.c.id == body.event_id)
-    elif body.since is not None:
-        query = query.where(EVENTS.c.time >= body.since, EVENTS.c.time < (body.until or datetime.now(UTC)))
+    else:
+        if body.after is not None:
+            query = query.where(EVENTS.c.sequence > body.after)
+        elif body.since is not None:
+            query = query.where(EVENTS.c.time >= body.since, EVENTS.c.time < (body.until or datetime.now(UTC)))
         if endpoint.event_types:
             query = query.where(EVENTS.c.type.in_(endpoint.event_types))
-    else:
-        raise ApiError(422, "validation_error", "give event_id, or since (and until)")
     events = (await conn.execute(query.order_by(EVENTS.c.sequence).limit(REPLAY_LIMIT + 1))).all()
     if body.event_id is not None and not events:
         raise not_found("event")

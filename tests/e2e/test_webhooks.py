@@ -16,6 +16,7 @@ from standardwebhooks import Webhook
 from devstack.cluster import Cluster
 from devstack.faults import InjectedFaults
 from devstack.stack import Stack
+from tests.e2e.test_ops import ops
 from tests.platform_client import PlatformClient, Tenant
 from tests.stacks import WITHOUT_SCHEDULER, new_stack
 from tests.webhook_receiver import Received, Receiver, webhook_receiver
@@ -245,7 +246,7 @@ async def test_private_and_metadata_addresses_are_refused(client: PlatformClient
 
 
 async def test_replay_resends_under_the_same_id_and_a_test_event_is_signed_with_both_secrets(
-    client: PlatformClient, receiver: Receiver
+    client: PlatformClient, receiver: Receiver, stack: Stack
 ) -> None:
     tenant, other = await client.tenant("alice"), await client.tenant("bob")
     endpoint = await register(client, tenant, receiver.url)
@@ -263,8 +264,15 @@ async def test_replay_resends_under_the_same_id_and_a_test_event_is_signed_with_
     )
     assert ranged.json() == {"queued": 1}
     await until(lambda: len(receiver.requests) == 3, "the event replayed by time")
+    numbered = await client.http.post(f"/webhooks/{endpoint['id']}/replay", json={"after": 0}, headers=tenant.headers)
+    assert numbered.json() == {"queued": 1}
+    assert ops(stack, "webhook-replay", endpoint["id"], "--after", "0") == {"queued": 1}  # as an operator
+    await until(lambda: len(receiver.requests) == 5, "the event replayed by number")
     assert {r.headers["webhook-id"] for r in receiver.requests} == {event["id"]}
     assert len({r.body for r in receiver.requests}) == 1
+    both = {"after": 0, "since": "2026-01-01T00:00:00Z"}
+    refused = await client.http.post(f"/webhooks/{endpoint['id']}/replay", json=both, headers=tenant.headers)
+    assert refused.status_code == 422
     theirs = await client.http.post(
         f"/webhooks/{endpoint['id']}/replay", json={"event_id": event["id"]}, headers=other.headers
     )
