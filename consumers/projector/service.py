@@ -83,7 +83,8 @@ async def project_batch(
     checkpoint_name: str = LIVE,
     read_between: ReadBetween | None = None,
 ) -> Projected:
-    """Apply the messages above the checkpoint; returns the new checkpoint (caller commits).
+    """Apply the messages above the checkpoint; returns the new checkpoint and the events applied
+    (caller commits).
 
     With ``read_between``, events missing between the checkpoint and a message are read first.
     """

@@ -1,6 +1,7 @@
 """Tracing end to end: every process writes its spans as JSON lines, and one create request is one
 trace, from the API's request span through the agent's command and steps, the projector and the
-webhook delivery, whose request carries the delivery span's ``traceparent``."""
+webhook delivery, whose request carries the delivery span's ``traceparent``; a replay rebuilds the
+public events with their trace context."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from devstack.cluster import Cluster
 from devstack.stack import Stack
 from tests.platform_client import PlatformClient
+from tests.replay import replay_matches
 from tests.stacks import WITHOUT_SCHEDULER, new_stack
 from tests.webhook_receiver import Receiver, webhook_receiver
 
@@ -63,7 +65,7 @@ async def until_spans(spans_path: Path, service: str, name: str, trace_id: str) 
 
 
 async def test_one_create_request_is_one_trace_across_every_process(
-    client: PlatformClient, receiver: Receiver, spans_path: Path
+    client: PlatformClient, receiver: Receiver, spans_path: Path, stack: Stack
 ) -> None:
     tenant = await client.tenant()
     registered = await client.http.post(
@@ -103,3 +105,4 @@ async def test_one_create_request_is_one_trace_across_every_process(
     assert json.loads(delivered.body)["type"] == "database.created"
     assert delivered.headers["traceparent"].startswith(f"00-{trace_id}-{delivery['span_id']}-")
     assert {s["service"] for s in (request, handle, *projected, delivery)} == {f"pgplane-{s}" for s in SERVICES}
+    replay_matches(stack)  # the events table's trace context comes from the events alone
