@@ -31,6 +31,7 @@ def create_app(lifespan: Lifespan, *, max_body_bytes: int = 2**20) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        telemetry={"tracing": False},  # the request span is ours (api.middleware): one per request
     )
     install_error_handlers(app)
     app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)

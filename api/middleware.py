@@ -1,7 +1,9 @@
 """What every request meets before any route, authentication or body parsing: a request id (in
 every response and every error), a body limit enforced while the body is read (413), and JSON as
 the only body type (415). A 50 MB body without a token costs a few kilobytes, not 50 MB. And
-every request counted and timed for Prometheus."""
+every request counted and timed for Prometheus, and traced: the request's span is current while
+it runs, so the messages it writes carry its trace (a ``traceparent`` header continues the
+caller's)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import uuid
 from collections.abc import MutableMapping
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from infra import logs
+from infra import logs, tracing
 from infra.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -100,7 +103,8 @@ def request_id_of(scope: MutableMapping[str, Any]) -> str:
 
 
 class RequestMetrics:
-    """Counts every request by method, route template and status, and times it."""
+    """Counts every request by method, route template and status, times it, and traces it (a span
+    named by the method and the route template)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -118,12 +122,24 @@ class RequestMetrics:
                 status = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, receive, counting)
-        finally:
-            route = route_template(scope)
-            HTTP_REQUESTS.labels(method=scope["method"], route=route, status=str(status)).inc()
-            HTTP_SECONDS.labels(route=route).observe(time.perf_counter() - started)
+        method = scope["method"]
+        caller = dict(scope["headers"]).get(b"traceparent", b"").decode("latin-1") or None
+        with tracing.span(method, parent=caller, kind=SpanKind.SERVER) as span:
+            try:
+                await self.app(scope, receive, counting)
+            finally:
+                route = route_template(scope)
+                HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
+                HTTP_SECONDS.labels(route=route).observe(time.perf_counter() - started)
+                span.update_name(f"{method} {route}")
+                span.set_attributes(
+                    {
+                        "http.request.method": method,
+                        "http.route": route,
+                        "http.response.status_code": status,
+                        "pgplane.request_id": request_id_of(scope),
+                    }
+                )
 
 
 def route_template(scope: Scope) -> str:

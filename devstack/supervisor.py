@@ -116,7 +116,8 @@ def run_dev(settings: Settings) -> None:
     cluster = Cluster(state)
     explicit = settings.api_port if "PGPLANE_API_PORT" in os.environ else None
     api_port = Ports(state / "ports.json").take("api", explicit, default=settings.api_port)
-    stack = Stack(cluster, state, api_port=api_port, host_id=settings.host_id)
+    tracing = {"PGPLANE_TRACE_EXPORTER": settings.trace_exporter}  # the processes trace as pgplane dev was told to
+    stack = Stack(cluster, state, api_port=api_port, host_id=settings.host_id, extra_env=tracing)
     supervisor = Supervisor(cluster, stack, record)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, supervisor.request_stop)  # also when inherited as ignored (no job control)

@@ -40,7 +40,7 @@ from consumers.projector.replay import ReplayReport, replay_projection
 from consumers.projector.service import Projector, StreamReader
 from consumers.webhooks.dispatcher import Dispatcher
 from entrypoints.ops import Ops
-from infra import metrics
+from infra import metrics, tracing
 from infra.address_guard import system_resolver
 from infra.errors import Unreachable
 from infra.faults import NO_FAULTS, Faults
@@ -138,6 +138,7 @@ def api(settings: Settings, *, faults: Faults = NO_FAULTS, store: ObjectStore | 
     if settings.admin_token is not None and len(settings.admin_token.get_secret_value()) < MIN_ADMIN_TOKEN:
         raise SystemExit(f"PGPLANE_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN} characters")
     secret_key = settings.secret_key.get_secret_value()
+    tracing.configure(settings, "api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -182,6 +183,7 @@ async def run_agent(
         raise SystemExit("PGPLANE_COMMAND_VERIFY_KEYS is required")
     verifier = CommandVerifier(settings.command_verify_keys)
     metrics.serve(settings.metrics_port, settings.metrics_host)
+    tracing.configure(settings, "agent")
     async with AsyncExitStack() as stack:
         admin_pool = await stack.enter_async_context(
             AsyncConnectionPool(settings.host_admin_dsn, min_size=1, max_size=size, open=False)
@@ -276,6 +278,7 @@ def _pitr_jobs(settings: Settings, host: Host, agent: Agent) -> list[BackgroundJ
 async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
     """Events → the read model and the audit log."""
     metrics.serve(settings.metrics_port, settings.metrics_host)
+    tracing.configure(settings, "projector")
     subjects = Subjects(namespace=settings.namespace)
     async with metadata(settings, pool_size=2) as engine, bus(settings) as nc:
         js = nc.jetstream()
@@ -291,6 +294,7 @@ async def run_webhooks(settings: Settings, stop: asyncio.Event, *, faults: Fault
         raise SystemExit("PGPLANE_SECRET_KEY is required (it decrypts the endpoints' secrets)")
     box = SecretBox(settings.secret_key.get_secret_value())
     metrics.serve(settings.metrics_port, settings.metrics_host)
+    tracing.configure(settings, "webhooks")
     async with metadata(settings, pool_size=4) as engine, http_client(settings) as client:
         sender = WebhookSender(client, settings, system_resolver)
         await Dispatcher(engine, box, settings, sender, faults).run(stop)
@@ -300,6 +304,7 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     """Backup slots, missed-slot reports and retention, and reconciling the data hosts' reports with
     the read model, published through the outbox."""
     metrics.serve(settings.metrics_port, settings.metrics_host)
+    tracing.configure(settings, "scheduler")
     commands = outbox(settings)
     async with metadata(settings, pool_size=3) as engine, bus(settings) as nc:
         outgoing = relay(settings, engine, nc)

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         description="Agent, projector, scheduler, webhooks: serve Prometheus metrics here.",
     )
     metrics_host: str = "127.0.0.1"
+    trace_exporter: str = Field(
+        default="none",
+        pattern=r"^(none|otlp|jsonl:.+)$",
+        description="Where spans go: none (off), otlp (OTLP over HTTP to OTEL_EXPORTER_OTLP_ENDPOINT), or"
+        " jsonl:<path> (one JSON line per span; each process writes <path> with its name before the suffix).",
+    )
     events_keepalive_seconds: float = Field(
         default=15.0, gt=0, description="An idle event stream sends a comment this often, so proxies keep it open."
     )

@@ -16,6 +16,7 @@ import httpx
 from infra.address_guard import Refused, Resolver, Target, check_url
 from infra.settings import Settings
 from infra.webhook_signing import signed_headers
+from schemas.envelope import current_traceparent
 
 RESOLVE_SECONDS = 5.0
 MAX_RETRY_AFTER_SECONDS = 86400.0
@@ -98,6 +99,8 @@ class WebhookSender:
         headers = signed_headers(secrets, msg_id=msg_id, timestamp=int(time.time()), body=body)
         headers["host"] = parts.netloc.rsplit("@", 1)[-1]
         headers["user-agent"] = "pgplane-webhooks"
+        if traceparent := current_traceparent():  # the receiver can join the trace
+            headers["traceparent"] = traceparent
         extensions = {"sni_hostname": target.host} if target.https else {}
         async with self._http.stream("POST", pinned, content=body, headers=headers, extensions=extensions) as response:
             read = 0

@@ -614,7 +614,7 @@ def _public_id(env: Envelope, data: public.PublicData | type[public.PublicData])
 
 
 def _publish(batch: Batch, env: Envelope, data: public.PublicData) -> None:
-    """The project's next public event, made of ``data``."""
+    """The project's next public event, made of ``data``, in the trace of the event it comes from."""
     row = {
         "project_id": env.project_id,
         "sequence": batch.next_event_sequence(env.project_id),
@@ -623,6 +623,7 @@ def _publish(batch: Batch, env: Envelope, data: public.PublicData) -> None:
         "subject": data.subject(),
         "time": env.occurred_at,
         "data": data.model_dump(mode="json"),
+        "traceparent": env.traceparent,
     }
     batch.insert(EVENTS, row)
 

@@ -6,10 +6,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 SCHEMA_VERSION = 1
 SOURCE = "pgplane"
+TRACEPARENT = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+"""A W3C ``traceparent`` header value: version, trace id, parent span id, flags."""
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class Payload(BaseModel):
@@ -51,6 +55,8 @@ class Envelope(BaseModel):
     """Commands: which key signed the envelope (see ``infra.signing``)."""
     signature: str | None = None
     """Commands: base64 Ed25519 signature over the subject and the rest of the envelope."""
+    traceparent: str | None = Field(default=None, pattern=TRACEPARENT)
+    """The W3C trace context of the span that made the message (absent: not traced)."""
 
     _parsed_data: tuple[dict[str, Any], Payload] | None = PrivateAttr(default=None)
     """``data`` and its payload, parsed once (a copy with other ``data`` parses its own)."""
@@ -89,7 +95,9 @@ class Envelope(BaseModel):
         project_id: uuid.UUID,
         causation_id: uuid.UUID | None = None,
         occurred_at: datetime | None = None,
+        traceparent: str | None = None,
     ) -> Envelope:
+        """The message ``payload`` makes; it joins the current trace unless ``traceparent`` says otherwise."""
         return cls(
             id=message_id(correlation_id, sequence),
             type=payload.TYPE,
@@ -100,7 +108,15 @@ class Envelope(BaseModel):
             actor=actor,
             project_id=project_id,
             data=payload.model_dump(mode="json"),
+            traceparent=traceparent or current_traceparent(),
         )
+
+
+def current_traceparent() -> str | None:
+    """The ``traceparent`` of the current span; ``None`` outside any recorded or propagated trace."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get("traceparent")
 
 
 def message_id(correlation_id: uuid.UUID, sequence: int) -> uuid.UUID:

@@ -10,6 +10,10 @@ JetStream's ack: an ``Announcer`` sends a run's events strictly in order, each a
 the one before, while the saga goes on with its next step; the run ends only when the last ack
 is in (the agent acks the command after that). A publish that fails stops the ones after it,
 and the redelivered command re-publishes the whole history, in order, under the same ids.
+
+Each step (and each undo) runs in its own span, a child of the command's; the events a run
+records carry the trace context of the span they were made in, and re-published ones keep
+theirs.
 """
 
 from __future__ import annotations
@@ -19,11 +23,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.trace import StatusCode
+
 from consumers.agent.host import Host
 from consumers.agent.ledger import Ledger
 from consumers.agent.saga import Results, Saga
 from consumers.agent.sagas import SAGAS, SagaFactory
 from consumers.agent.work_dirs import TERMINAL, remove_operation_work
+from infra import tracing
 from infra.errors import DeadlineExceeded, PermanentError
 from infra.faults import NO_FAULTS, Faults
 from infra.metrics import timed_step
@@ -204,22 +211,24 @@ class _Run:
         for step in self.saga.steps:
             if step.name in done:
                 continue
-            try:
-                if actor := await self.runner.ledger.cancel_requested(self.command.correlation_id):
-                    raise PermanentError(f"cancelled by {actor}")
-                faults.before_step(f"{kind}.{step.name}")
-                with timed_step(kind, step.name):
-                    output = await step.do()
-            except PermanentError as exc:
-                ends_failed = isinstance(exc, DeadlineExceeded)
-                await self.emit(
-                    OperationStepFailed, step=step.name, reason=str(exc), detail=exc.detail, ends_failed=ends_failed
-                )
-                return False
-            faults.crash_point(f"{kind}.{step.name}.done")
-            outputs = output.model_dump(mode="json") if output is not None else {}
-            await self.emit(OperationStepCompleted, step=step.name, outputs=outputs)
-            faults.crash_point(f"{kind}.{step.name}.recorded")
+            with tracing.span(f"step {step.name}", attributes={"pgplane.step": step.name}) as span:
+                try:
+                    if actor := await self.runner.ledger.cancel_requested(self.command.correlation_id):
+                        raise PermanentError(f"cancelled by {actor}")
+                    faults.before_step(f"{kind}.{step.name}")
+                    with timed_step(kind, step.name):
+                        output = await step.do()
+                except PermanentError as exc:
+                    span.set_status(StatusCode.ERROR, str(exc))
+                    ends_failed = isinstance(exc, DeadlineExceeded)
+                    await self.emit(
+                        OperationStepFailed, step=step.name, reason=str(exc), detail=exc.detail, ends_failed=ends_failed
+                    )
+                    return False
+                faults.crash_point(f"{kind}.{step.name}.done")
+                outputs = output.model_dump(mode="json") if output is not None else {}
+                await self.emit(OperationStepCompleted, step=step.name, outputs=outputs)
+                faults.crash_point(f"{kind}.{step.name}.recorded")
         await self._record(self.saga.succeeded(self.results()))
         return True
 
@@ -230,10 +239,11 @@ class _Run:
         for step in reversed(self.saga.steps):
             if step.name not in done or step.name in undone:
                 continue
-            if step.undo is not None:
-                await step.undo()
-            self.runner.faults.crash_point(f"{self.cmd.KIND.value}.{step.name}.undone")
-            await self.emit(OperationStepCompensated, step=step.name)
+            with tracing.span(f"undo {step.name}", attributes={"pgplane.step": step.name}):
+                if step.undo is not None:
+                    await step.undo()
+                self.runner.faults.crash_point(f"{self.cmd.KIND.value}.{step.name}.undone")
+                await self.emit(OperationStepCompensated, step=step.name)
 
     async def compensate(self) -> None:
         await self.undo_completed()

@@ -3,7 +3,8 @@
 Ack policy is MANUAL: success acks, a retryable error naks with a growing delay, a command
 delivered more than ``max_attempts`` times is dead-lettered (compensated, ``failed``, copied
 to the DLQ stream) and acked, and an unreadable one goes to the DLQ at once. Commands for one
-database run one at a time (``Lanes``); different databases run concurrently.
+database run one at a time (``Lanes``); different databases run concurrently. Each verified
+command is handled in a span whose parent is the command's ``traceparent``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.util.types import Attributes
 from pydantic import ValidationError
 
 from consumers.agent.host import Host
@@ -26,13 +29,14 @@ from consumers.agent.key_service import KeyService
 from consumers.agent.runner import SagaRunner, database_command
 from consumers.agent.wal_archiver import host_event
 from consumers.agent.work_dirs import sweep_work_dir
+from infra import tracing
 from infra.errors import PermanentError
 from infra.faults import NO_FAULTS, Faults
 from infra.logs import OPERATION_ID
 from infra.metrics import COMMANDS, CONSUMER_PENDING, DEAD_LETTERS
 from infra.settings import Settings
 from infra.signing import CommandVerifier, SignatureRejected
-from schemas.commands import CancelOperation, RepairDatabase
+from schemas.commands import CancelOperation, DatabaseCommand, RepairDatabase
 from schemas.envelope import Envelope
 from schemas.events import CommandRejected
 from schemas.subjects import Subjects
@@ -140,8 +144,18 @@ class Agent:
         except (ValidationError, ValueError, PermanentError) as exc:
             await self.reject(msg, f"unreadable command: {exc}")
             return
-        delivered = msg.raw_message.metadata.num_delivered
         OPERATION_ID.set(str(envelope.correlation_id))  # this task's logs carry the operation
+        attributes: Attributes = {
+            "pgplane.operation_id": str(envelope.correlation_id),
+            "pgplane.delivery": msg.raw_message.metadata.num_delivered,
+        }
+        with tracing.span(
+            f"handle {envelope.type}", parent=envelope.traceparent, kind=SpanKind.CONSUMER, attributes=attributes
+        ) as span:
+            await self._handle_verified(msg, envelope, cmd, span)
+
+    async def _handle_verified(self, msg: NatsMessage, envelope: Envelope, cmd: DatabaseCommand, span: Span) -> None:
+        delivered = msg.raw_message.metadata.num_delivered
         if isinstance(cmd, CancelOperation):  # not in the lane: the operation it stops holds it
             await self.cancel(cmd.operation_id, envelope.actor)
             await msg.ack()
@@ -165,10 +179,12 @@ class Agent:
                     await self.run_cancellable(envelope)
                     outcome = "done"
             await msg.ack()
+            span.set_attribute("pgplane.outcome", outcome)
             COMMANDS.labels(kind=cmd.KIND.value, outcome=outcome).inc()
             log.info("command %s for database %s: %s", cmd.KIND.value, cmd.database_id, outcome)
         except Exception as exc:
             COMMANDS.labels(kind=cmd.KIND.value, outcome="retry").inc()
+            span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
             log.warning("command %s attempt %d failed: %r", envelope.correlation_id, delivered, exc)
             with suppress(Exception):
                 await self.ledger.note_failure(envelope.correlation_id, f"{type(exc).__name__}: {exc}")

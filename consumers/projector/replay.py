@@ -69,7 +69,7 @@ async def replay_projection(
             break
         async with engine.begin() as conn:
             conn = await conn.execution_options(schema_translate_map={None: schema})
-            reached = await project_batch(conn, stored(msgs))
+            reached = (await project_batch(conn, stored(msgs))).checkpoint
     await sub.unsubscribe()
     async with engine.begin() as conn:
         report = ReplayReport(

@@ -10,23 +10,30 @@ it. So a batch that starts past the event after the checkpoint first reads the e
 straight from the stream (``StreamReader``); the late redelivery is then below the checkpoint.
 
 While one batch commits, the next is already being fetched.
+
+When this process records traces, each applied event that carries a ``traceparent`` gets a span
+in its trace, from the start of its batch to the commit; when it does not, batches skip this.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from infra import tracing
 from infra.metrics import CONSUMER_PENDING, EVENTS_PROJECTED, PROJECTOR_BATCH_SECONDS
 from readmodel.projection import apply_events
 from readmodel.tables import CHECKPOINTS
@@ -40,6 +47,12 @@ Stored = tuple[int, bytes]
 """An event as the stream holds it: its stream sequence and its body."""
 ReadBetween = Callable[[int, int], Awaitable[list[Stored]]]
 """The stored events with sequences strictly between two sequences, in order."""
+
+
+class Projected(NamedTuple):
+    checkpoint: int
+    events: list[Envelope]
+    """The events applied, in order."""
 
 
 class StreamReader:
@@ -69,8 +82,9 @@ async def project_batch(
     *,
     checkpoint_name: str = LIVE,
     read_between: ReadBetween | None = None,
-) -> int:
-    """Apply the messages above the checkpoint; returns the new checkpoint (caller commits).
+) -> Projected:
+    """Apply the messages above the checkpoint; returns the new checkpoint and the events applied
+    (caller commits).
 
     With ``read_between``, events missing between the checkpoint and a message are read first.
     """
@@ -95,7 +109,7 @@ async def project_batch(
             last = stored_sequence
     await apply_events(conn, events)
     await conn.execute(sa.update(CHECKPOINTS).where(CHECKPOINTS.c.name == checkpoint_name).values(last_sequence=last))
-    return int(last)
+    return Projected(int(last), events)
 
 
 def stored(msgs: list[Msg]) -> list[Stored]:
@@ -134,14 +148,31 @@ class Projector:
         """Retry the same batch: fetching past it could move the checkpoint over unapplied events."""
         while not stop.is_set():
             try:
+                started = time.time_ns()
                 with PROJECTOR_BATCH_SECONDS.time():
                     async with self._engine.begin() as conn:
-                        await project_batch(conn, stored(msgs), read_between=self._reader.between)
+                        projected = await project_batch(conn, stored(msgs), read_between=self._reader.between)
                 for msg in msgs:
                     await msg.ack()
                 EVENTS_PROJECTED.inc(len(msgs))
                 CONSUMER_PENDING.labels(consumer="projector").set(msgs[-1].metadata.num_pending)
+                if tracing.enabled():
+                    trace_applied(projected.events, started, time.time_ns())
                 return
             except Exception:
                 log.exception("projecting a batch failed; retrying it")
                 await asyncio.sleep(1)
+
+
+def trace_applied(events: Sequence[Envelope], start_ns: int, end_ns: int) -> None:
+    """A span per applied event that carries a trace context, in that trace: its batch's time."""
+    for env in events:
+        if env.traceparent is not None:
+            tracing.record_span(
+                f"project {env.type}",
+                parent=env.traceparent,
+                start_ns=start_ns,
+                end_ns=end_ns,
+                kind=SpanKind.CONSUMER,
+                attributes={"pgplane.event_id": str(env.id), "pgplane.batch_size": len(events)},
+            )

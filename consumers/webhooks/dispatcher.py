@@ -10,7 +10,9 @@ table's notification (or every ``webhook_poll_seconds``):
    endpoint (a failing event holds back later events of its database only) are leased, their
    attempt counted, in one transaction (``SKIP LOCKED``: several dispatchers share the work);
 3. send (``infra.webhook_sender``): the address guard checks the URL again and the request goes
-   to the address it checked, signed; the outcome and the attempt are recorded.
+   to the address it checked, signed; the outcome and the attempt are recorded. Each attempt is
+   a span in the trace of the request that caused the event, and the request carries its
+   ``traceparent``.
 
 A dispatcher that dies mid-send leaves a lease (twice the send timeout) that runs out, and the event is sent again with
 the same ``webhook-id``: receivers dedupe by it. 2xx delivers; 410 disables the endpoint; any
@@ -30,9 +32,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.util.types import Attributes
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from infra import tracing
 from infra.faults import NO_FAULTS, Faults
 from infra.metadata.notifications import listening
 from infra.metadata.tables import WEBHOOK_ATTEMPTS, WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS, pending_delivery
@@ -79,6 +84,8 @@ class Claimed:
     url: str
     secrets: list[str]
     body: bytes
+    traceparent: str | None
+    """The trace context of the event's cause (the ``events`` row's)."""
 
 
 class Dispatcher:
@@ -221,13 +228,29 @@ class Dispatcher:
                 url=endpoints[row.endpoint_id].url,
                 secrets=secrets[row.endpoint_id],
                 body=from_row(events[(row.project_id, row.sequence)]).model_dump_json().encode(),
+                traceparent=events[(row.project_id, row.sequence)].traceparent,
             )
             for row in due
         ]
         return claimed
 
     async def _send(self, claimed: Claimed) -> Outcome:
-        return await self._sender.send(claimed.url, claimed.secrets, msg_id=str(claimed.event_id), body=claimed.body)
+        attributes: Attributes = {
+            "pgplane.endpoint_id": str(claimed.endpoint_id),
+            "pgplane.event_id": str(claimed.event_id),
+            "pgplane.attempt": claimed.attempts,
+        }
+        with tracing.span(
+            "deliver webhook", parent=claimed.traceparent, kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            outcome = await self._sender.send(
+                claimed.url, claimed.secrets, msg_id=str(claimed.event_id), body=claimed.body
+            )
+            if outcome.status_code is not None:
+                span.set_attribute("http.response.status_code", outcome.status_code)
+            if not outcome.delivered:
+                span.set_status(StatusCode.ERROR, outcome.error or f"answered {outcome.status_code}")
+            return outcome
 
     async def record(self, conn: AsyncConnection, claimed: Claimed, outcome: Outcome) -> None:
         now = datetime.now(UTC)
