@@ -6,6 +6,7 @@ database is reported and left alone; when an operator removes it, its drift reso
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 
 from devstack.cluster import Cluster
 from devstack.stack import Stack
+from devstack.state import scratch_root
 from infra.pgbouncer import ADMIN_USER
 from schemas.events import PLATFORM_PROJECT
 from tests.e2e.test_ops import ops
@@ -24,10 +26,24 @@ from tests.replay import replay_matches
 from tests.stacks import WITHOUT_SCHEDULER, new_stack
 
 
+@pytest.fixture(scope="module")
+def own_cluster() -> Iterator[Cluster]:
+    """A data host of its own: the reconciler judges everything on its server, and the shared
+    cluster holds every other test's databases."""
+    root = scratch_root("pgplane-reconcile-")
+    servers = Cluster(root, wal_archive=False)
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture
-def stack(cluster: Cluster) -> Iterator[Stack]:
+def stack(own_cluster: Cluster) -> Iterator[Stack]:
     env = {"PGPLANE_STATE_REPORT_SECONDS": "0.5", "PGPLANE_RECONCILE_SECONDS": "0.2"}
-    platform = new_stack(cluster, env, processes=(*WITHOUT_SCHEDULER, "scheduler"))
+    platform = new_stack(own_cluster, env, processes=(*WITHOUT_SCHEDULER, "scheduler"))
     try:
         platform.start()
         yield platform
