@@ -3,9 +3,9 @@ verifies before anything else looks at it.
 
 What is signed: a domain tag, the subject the command is published on (so a command copied to
 another host's subject fails), and the canonical JSON of the envelope (sorted keys, no spaces)
-with its ``key_id`` but without its ``signature``, and without fields added since signing began
-(``traceparent``) when they are unset, so a command signed before they existed still verifies
-while a set one is covered like any other field. The key id names the signing key, so keys
+with its ``key_id`` but without its ``signature`` (an unset ``traceparent`` is not serialised, so
+a command signed before it existed still verifies, while a set one is covered like any other
+field). The key id names the signing key, so keys
 rotate: agents accept every key listed in their verify keys; signers use one.
 
 Keys are written ``<key id>:<base64 of the 32 raw bytes>``: the private seed for a signer, the
@@ -27,8 +27,6 @@ from schemas.envelope import Envelope
 
 DOMAIN = b"pgplane-command-v1\n"
 KEY_ID = re.compile(r"^[a-z0-9-]{1,32}$")
-LATER_FIELDS = frozenset({"traceparent"})
-"""Envelope fields newer than signing: signed when set, left out when unset."""
 
 
 class SignatureRejected(Exception):
@@ -49,8 +47,7 @@ def _parse(spec: str) -> tuple[str, bytes]:
 
 
 def signed_bytes(envelope: Envelope, subject: str) -> bytes:
-    unset = {name for name in LATER_FIELDS if getattr(envelope, name) is None}
-    body = envelope.model_dump(mode="json", exclude={"signature", *unset})
+    body = envelope.model_dump(mode="json", exclude={"signature"})
     return DOMAIN + subject.encode() + b"\n" + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 

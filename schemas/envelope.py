@@ -55,8 +55,9 @@ class Envelope(BaseModel):
     """Commands: which key signed the envelope (see ``infra.signing``)."""
     signature: str | None = None
     """Commands: base64 Ed25519 signature over the subject and the rest of the envelope."""
-    traceparent: str | None = Field(default=None, pattern=TRACEPARENT)
-    """The W3C trace context of the span that made the message (absent: not traced)."""
+    traceparent: str | None = Field(default=None, pattern=TRACEPARENT, exclude_if=lambda value: value is None)
+    """The W3C trace context of the span that made the message. Absent when not traced, so an
+    untraced message is byte for byte what releases before tracing wrote (and they accept)."""
 
     _parsed_data: tuple[dict[str, Any], Payload] | None = PrivateAttr(default=None)
     """``data`` and its payload, parsed once (a copy with other ``data`` parses its own)."""
