@@ -59,6 +59,7 @@ def api(s: Subjects) -> Role:
             f"{JS}.CONSUMER.INFO.{s.events_stream}.{s.projector_durable}",
             f"{JS}.STREAM.INFO.{s.heartbeats_stream}",
             f"{JS}.STREAM.MSG.GET.{s.heartbeats_stream}",
+            f"{JS}.STREAM.INFO.{s.dead_letter_stream}",  # its depth, in /metrics
         ],
     )
 

@@ -122,6 +122,12 @@ class HostPostgres:
             assert row is not None
             return str(row[0])
 
+    async def database_owner(self, dbname: str) -> str | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (dbname,))
+            row = await cur.fetchone()
+            return str(row[0]) if row else None
+
     async def set_owner(self, dbname: str, owner: str) -> None:
         await self._ddl(
             sql.SQL("ALTER DATABASE {db} OWNER TO {owner}").format(

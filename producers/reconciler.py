@@ -2,10 +2,10 @@
 compared with the read model.
 
 For every database the read model says is available on the host, the report must show the
-database, its role, its PgBouncer route and pgplane's password; every tenant-named database and
+database, its role (owning it), its PgBouncer route and pgplane's password; every tenant-named database and
 role on the host must belong to a database pgplane serves. Each difference is a drift, reported
 once while it lasts (``DriftDetected``) and closed when a later report no longer shows it
-(``DriftResolved``). What is safe to put back (a role, a password, a route: what pgplane gave,
+(``DriftResolved``). What is safe to put back (a role, a password, an owner, a route: what pgplane gave,
 with no tenant data involved) is sent to the host as ``RepairDatabase``, again for every report
 that still shows it; the agent reports the repair (``DriftRepaired``). A missing database and
 anything orphaned wait for an operator (``pgplane ops drifts``): nothing is ever dropped.
@@ -54,7 +54,8 @@ class Served:
 @dataclass(frozen=True)
 class Report:
     reported_at: datetime
-    databases: frozenset[str]
+    databases: dict[str, str]
+    """Each tenant-named database and its owner."""
     roles: frozenset[str]
     routes: frozenset[str]
     verifier_mismatch: frozenset[str]
@@ -81,6 +82,7 @@ def compare(report: Report, served: list[Served]) -> tuple[list[Finding], set[st
         checks = [
             (DriftKind.DATABASE_MISSING, d.dbname not in report.databases),
             (DriftKind.ROLE_MISSING, d.role not in report.roles),
+            (DriftKind.OWNER_CHANGED, d.dbname in report.databases and report.databases[d.dbname] != d.role),
             (DriftKind.ROUTE_MISSING, d.dbname not in report.routes),
             (DriftKind.VERIFIER_CHANGED, d.role in report.verifier_mismatch),
         ]
@@ -88,7 +90,7 @@ def compare(report: Report, served: list[Served]) -> tuple[list[Finding], set[st
             Finding(kind, drift_object(kind, dbname=d.dbname, role=d.role), d) for kind, found in checks if found
         ]
     live = [d for d in served if d.status not in GONE]
-    for name in sorted(report.databases - {d.dbname for d in live} - unsettled):
+    for name in sorted(set(report.databases) - {d.dbname for d in live} - unsettled):
         findings.append(Finding(DriftKind.DATABASE_ORPHANED, name))
     for name in sorted(report.roles - {d.role for d in live} - unsettled):
         findings.append(Finding(DriftKind.ROLE_ORPHANED, name))
@@ -132,7 +134,7 @@ class Reconciler:
         host_id, report_id = str(state.host_id), state.report_id
         report = Report(
             reported_at=state.reported_at,
-            databases=frozenset(d["dbname"] for d in state.databases),
+            databases={d["dbname"]: d["owner"] for d in state.databases},
             roles=frozenset(state.roles),
             routes=frozenset(state.routes),
             verifier_mismatch=frozenset(state.verifier_mismatch),

@@ -67,6 +67,8 @@ class DriftKind(StrEnum):
     """A database's login role was dropped (repaired: made again with pgplane's password)."""
     VERIFIER_CHANGED = "verifier_changed"
     """A role's password was changed in SQL (repaired: pgplane's password set again)."""
+    OWNER_CHANGED = "owner_changed"
+    """A database belongs to another role than its own (repaired: given back to its role)."""
     ROUTE_MISSING = "route_missing"
     """PgBouncer does not route a database (repaired: routes rewritten from the agent's ledger)."""
     DATABASE_ORPHANED = "database_orphaned"
@@ -80,7 +82,9 @@ def drift_object(kind: DriftKind, *, dbname: str, role: str) -> str:
     return role if kind in (DriftKind.ROLE_MISSING, DriftKind.VERIFIER_CHANGED, DriftKind.ROLE_ORPHANED) else dbname
 
 
-REPAIRABLE = frozenset({DriftKind.ROLE_MISSING, DriftKind.VERIFIER_CHANGED, DriftKind.ROUTE_MISSING})
+REPAIRABLE = frozenset(
+    {DriftKind.ROLE_MISSING, DriftKind.VERIFIER_CHANGED, DriftKind.OWNER_CHANGED, DriftKind.ROUTE_MISSING}
+)
 """What pgplane repairs by itself: putting back what it gave, which changes no tenant data."""
 
 

@@ -14,7 +14,8 @@ from api.errors import errors
 from api.models import Readiness
 from api.usecases.readiness import readiness
 from infra.metadata.tables import OUTBOX, WEBHOOK_DELIVERIES
-from readmodel.tables import AUDIT, OPERATIONS
+from readmodel.tables import AUDIT, DRIFTS, OPERATIONS, DriftStatus
+from schemas.subjects import Subjects
 
 router = APIRouter(tags=["health"])
 
@@ -45,9 +46,16 @@ METRICS: dict[int | str, dict[str, Any]] = {
 
 @router.get("/metrics", response_class=Response, responses=METRICS | errors(401, 403, 429))
 async def metrics(*, platform: PlatformDep, principal: AdminPrincipal) -> Response:
-    """Operations by kind and status, messages waiting in the outbox, webhook deliveries waiting
-    (admin token: they span tenants), and this API process's requests by route and status."""
+    """Operations by kind and status, messages waiting in the outbox, webhook deliveries waiting,
+    dead letters, open drifts (admin token: they span tenants), and this API process's requests by
+    route and status."""
     registry = CollectorRegistry()
+    dead = Gauge("pgplane_dead_letters", "Commands in the dead letters (pgplane ops dead-letters)", registry=registry)
+    drifts = Gauge(
+        "pgplane_drifts_open", "Open differences between data hosts and the read model", ["kind"], registry=registry
+    )
+    subjects = Subjects(namespace=platform.settings.namespace)
+    dead.set((await platform.bus.jetstream().stream_info(subjects.dead_letter_stream)).state.messages)
     deliveries = Gauge("pgplane_webhook_deliveries_pending", "Webhook deliveries not yet made", registry=registry)
     operations = Gauge("pgplane_operations", "Operations by kind and status", ["kind", "status"], registry=registry)
     pending = Gauge("pgplane_outbox_pending", "Accepted messages not yet published", registry=registry)
@@ -70,4 +78,7 @@ async def metrics(*, platform: PlatformDep, principal: AdminPrincipal) -> Respon
         )
         waiting = sa.select(sa.func.count()).where(WEBHOOK_DELIVERIES.c.status == "pending")
         deliveries.set((await conn.execute(waiting)).scalar_one())
+        open_drifts = sa.select(DRIFTS.c.kind, sa.func.count()).where(DRIFTS.c.status == DriftStatus.OPEN.value)
+        for kind, count in await conn.execute(open_drifts.group_by(DRIFTS.c.kind)):
+            drifts.labels(kind).set(count)
     return Response(generate_latest(registry) + generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -65,7 +65,8 @@ class StateReporter:
 
 
 async def repair(host: Host, command: Envelope, cmd: RepairDatabase, publish: Publish) -> list[DriftKind]:
-    """Put back what the ledger says the database has; returns what was repaired."""
+    """Put back what the ledger says the database has; returns what needed it (and was repaired:
+    each repair is reported once, however often it is asked for)."""
     route = next((r for r in await host.ledger.routes() if r.database_id == cmd.database_id), None)
     if route is None:
         log.info("no repair for database %s: this host does not serve it (any more)", cmd.database_id)
@@ -74,14 +75,21 @@ async def repair(host: Host, command: Envelope, cmd: RepairDatabase, publish: Pu
     done: list[DriftKind] = []
     for kind in cmd.repairs:
         if kind is DriftKind.ROLE_MISSING:
+            if await postgres.role_exists(route.role):
+                continue  # put back already (the reconciler asks for every report showing it)
             await postgres.ensure_role(route.role, verifier=route.verifier, connection_limit=route.max_connections)
-            if await postgres.database_exists(route.dbname):
-                await postgres.set_owner(route.dbname, route.role)
-                await postgres.revoke_public(route.dbname, owner=route.role)
+        elif kind is DriftKind.OWNER_CHANGED:
+            if await postgres.database_owner(route.dbname) in (None, route.role):
+                continue
+            await postgres.set_owner(route.dbname, route.role)
+            await postgres.revoke_public(route.dbname, owner=route.role)
         elif kind is DriftKind.VERIFIER_CHANGED:
-            if await postgres.verifier(route.role) not in (None, route.verifier):
-                await postgres.set_password(route.role, verifier=route.verifier)
+            if await postgres.verifier(route.role) in (None, route.verifier):
+                continue
+            await postgres.set_password(route.role, verifier=route.verifier)
         elif kind is DriftKind.ROUTE_MISSING:
+            if route.dbname in await host.bouncer.routed():
+                continue
             await host.reroute()
         else:
             continue  # reported for an operator, never repaired here

@@ -47,12 +47,17 @@ async def table_hashes(conn: AsyncConnection, schema: str) -> dict[str, str]:
 async def replay_projection(
     engine: AsyncEngine, js: JetStreamContext, subjects: Subjects, *, keep: bool = False
 ) -> ReplayReport:
-    """Replays up to the live checkpoint, so the comparison is of the same prefix of events."""
+    """Replays up to the live checkpoint, so the comparison is of the same prefix of events: the
+    live tables are hashed in the snapshot that reads the checkpoint (events keep arriving)."""
     schema = f"replay_{uuid.uuid4().hex[:12]}"
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            live_position = (
+                await conn.execute(sa.select(CHECKPOINTS.c.last_sequence).where(CHECKPOINTS.c.name == LIVE))
+            ).scalar_one_or_none() or 0
+            live = await table_hashes(conn, "public")
     async with engine.begin() as conn:
-        live_position = (
-            await conn.execute(sa.select(CHECKPOINTS.c.last_sequence).where(CHECKPOINTS.c.name == LIVE))
-        ).scalar_one_or_none() or 0
         await create_tables(conn, schema)
     sub = await js.pull_subscribe(
         subjects.all_events(),
@@ -72,9 +77,7 @@ async def replay_projection(
             reached = (await project_batch(conn, stored(msgs))).checkpoint
     await sub.unsubscribe()
     async with engine.begin() as conn:
-        report = ReplayReport(
-            schema, live_position, await table_hashes(conn, "public"), await table_hashes(conn, schema)
-        )
+        report = ReplayReport(schema, live_position, live, await table_hashes(conn, schema))
         if not keep:
             await conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
     return report

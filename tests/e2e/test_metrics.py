@@ -76,5 +76,6 @@ async def test_each_process_counts_what_it_does(client: PlatformClient, stack: S
     assert webhooks[("pgplane_webhook_deliveries_total", frozenset({("outcome", "delivered")}))] == 1
     api = await scrape(f"{stack.api_url}/metrics", client.admin)  # it spans tenants: admin only
     assert api[("pgplane_webhook_deliveries_pending", frozenset())] == 0
+    assert api[("pgplane_dead_letters", frozenset())] == 0
     created = frozenset({("method", "POST"), ("route", "/api/v1/databases"), ("status", "202")})
     assert api[("pgplane_http_requests_total", created)] == 1

@@ -112,6 +112,7 @@ async def test_drift_is_reported_the_safe_kinds_repaired_and_nothing_deleted(
     expected = {
         ("verifier_changed", changed["user"]): "repaired",
         ("role_missing", dropped["user"]): "repaired",
+        ("owner_changed", dropped["dbname"]): "repaired",  # REASSIGN OWNED gave the database away
         ("route_missing", fine["dbname"]): "repaired",
         ("database_orphaned", orphan): "open",
     }
@@ -119,6 +120,7 @@ async def test_drift_is_reported_the_safe_kinds_repaired_and_nothing_deleted(
     assert {d["object"]: d["database_id"] for d in drifts} == {
         changed["user"]: changed["id"],
         dropped["user"]: dropped["id"],
+        dropped["dbname"]: dropped["id"],
         fine["dbname"]: fine["id"],
         orphan: None,
     }
@@ -133,8 +135,11 @@ async def test_drift_is_reported_the_safe_kinds_repaired_and_nothing_deleted(
 
     await asyncio.sleep(2)  # several more reports: each drift was reported once
     audit = await client.http.get("/audit-log", params={"project_id": tenant.project_id}, headers=tenant.headers)
-    tenant_drift = [(e["detail"]["kind"], e["outcome"]) for e in audit.json()["data"] if e["action"] == "host.drift"]
+    entries = [e for e in audit.json()["data"] if e["action"] == "host.drift"]
+    tenant_drift = [(e["detail"]["kind"], e["outcome"]) for e in entries]
     assert sorted(tenant_drift) == [
+        ("owner_changed", "detected"),
+        ("owner_changed", "repaired"),
         ("role_missing", "detected"),
         ("role_missing", "repaired"),
         ("route_missing", "detected"),
@@ -145,6 +150,9 @@ async def test_drift_is_reported_the_safe_kinds_repaired_and_nothing_deleted(
     platform = await client.http.get("/audit-log", params={"project_id": str(PLATFORM_PROJECT)}, headers=client.admin)
     orphan_drift = [e["outcome"] for e in platform.json()["data"] if e["action"] == "host.drift"]
     assert orphan_drift == ["detected"]
+
+    metrics = await client.http.get(f"{stack.api_url}/metrics", headers=client.admin)
+    assert 'pgplane_drifts_open{kind="database_orphaned"} 1.0' in metrics.text.splitlines()
 
     superuser(stack, "postgres", f"DROP DATABASE {orphan}")  # the operator's decision
     await drifts_until(stack, lambda found: by_kind(found)[("database_orphaned", orphan)] == "resolved")

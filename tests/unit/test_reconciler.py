@@ -14,8 +14,15 @@ def served(n: int, *, status: str = "available", settled: bool = True) -> Served
     return Served(uuid.UUID(hex_), uuid.uuid4(), f"db_{hex_}", f"u_{hex_}", status, settled)
 
 
-def report(databases: list[str], roles: list[str], routes: list[str], mismatch: tuple[str, ...] = ()) -> Report:
-    return Report(datetime.now(UTC), frozenset(databases), frozenset(roles), frozenset(routes), frozenset(mismatch))
+def report(
+    databases: list[str],
+    roles: list[str],
+    routes: list[str],
+    mismatch: tuple[str, ...] = (),
+    owners: dict[str, str] | None = None,
+) -> Report:
+    owned = {name: (owners or {}).get(name, "u_" + name.removeprefix("db_")) for name in databases}
+    return Report(datetime.now(UTC), owned, frozenset(roles), frozenset(routes), frozenset(mismatch))
 
 
 def kinds(findings: list[Finding]) -> set[tuple[DriftKind, str]]:
@@ -29,16 +36,23 @@ def test_a_host_that_matches_has_no_drift() -> None:
 
 
 def test_each_kind_of_drift_about_a_served_database() -> None:
-    a, b, c = served(1), served(2), served(3)
-    seen = report([b.dbname, c.dbname], [a.role, c.role], [a.dbname, b.dbname], mismatch=(c.role,))
-    found, _ = compare(seen, [a, b, c])
+    a, b, c, d = served(1), served(2), served(3), served(4)
+    seen = report(
+        [b.dbname, c.dbname, d.dbname],
+        [a.role, c.role, d.role],
+        [a.dbname, b.dbname, d.dbname],
+        mismatch=(c.role,),
+        owners={d.dbname: "postgres"},
+    )
+    found, _ = compare(seen, [a, b, c, d])
     assert kinds(found) == {
         (DriftKind.DATABASE_MISSING, a.dbname),
         (DriftKind.ROLE_MISSING, b.role),
         (DriftKind.ROUTE_MISSING, c.dbname),
         (DriftKind.VERIFIER_CHANGED, c.role),
+        (DriftKind.OWNER_CHANGED, d.dbname),
     }
-    assert {f.database for f in found} == {a, b, c}
+    assert {f.database for f in found} == {a, b, c, d}
 
 
 def test_what_pgplane_does_not_serve_is_orphaned_even_when_it_once_did() -> None:
