@@ -10,7 +10,7 @@ import asyncio
 import getpass
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -36,7 +36,8 @@ from consumers.agent.key_service import KeyService
 from consumers.agent.ledger import Ledger
 from consumers.agent.service import Agent, BackgroundJob
 from consumers.agent.wal_archiver import WalArchiver
-from consumers.projector.replay import ReplayReport, replay_projection
+from consumers.projector.replay import ReplayReport, Reprojected, replay_projection
+from consumers.projector.replay import reproject as reproject_events
 from consumers.projector.service import Projector, StreamReader
 from consumers.webhooks.dispatcher import Dispatcher
 from entrypoints.ops import Ops
@@ -340,6 +341,12 @@ async def check_metadata(settings: Settings) -> None:
 async def replay(settings: Settings, *, keep: bool = False) -> ReplayReport:
     async with metadata(settings, pool_size=1) as engine, bus(settings, fail_fast=True) as nc:
         return await replay_projection(engine, nc.jetstream(), Subjects(namespace=settings.namespace), keep=keep)
+
+
+async def reproject(settings: Settings, *, from_sequence: int | None, since: datetime | None) -> Reprojected:
+    async with metadata(settings, pool_size=1) as engine, bus(settings, fail_fast=True) as nc:
+        subjects = Subjects(namespace=settings.namespace)
+        return await reproject_events(engine, nc.jetstream(), subjects, from_sequence=from_sequence, since=since)
 
 
 async def ops(settings: Settings, action: Callable[[Ops], Awaitable[T]]) -> T:

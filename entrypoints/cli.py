@@ -16,7 +16,7 @@ import sys
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -114,6 +114,13 @@ def cmd_scheduler(settings: Settings, _: argparse.Namespace, faults: Faults) -> 
 def cmd_replay(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
     from entrypoints import bootstrap
 
+    if args.from_sequence is not None or args.since is not None:
+        since = datetime.fromisoformat(args.since) if args.since else None
+        done = _operator(
+            lambda: asyncio.run(bootstrap.reproject(settings, from_sequence=args.from_sequence, since=since))
+        )
+        print(json.dumps(asdict(done), indent=2))
+        return
     report = _operator(lambda: asyncio.run(bootstrap.replay(settings, keep=args.keep)))
     print(json.dumps(asdict(report) | {"matches": report.matches}, indent=2))
     sys.exit(0 if report.matches else 1)
@@ -253,6 +260,11 @@ def main(argv: list[str] | None = None, *, faults: Faults = NO_FAULTS) -> None:
     replay = sub.add_parser("replay", help="operator replays")
     replay.add_argument("what", choices=["projection"])
     replay.add_argument("--keep", action="store_true", help="keep the replayed schema")
+    again = replay.add_mutually_exclusive_group()
+    again.add_argument(
+        "--from-sequence", type=int, help="apply the events from this stream sequence to the live read model again"
+    )
+    again.add_argument("--since", help="... from the first event at this time (ISO 8601 with its offset)")
     replay.set_defaults(func=cmd_replay)
     ops = sub.add_parser("ops", help="operator tools: status, dead letters, stuck operations, drifts, replays")
     ops.set_defaults(func=cmd_ops)

@@ -1,10 +1,13 @@
 """``pgplane replay projection``: rebuild the read model from the events stream into a fresh
-schema and compare it with the live one, table by table, by content hash."""
+schema and compare it with the live one, table by table, by content hash; or, from a stream
+sequence or a time, apply the events again to the live read model (``reproject``)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from nats.errors import TimeoutError as NatsTimeout
@@ -12,9 +15,13 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumers.projector.service import BATCH, LIVE, project_batch, stored
+from consumers.projector.service import BATCH, LIVE, Stored, project_batch, stored
+from readmodel.projection import apply_events
 from readmodel.tables import CHECKPOINTS, READ_MODEL, create_tables
+from schemas.envelope import Envelope
 from schemas.subjects import Subjects
+
+log = logging.getLogger("pgplane.replay")
 
 
 @dataclass(frozen=True)
@@ -81,3 +88,68 @@ async def replay_projection(
         if not keep:
             await conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
     return report
+
+
+@dataclass(frozen=True)
+class Reprojected:
+    from_sequence: int
+    to_sequence: int
+    events: int
+
+
+async def reproject(
+    engine: AsyncEngine,
+    js: JetStreamContext,
+    subjects: Subjects,
+    *,
+    from_sequence: int | None = None,
+    since: datetime | None = None,
+) -> Reprojected:
+    """Apply the events from ``from_sequence`` (or from the first at ``since``) up to the live
+    checkpoint to the live read model again: what a lost or skipped batch should have written is
+    written, and everything else is a no-op (each projection applies an event once). The live
+    projector waits on its checkpoint row while each batch is applied; the checkpoint stays."""
+    if (from_sequence is None) == (since is None):
+        raise ValueError("give a stream sequence or a time to re-project from")
+    async with engine.connect() as conn:
+        live_position = (
+            await conn.execute(sa.select(CHECKPOINTS.c.last_sequence).where(CHECKPOINTS.c.name == LIVE))
+        ).scalar_one_or_none() or 0
+    start = (
+        ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=from_sequence)
+        if from_sequence is not None
+        else ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
+    )
+    start.ack_policy, start.inactive_threshold = AckPolicy.NONE, 60.0
+    sub = await js.pull_subscribe(subjects.all_events(), stream=subjects.events_stream, config=start)
+    first, reached, applied = 0, 0, 0
+    try:
+        while reached < live_position:
+            try:
+                msgs = await sub.fetch(BATCH, timeout=2.0)
+            except (NatsTimeout, TimeoutError):
+                break
+            batch = [(m.metadata.sequence.stream, m.data) for m in msgs if m.metadata.sequence.stream <= live_position]
+            if not batch:
+                break
+            first = first or batch[0][0]
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.select(CHECKPOINTS.c.last_sequence).where(CHECKPOINTS.c.name == LIVE).with_for_update()
+                )
+                await apply_events(conn, readable(batch))
+            reached, applied = batch[-1][0], applied + len(batch)
+    finally:
+        await sub.unsubscribe()
+    return Reprojected(first, reached, applied)
+
+
+def readable(batch: list[Stored]) -> list[Envelope]:
+    """The events of ``batch`` (an unreadable one is skipped, as the live projector skipped it)."""
+    events = []
+    for sequence, data in batch:
+        try:
+            events.append(Envelope.model_validate_json(data))
+        except ValueError as exc:
+            log.error("skipping unreadable event at stream sequence %d: %s", sequence, exc)
+    return events
