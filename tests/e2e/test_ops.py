@@ -213,7 +213,9 @@ async def test_events_a_checkpoint_skipped_are_projected_again(client: PlatformC
         await asyncio.sleep(0.2)
     await nc.close()
     with psycopg.connect(stack.cluster.superuser_dsn(stack.meta_db), autocommit=True) as conn:
-        (checkpoint,) = conn.execute("SELECT last_sequence FROM projector_checkpoint WHERE name = 'live'").fetchone()
+        row = conn.execute("SELECT last_sequence FROM projector_checkpoint WHERE name = 'live'").fetchone()
+        assert row is not None
+        checkpoint = int(row[0])
         conn.execute("UPDATE projector_checkpoint SET last_sequence = %s WHERE name = 'live'", (created.seq,))
     stack.start_process("projector")
     await asyncio.sleep(1)
