@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -37,12 +37,17 @@ BEARER = HTTPBearer(auto_error=False, description="The admin token, or an API to
 
 async def get_principal(
     request: Request,
+    response: Response,
     platform: PlatformDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> Principal:
     if credentials is None or not credentials.credentials:
         raise unauthorized()
-    return await authenticate(platform, credentials.credentials, request.client.host if request.client else "")
+    client = request.client.host if request.client else ""
+    principal, quota = await authenticate(platform, credentials.credentials, client)
+    if quota is not None:
+        response.headers.update(quota.headers())
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -50,7 +50,7 @@ MEANINGS = {
     413: "The body is larger than the limit (1 MiB unless configured otherwise).",
     415: "The body is not JSON.",
     422: "Invalid request, or an Idempotency-Key reused with another request.",
-    429: "Too many wrong tokens from this address lately: wait for Retry-After seconds.",
+    429: "Over the plan's request rate, or too many wrong tokens from this address: wait Retry-After seconds.",
     503: "A component the answer needs is down.",
 }
 

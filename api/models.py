@@ -78,9 +78,16 @@ Days = Annotated[int, Field(ge=1, le=3650), BeforeValidator(_whole_number)]
 KeepLast = Annotated[int, Field(ge=0, le=1000), BeforeValidator(_whole_number)]
 
 
+PlanName = Annotated[str, Field(pattern=r"^(free|pro)$", description="What the project is entitled to.")]
+
+
 class ProjectCreate(Strict):
     name: Text
-    plan: str = Field(default="free", pattern=r"^(free|pro)$")
+    plan: PlanName = "free"
+
+
+class PlanChange(Strict):
+    plan: PlanName
 
 
 class ProjectPublic(BaseModel):

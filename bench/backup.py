@@ -40,7 +40,7 @@ import httpx
 import psycopg
 
 from devstack.cluster import Cluster
-from devstack.stack import Stack
+from devstack.stack import UNTHROTTLED, Stack
 from devstack.state import scratch_root
 from infra.pg_tools import pg_bindir, tool_args
 
@@ -312,7 +312,7 @@ async def main() -> None:
         namespace="benchbackup",
         meta_db="bench_backup_meta",
         ledger_db="bench_backup_ledger",
-        extra_env={"PGPLANE_BACKUP_DEADLINE_SECONDS": str(24 * 3600)},
+        extra_env={"PGPLANE_BACKUP_DEADLINE_SECONDS": str(24 * 3600)} | UNTHROTTLED,
     )
     try:
         cluster.start()

@@ -33,7 +33,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from bench.provision import summary
 from devstack.cluster import Cluster
-from devstack.stack import Stack
+from devstack.stack import UNTHROTTLED, Stack
 from devstack.state import scratch_root
 from infra.host_postgres import HostPostgres
 from infra.pgbouncer import PgBouncer
@@ -201,7 +201,8 @@ async def main() -> None:
         namespace="benchfleet",
         meta_db="bench_fleet_meta",
         ledger_db="bench_fleet_ledger",
-        extra_env={"PGPLANE_DATABASES_PER_PROJECT": "100000", "PGPLANE_HOST_MAX_DATABASES": str(FLEET + N + 10)},
+        extra_env={"PGPLANE_DATABASES_PER_PROJECT_FREE": "100000", "PGPLANE_HOST_MAX_DATABASES": str(FLEET + N + 10)}
+        | UNTHROTTLED,
     )
     try:
         cluster.start()

@@ -24,7 +24,7 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 
 from devstack.cluster import Cluster
-from devstack.stack import Stack
+from devstack.stack import UNTHROTTLED, Stack
 from devstack.state import scratch_root
 from infra.host_postgres import HostPostgres, check_login
 from infra.pgbouncer import PgBouncer, Route
@@ -148,7 +148,8 @@ async def main() -> None:
         namespace="bench",
         meta_db="bench_meta",
         ledger_db="bench_ledger",
-        extra_env={"PGPLANE_DATABASES_PER_PROJECT": "100000"}
+        extra_env={"PGPLANE_DATABASES_PER_PROJECT_FREE": "100000"}
+        | UNTHROTTLED
         | ({"PGPLANE_AGENT_CONCURRENCY": CONCURRENCY} if CONCURRENCY else {}),
     )
     try:

@@ -33,7 +33,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from devstack.cluster import Cluster
-from devstack.stack import PROCESSES, Stack
+from devstack.stack import PROCESSES, UNTHROTTLED, Stack
 from devstack.state import scratch_root
 from infra.webhook_signing import signed_headers
 
@@ -176,6 +176,7 @@ async def main() -> None:
         meta_db="bench_hooks_meta",
         ledger_db="bench_hooks_ledger",
         processes=tuple(p for p in PROCESSES if p != "scheduler"),
+        extra_env=UNTHROTTLED,
     )
     receiver = Receiver()
     server = await receiver.start()

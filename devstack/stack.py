@@ -32,6 +32,8 @@ from infra.settings import Settings
 from schemas.subjects import Subjects
 
 PROCESSES = ("projector", "agent", "scheduler", "webhooks", "api")
+UNTHROTTLED = {"PGPLANE_REQUESTS_PER_MINUTE_FREE": "1000000", "PGPLANE_REQUESTS_PER_MINUTE_PRO": "1000000"}
+"""For platforms that measure throughput or poll in tight loops (benchmarks, tests), not the plans' rates."""
 
 
 @dataclass

@@ -306,9 +306,8 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     the read model, published through the outbox."""
     metrics.serve(settings.metrics_port, settings.metrics_host)
     tracing.configure(settings, "scheduler")
-    commands = outbox(settings)
     async with metadata(settings, pool_size=3) as engine, bus(settings) as nc:
-        outgoing = relay(settings, engine, nc)
+        commands, outgoing = outbox(settings), relay(settings, engine, nc)
         await asyncio.gather(
             BackupScheduler(engine, settings, commands).run(stop, outgoing),
             Reconciler(engine, commands, interval=settings.reconcile_seconds).run(stop, outgoing),

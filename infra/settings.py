@@ -53,7 +53,6 @@ class Settings(BaseSettings):
         default="", description="'kid:<base64 Ed25519 public key>,...': signatures an agent accepts."
     )
     host_private_key: SecretStr | None = None
-    tenant_connection_limit: int = 20
     host_max_databases: int = Field(
         default=1000,
         ge=1,
@@ -126,22 +125,15 @@ class Settings(BaseSettings):
         description="pg_dump's zlib level for backups: 0 (none, fastest) to 9 (smallest); unset: pg_dump's default.",
     )
     backup_deadline_seconds: float = Field(default=6 * 3600, gt=0, description="A backup or restore step's limit.")
-    backup_retention_days_free: int = Field(default=7, ge=1, description="A deleted database's backups stay...")
-    backup_retention_days_pro: int = Field(default=30, ge=1, description="...this long, by plan.")
-    backup_max_bytes_free: int = 10 * 2**30
-    backup_max_bytes_pro: int = 100 * 2**30
 
     # point-in-time restore: WAL archived by PostgreSQL into the spool, uploaded by the agent
     wal_spool_dir: Path | None = Field(default=None, description="Where basic_archive puts WAL; unset: no PITR.")
     base_backup_interval_seconds: float = Field(default=24 * 3600, gt=0)
     wal_retention_days: int = Field(default=30, ge=1, description="Longest restore window any plan has.")
     wal_lag_alert_seconds: float = Field(default=300, gt=0, description="Spooled WAL older than this is lagging.")
-    pitr_window_days_free: int = 7
-    pitr_window_days_pro: int = 30
 
     # backup scheduler
     scheduler_interval_seconds: float = Field(default=30.0, gt=0)
-    backup_min_interval_seconds: int = Field(default=3600, ge=1, description="Shortest schedule a policy may set.")
     backup_missed_after_seconds: int = Field(
         default=3600, ge=1, description="A slot with no completed backup this long after it is reported missed."
     )
@@ -157,7 +149,6 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = Field(
         default=10, ge=1, description="Wrong tokens one client address may present per minute before a 429."
     )
-    databases_per_project: int = 10
     idempotency_ttl_hours: int = Field(default=24, ge=24)
 
     def store_url(self) -> str:
@@ -177,12 +168,18 @@ class Settings(BaseSettings):
             raise SystemExit("PGPLANE_BACKUP_KEYS is required")
         return BackupKeys.parse(self.backup_keys.get_secret_value(), self.backup_key_id)
 
-    def pitr_window_days(self, plan: str) -> int:
-        return self.pitr_window_days_pro if plan == "pro" else self.pitr_window_days_free
-
-    def backup_retention_days(self, plan: str) -> int:
-        """How long a deleted database's backups stay restorable."""
-        return self.backup_retention_days_pro if plan == "pro" else self.backup_retention_days_free
-
-    def backup_max_bytes(self, plan: str) -> int:
-        return self.backup_max_bytes_pro if plan == "pro" else self.backup_max_bytes_free
+    # plans: each entitlement per plan (``infra.plans``), PGPLANE_<ENTITLEMENT>_<PLAN>
+    databases_per_project_free: int = Field(default=10, ge=0)
+    databases_per_project_pro: int = Field(default=100, ge=0)
+    backup_max_bytes_free: int = Field(default=10 * 2**30, ge=1)
+    backup_max_bytes_pro: int = Field(default=100 * 2**30, ge=1)
+    pitr_window_days_free: int = Field(default=7, ge=1)
+    pitr_window_days_pro: int = Field(default=30, ge=1)
+    backup_retention_days_free: int = Field(default=7, ge=1, description="A deleted database's backups stay...")
+    backup_retention_days_pro: int = Field(default=30, ge=1, description="...this long, by plan.")
+    requests_per_minute_free: int = Field(default=60, ge=1)
+    requests_per_minute_pro: int = Field(default=600, ge=1)
+    connections_per_database_free: int = Field(default=20, ge=1, le=1000)
+    connections_per_database_pro: int = Field(default=100, ge=1, le=1000)
+    backup_min_interval_seconds_free: int = Field(default=3600, ge=1, description="Shortest backup schedule.")
+    backup_min_interval_seconds_pro: int = Field(default=3600, ge=1)

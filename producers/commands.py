@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from nats.js import JetStreamContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from infra.metadata.tables import IDEMPOTENCY, OUTBOX
+from infra.metadata.tables import IDEMPOTENCY, OUTBOX, RATE_WINDOWS
 from infra.signing import CommandSigner
 from readmodel.projection import apply
 from schemas.commands import CancelOperation, DatabaseCommand, OperationKind
@@ -197,3 +197,5 @@ class OutboxRelay:
         async with self._engine.begin() as conn:
             await conn.execute(sa.delete(IDEMPOTENCY).where(IDEMPOTENCY.c.created_at < cutoff))
             await conn.execute(sa.delete(OUTBOX).where(OUTBOX.c.published_at < cutoff))
+            stale = datetime.now(UTC) - timedelta(minutes=2)  # request rate windows long over
+            await conn.execute(sa.delete(RATE_WINDOWS).where(RATE_WINDOWS.c.window_started < stale))

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from infra.metadata.tables import SLOTS
+from infra.plans import entitlements
 from infra.settings import Settings
 from producers.backup_schedule import slots_between
 from producers.backups import request_backup, request_backup_deletion
@@ -95,7 +96,10 @@ class BackupScheduler:
             )
         ).all()
         for backup in rows:
-            if backup.deleted_at + timedelta(days=self._settings.backup_retention_days(backup.plan)) > now:
+            if (
+                backup.deleted_at + timedelta(days=entitlements(self._settings, backup.plan).backup_retention_days)
+                > now
+            ):
                 continue
             database = (await conn.execute(sa.select(DATABASES).where(DATABASES.c.id == backup.database_id))).one()
             await request_backup_deletion(
@@ -132,7 +136,7 @@ class BackupScheduler:
                 conn,
                 self._outbox,
                 database=database,
-                max_bytes=self._settings.backup_max_bytes(policy.plan),
+                max_bytes=entitlements(self._settings, policy.plan).backup_max_bytes,
                 actor=ACTOR,
                 trigger="schedule",
                 backup_id=backup_id,

@@ -72,6 +72,7 @@ from schemas.events import (
     OperationStepFailed,
     ProjectCreated,
     ProjectDeleted,
+    ProjectPlanChanged,
     RetryRequested,
     VerifierDrifted,
     WalSegmentArchived,
@@ -122,6 +123,12 @@ async def project_created(batch: Batch, env: Envelope, event: ProjectCreated) ->
 async def project_deleted(batch: Batch, env: Envelope, event: ProjectDeleted) -> None:
     batch.update(PROJECTS, env.project_id, {"deleted_at": env.occurred_at})
     _audit(batch, env, "project.delete", "project", env.project_id, "succeeded", {"name": event.name})
+
+
+async def project_plan_changed(batch: Batch, env: Envelope, event: ProjectPlanChanged) -> None:
+    batch.update(PROJECTS, env.project_id, {"plan": event.plan})
+    detail = {"plan": event.plan, "previous": event.previous}
+    _audit(batch, env, "project.plan_change", "project", env.project_id, "succeeded", detail)
 
 
 async def api_token_created(batch: Batch, env: Envelope, event: ApiTokenCreated) -> None:
@@ -480,6 +487,7 @@ Projection = Callable[[Batch, Envelope, Any], Awaitable[None]]
 PROJECTIONS: dict[type[Payload], Projection] = {
     ProjectCreated: project_created,
     ProjectDeleted: project_deleted,
+    ProjectPlanChanged: project_plan_changed,
     ApiTokenCreated: api_token_created,
     ApiTokenRevoked: api_token_revoked,
     BackupPolicySet: backup_policy_set,

@@ -16,6 +16,14 @@ class ProjectCreated(Payload):
     plan: str
 
 
+class ProjectPlanChanged(Payload):
+    """An administrator moved the project to another plan; its entitlements apply at once."""
+
+    TYPE = "pgplane.project.plan_changed"
+    plan: str
+    previous: str
+
+
 class ProjectDeleted(Payload):
     TYPE = "pgplane.project.deleted"
     name: str

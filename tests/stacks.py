@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from devstack.cluster import Cluster
 from devstack.s3_server import S3Server
-from devstack.stack import PROCESSES, Stack
+from devstack.stack import PROCESSES, UNTHROTTLED, Stack
 
 STORES = ["filesystem", "s3"]
 FAST_RETRIES = {
@@ -33,7 +33,7 @@ def new_stack(
         namespace=f"t{suffix}",
         meta_db=f"meta_{suffix}",
         ledger_db=f"ledger_{suffix}",
-        extra_env=FAST_RETRIES | (env or {}),
+        extra_env=FAST_RETRIES | UNTHROTTLED | (env or {}),
         processes=processes,
     )
 

@@ -37,6 +37,7 @@ from api.usecases.operations import accept_operation, backup_accepted, ensure_id
 from infra.backup_crypto import BackupIntegrityError, decrypt_stream
 from infra.errors import Unreachable
 from infra.object_store import ObjectNotFound
+from infra.plans import entitlements
 from producers.backup_schedule import check_schedule
 from producers.backups import request_backup, request_backup_deletion
 from producers.commands import project_event
@@ -56,7 +57,7 @@ async def back_up(
         conn,
         platform.outbox,
         database=database,
-        max_bytes=platform.settings.backup_max_bytes(str(plan)),
+        max_bytes=entitlements(platform.settings, str(plan)).backup_max_bytes,
         actor=principal.actor,
         trigger="api",
     )
@@ -204,12 +205,14 @@ async def set_backup_policy(
     database_id: uuid.UUID,
     policy: BackupPolicyUpdate,
 ) -> BackupPolicyPublic:
+    database = await load_live_database(conn, database_id, principal, for_update=True)
     if policy.schedule is not None:
+        plan = (await conn.execute(sa.select(PROJECTS.c.plan).where(PROJECTS.c.id == database.project_id))).scalar()
+        shortest = entitlements(platform.settings, str(plan)).backup_min_interval_seconds
         try:
-            check_schedule(policy.schedule, min_interval_seconds=platform.settings.backup_min_interval_seconds)
+            check_schedule(policy.schedule, min_interval_seconds=shortest)
         except ValueError as exc:
             raise ApiError(422, "invalid_request", f"schedule: {exc}") from None
-    database = await load_live_database(conn, database_id, principal, for_update=True)
     event = project_event(
         BackupPolicySet(database_id=database_id, **policy.model_dump()),
         project_id=database.project_id,

@@ -18,6 +18,7 @@ from api.principal import Principal
 from api.usecases.loading import database_public, load_live_database
 from api.usecases.operations import accept_operation, ensure_idle
 from infra.metadata.tables import CREDENTIALS
+from infra.plans import entitlements
 from infra.secrets import new_password, scram_verifier, seal
 from producers.commands import project_event
 from readmodel.tables import DATABASES, GONE, PROJECTS
@@ -54,9 +55,12 @@ async def reserve_name(platform: Platform, conn: AsyncConnection, project_id: uu
         raise not_found("project")
     live = sa.and_(DATABASES.c.project_id == project_id, DATABASES.c.status.not_in(GONE))
     count = (await conn.execute(sa.select(sa.func.count()).where(live))).scalar_one()
-    if count >= platform.settings.databases_per_project:
+    allowed = entitlements(platform.settings, project.plan).databases_per_project
+    if count >= allowed:
         raise ApiError(
-            409, "quota_exceeded", f"a project holds at most {platform.settings.databases_per_project} databases"
+            409,
+            "quota_exceeded",
+            f"the {project.plan} plan holds at most {allowed} databases per project: delete one, or upgrade",
         )
     if (await conn.execute(sa.select(DATABASES.c.id).where(live, DATABASES.c.name == name))).first():
         raise ApiError(409, "name_taken", f"this project already has a database named {name!r}")
@@ -84,7 +88,7 @@ async def new_identity(
     platform: Platform, conn: AsyncConnection, project_id: uuid.UUID, name: str, *, host_id: str
 ) -> NewIdentity:
     """Reserve ``name`` in the project, check ``host_id`` has room, and make the identity of a new database."""
-    await reserve_name(platform, conn, project_id, name)
+    plan = await reserve_name(platform, conn, project_id, name)
     await ensure_host_room(platform, conn, host_id)
     database_id = uuid.uuid4()
     verifier, sealed = await store_password(platform, conn, database_id, 1)
@@ -94,7 +98,7 @@ async def new_identity(
         role=f"u_{database_id.hex}",
         password_verifier=verifier,
         sealed_password=sealed,
-        connection_limit=platform.settings.tenant_connection_limit,
+        connection_limit=entitlements(platform.settings, plan).connections_per_database,
     )
 
 
@@ -167,7 +171,7 @@ async def delete_database(
     command = DeleteDatabase(database_id=db.id, dbname=db.dbname, role=db.role)
     accepted = await _accept_change(conn, platform, principal, command, db, db.credentials_version)
     plan = (await conn.execute(sa.select(PROJECTS.c.plan).where(PROJECTS.c.id == db.project_id))).scalar_one()
-    kept_until = datetime.now(UTC) + timedelta(days=platform.settings.backup_retention_days(plan))
+    kept_until = datetime.now(UTC) + timedelta(days=entitlements(platform.settings, plan).backup_retention_days)
     return DeleteAccepted(**accepted.model_dump(), backups_kept_until=kept_until)
 
 

@@ -23,6 +23,7 @@ from api.usecases.databases import new_identity
 from api.usecases.loading import check_created, load_database
 from api.usecases.operations import accept_operation, ensure_idle
 from infra.heartbeats import STALE_SECONDS
+from infra.plans import entitlements
 from readmodel.tables import BASE_BACKUPS, GONE, PROJECTS, WAL_SEGMENTS
 from schemas.commands import RestorePointInTime, RestorePointInTimeToNewDatabase
 
@@ -106,7 +107,7 @@ async def window(conn: AsyncConnection, platform: Platform, database: Row[Any]) 
         )
     }
     now = datetime.now(UTC)
-    retention = now - timedelta(days=platform.settings.pitr_window_days(str(plan)))
+    retention = now - timedelta(days=entitlements(platform.settings, str(plan)).pitr_window_days)
     up = await _host_up(platform, database.host_id, now) and _archiving(platform, segments, now)
     found = spans(bases, segments)
     return Window(

@@ -22,7 +22,7 @@ from infra.secrets import token_digest
 from infra.tokens import new_token
 from producers.commands import project_event
 from readmodel.tables import DATABASES, GONE, PROJECTS
-from schemas.events import ApiTokenCreated, ApiTokenRevoked, ProjectCreated, ProjectDeleted
+from schemas.events import ApiTokenCreated, ApiTokenRevoked, ProjectCreated, ProjectDeleted, ProjectPlanChanged
 
 SCOPES = ["read", "write"]
 
@@ -73,6 +73,18 @@ async def list_projects(conn: AsyncConnection, principal: Principal) -> Projects
 
 
 async def read_project(conn: AsyncConnection, principal: Principal, project_id: uuid.UUID) -> ProjectPublic:
+    return _project(await load_project(conn, principal, project_id))
+
+
+async def change_plan(
+    conn: AsyncConnection, platform: Platform, principal: Principal, project_id: uuid.UUID, plan: str
+) -> ProjectPublic:
+    """Move the project to ``plan`` now. A downgrade over a limit deletes nothing: what is over it
+    stays, and new creations are refused (409) until the project is back under it."""
+    project = await load_project(conn, principal, project_id, for_update=True)
+    if project.plan != plan:
+        changed = ProjectPlanChanged(plan=plan, previous=project.plan)
+        await platform.outbox.event(conn, project_event(changed, project_id=project_id, actor=principal.actor))
     return _project(await load_project(conn, principal, project_id))
 
 

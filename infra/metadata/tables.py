@@ -40,6 +40,16 @@ class AuthFailure(SQLModel, table=True):
     failures: int
 
 
+class RateWindow(SQLModel, table=True):
+    """Requests per key (``token:<id>``, ``project:<id>``) in its current one-minute window, shared
+    by every API process: past the plan's rate, a 429."""
+
+    __tablename__ = "rate_windows"
+    key: str = Field(primary_key=True)
+    window_started: datetime = Field(sa_type=TZ)
+    used: int
+
+
 class DatabaseCredential(SQLModel, table=True):
     """Tenant passwords, AES-GCM encrypted; the read model says which version is live."""
 
@@ -158,6 +168,6 @@ class WebhookAttempt(SQLModel, table=True):
 WEBHOOK_ENDPOINTS, WEBHOOK_DELIVERIES, WEBHOOK_ATTEMPTS = (
     table(m) for m in (WebhookEndpoint, WebhookDelivery, WebhookAttempt)
 )
-TOKENS, CREDENTIALS, IDEMPOTENCY, OUTBOX, SLOTS, AUTH_FAILURES = (
-    table(m) for m in (ApiToken, DatabaseCredential, IdempotencyKey, OutboxMessage, BackupSlot, AuthFailure)
+TOKENS, CREDENTIALS, IDEMPOTENCY, OUTBOX, SLOTS, AUTH_FAILURES, RATE_WINDOWS = (
+    table(m) for m in (ApiToken, DatabaseCredential, IdempotencyKey, OutboxMessage, BackupSlot, AuthFailure, RateWindow)
 )

@@ -80,7 +80,7 @@ async def test_idempotency_key_reused_with_another_body(client: PlatformClient) 
 
 @pytest.fixture
 def stack_env() -> dict[str, str]:
-    return {"PGPLANE_DATABASES_PER_PROJECT": "3"}
+    return {"PGPLANE_DATABASES_PER_PROJECT_FREE": "3"}
 
 
 async def test_quota_holds_under_concurrent_creates(client: PlatformClient) -> None:

@@ -28,7 +28,7 @@ EVERY_2S = "* * * * * */2"
 @pytest.fixture
 def stack_env() -> dict[str, str]:
     return {
-        "PGPLANE_BACKUP_MIN_INTERVAL_SECONDS": "1",
+        "PGPLANE_BACKUP_MIN_INTERVAL_SECONDS_FREE": "1",
         "PGPLANE_SCHEDULER_INTERVAL_SECONDS": "0.3",
         "PGPLANE_BACKUP_MISSED_AFTER_SECONDS": "3",
     }

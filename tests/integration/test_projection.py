@@ -67,6 +67,7 @@ from schemas.events import (
     OperationStepFailed,
     ProjectCreated,
     ProjectDeleted,
+    ProjectPlanChanged,
     RetryRequested,
     VerifierDrifted,
     WalSegmentArchived,
@@ -237,6 +238,24 @@ async def test_verifier_drifted(conn: AsyncConnection) -> None:
     event = outside_operation(drifted, PLATFORM_PROJECT)
     await apply_all(conn, event, event)
     assert ("database.verifier_drift", "detected") in await audit(conn, PLATFORM_PROJECT)
+
+
+async def test_project_plan_changed(conn: AsyncConnection) -> None:
+    created = outside_operation(ProjectCreated(name="acme", plan="free"))
+    upgraded = Envelope.wrap(
+        ProjectPlanChanged(plan="pro", previous="free"),
+        correlation_id=uuid.uuid4(),
+        sequence=0,
+        actor="admin",
+        project_id=created.project_id,
+    )
+    await apply_all(conn, created, upgraded, upgraded)
+    project = await one(conn, PROJECTS, PROJECTS.c.id == created.project_id)
+    assert project.plan == "pro"
+    assert await audit(conn, created.project_id) == [
+        ("project.create", "succeeded"),
+        ("project.plan_change", "succeeded"),
+    ]
 
 
 async def test_retry_requested(conn: AsyncConnection) -> None:
