@@ -80,7 +80,12 @@ async def _verify(conn: AsyncConnection, platform: Platform, token: str) -> Veri
     row = (
         await conn.execute(
             sa.select(
-                TOKENS.c.project_id, TOKENS.c.secret_digest, TOKENS.c.expires_at, TOKENS.c.last_used_at, PROJECTS.c.plan
+                TOKENS.c.project_id,
+                TOKENS.c.secret_digest,
+                TOKENS.c.expires_at,
+                TOKENS.c.last_used_at,
+                TOKENS.c.scopes,
+                PROJECTS.c.plan,
             )
             .join(PROJECTS, PROJECTS.c.id == TOKENS.c.project_id)
             .where(TOKENS.c.id == token_id, TOKENS.c.revoked_at.is_(None))
@@ -93,7 +98,8 @@ async def _verify(conn: AsyncConnection, platform: Platform, token: str) -> Veri
         return None
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_EVERY:
         await conn.execute(sa.update(TOKENS).where(TOKENS.c.id == token_id).values(last_used_at=now))
-    return Verified(Principal(f"token:{token_id}", row.project_id), (token_id, row.project_id, str(row.plan)))
+    principal = Principal(f"token:{token_id}", row.project_id, frozenset(row.scopes))
+    return Verified(principal, (token_id, row.project_id, str(row.plan)))
 
 
 async def _refuse_if_throttled(conn: AsyncConnection, client: str, limit: int) -> None:

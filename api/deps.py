@@ -47,10 +47,18 @@ async def get_principal(
     principal, quota = await authenticate(platform, credentials.credentials, client)
     if quota is not None:
         response.headers.update(quota.headers())
+    principal.check_scope("read" if request.method in READS else "write")
     return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def require_project_admin(request: Request, principal: CurrentPrincipal) -> None:
+    """Changes to a project's webhooks need the ``admin`` scope (a token that can read them, reads them)."""
+    if request.method not in READS:
+        principal.check_scope("admin")
 
 
 def require_admin(principal: CurrentPrincipal) -> Principal:

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from schemas.public_events import EventType
 
@@ -107,13 +107,27 @@ class TokenCreate(Strict):
     expires_in_days: Days | None = Field(
         default=None, description="The token stops working after this many days; null: never."
     )
+    scopes: list[Literal["read", "write", "admin"]] = Field(
+        default=["read", "write"],
+        min_length=1,
+        max_length=3,
+        description="read: see the project; write: also change its databases, backups and restores;"
+        " admin: also manage its webhooks.",
+    )
+
+    @field_validator("scopes")
+    @classmethod
+    def _distinct(cls, scopes: list[str]) -> list[str]:
+        if len(set(scopes)) != len(scopes):
+            raise ValueError("each scope once")
+        return scopes
 
 
 class TokenPublic(BaseModel):
     id: uuid.UUID
     project_id: uuid.UUID
     name: str
-    scopes: list[str] = Field(description="What the token may do: read and change its project's resources.")
+    scopes: list[str] = Field(description="What the token may do: read, write (change), admin (webhooks).")
     created_at: datetime
     last_used_at: datetime | None = Field(description="Recorded at most once a minute.")
     expires_at: datetime | None

@@ -36,10 +36,12 @@ class PlatformClient:
         return {"Authorization": f"Bearer {self.stack.admin_token}"}
 
     async def tenant(self, name: str = "acme") -> Tenant:
+        """A new project and a token with every scope."""
         project = await self.http.post("/projects", json={"name": name}, headers=self.admin)
         assert project.status_code == 201, project.text
         project_id = project.json()["id"]
-        token = await self.http.post(f"/projects/{project_id}/tokens", json={"name": "ci"}, headers=self.admin)
+        body = {"name": "ci", "scopes": ["read", "write", "admin"]}
+        token = await self.http.post(f"/projects/{project_id}/tokens", json=body, headers=self.admin)
         assert token.status_code == 201, token.text
         return Tenant(project_id, token.json()["token"])
 

@@ -12,7 +12,7 @@ from api.errors import errors
 from api.models import AuditEntryPublic, AuditLogPublic
 from readmodel.tables import AUDIT
 
-router = APIRouter(prefix="/audit-log", tags=["audit"], responses=errors(401, 422, 429))
+router = APIRouter(prefix="/audit-log", tags=["audit"], responses=errors(401, 403, 422, 429))
 
 
 @router.get("", response_model=AuditLogPublic, responses=errors(404))

@@ -23,7 +23,7 @@ from api.models import (
 from api.usecases import backups
 from api.usecases.loading import backup_public, load_backup
 
-router = APIRouter(tags=["backups"], responses=errors(401, 422, 429))
+router = APIRouter(tags=["backups"], responses=errors(401, 403, 422, 429))
 
 
 @router.post(

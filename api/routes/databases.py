@@ -12,7 +12,7 @@ from api.models import Accepted, Credentials, DatabaseCreate, DatabasePublic, Da
 from api.usecases import databases
 from api.usecases.loading import database_public, load_database
 
-router = APIRouter(prefix="/databases", tags=["databases"], responses=errors(401, 422, 429))
+router = APIRouter(prefix="/databases", tags=["databases"], responses=errors(401, 403, 422, 429))
 
 
 @router.post("", status_code=202, response_model=Accepted, responses=errors(413, 415, 404, 409, 503))

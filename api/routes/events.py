@@ -19,7 +19,7 @@ from schemas.asyncapi import committed_specification
 from schemas.export import committed_public_schemas
 from schemas.public_events import EventType, PublicEvent
 
-router = APIRouter(prefix="/events", tags=["events"], responses=errors(401, 422, 429))
+router = APIRouter(prefix="/events", tags=["events"], responses=errors(401, 403, 422, 429))
 
 Types = Annotated[
     list[EventType],

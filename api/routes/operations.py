@@ -12,7 +12,7 @@ from api.models import OperationPublic
 from api.usecases.loading import load_operation
 from api.usecases.operations import cancel_operation as cancel
 
-router = APIRouter(prefix="/operations", tags=["operations"], responses=errors(401, 422, 429))
+router = APIRouter(prefix="/operations", tags=["operations"], responses=errors(401, 403, 422, 429))
 
 
 @router.get("/{operation_id}", response_model=OperationPublic, responses=errors(404))

@@ -11,7 +11,7 @@ from api.errors import errors
 from api.models import Accepted, PointInTimeRestoreRequest, RestoreWindowPublic
 from api.usecases import point_in_time
 
-router = APIRouter(prefix="/databases", tags=["point-in-time restore"], responses=errors(401, 422, 429))
+router = APIRouter(prefix="/databases", tags=["point-in-time restore"], responses=errors(401, 403, 422, 429))
 
 
 @router.get("/{database_id}/restore-window", response_model=RestoreWindowPublic, responses=errors(404))

@@ -20,7 +20,7 @@ from api.models import (
 )
 from api.usecases import projects
 
-router = APIRouter(prefix="/projects", tags=["projects"], responses=errors(401, 422, 429))
+router = APIRouter(prefix="/projects", tags=["projects"], responses=errors(401, 403, 422, 429))
 
 
 @router.post("", status_code=201, response_model=ProjectPublic, responses=errors(403, 413, 415))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
-from api.deps import CurrentPrincipal, MutationDep, PlatformDep
+from api.deps import CurrentPrincipal, MutationDep, PlatformDep, require_project_admin
 from api.errors import errors
 from api.models import (
     DeliveryAttemptsPublic,
@@ -21,7 +21,12 @@ from api.models import (
 )
 from api.usecases import webhooks
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses=errors(401, 422, 429))
+router = APIRouter(
+    prefix="/webhooks",
+    tags=["webhooks"],
+    responses=errors(401, 403, 422, 429),
+    dependencies=[Depends(require_project_admin)],
+)
 
 
 @router.post("", status_code=201, response_model=WebhookWithSecret, responses=errors(404, 413, 415))

@@ -24,8 +24,6 @@ from producers.commands import project_event
 from readmodel.tables import DATABASES, GONE, PROJECTS
 from schemas.events import ApiTokenCreated, ApiTokenRevoked, ProjectCreated, ProjectDeleted, ProjectPlanChanged
 
-SCOPES = ["read", "write"]
-
 
 def _project(row: Any) -> ProjectPublic:
     return ProjectPublic(id=row.id, name=row.name, plan=row.plan, created_at=row.created_at)
@@ -36,7 +34,7 @@ def _token(row: Any) -> TokenPublic:
         id=row.id,
         project_id=row.project_id,
         name=row.name,
-        scopes=SCOPES,
+        scopes=row.scopes,
         created_at=row.created_at,
         last_used_at=row.last_used_at,
         expires_at=row.expires_at,
@@ -125,6 +123,7 @@ async def create_token(
             secret_digest=token_digest(secret),
             created_at=now,
             expires_at=expires,
+            scopes=request.scopes,
         )
     )
     event = ApiTokenCreated(token_id=token_id, name=request.name)

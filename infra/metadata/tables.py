@@ -29,6 +29,7 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=TZ)
     expires_at: datetime | None = Field(default=None, sa_type=TZ)
     last_used_at: datetime | None = Field(default=None, sa_type=TZ)
+    scopes: list[str] = Field(sa_type=JSONB)
 
 
 class AuthFailure(SQLModel, table=True):

@@ -1,5 +1,6 @@
 """Project tokens: a retried creation with the same Idempotency-Key makes one token and shows its
-secret again (the first response may have been lost); the key with another body is refused."""
+secret again (the first response may have been lost); the key with another body is refused;
+listing, revocation, expiry; and scopes: a token does only what they allow (403, nothing changed)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ async def test_tokens_are_listed_revoked_and_minted_only_by_the_admin(client: Pl
     assert listed["data"][0]["last_used_at"] is None or listed["data"][0]["last_used_at"]
     assert (await client.http.get("/databases", headers=tenant.headers)).status_code == 200
     used = (await client.http.get(tokens, headers=client.admin)).json()["data"][0]
-    assert used["last_used_at"] is not None and used["scopes"] == ["read", "write"]
+    assert used["last_used_at"] is not None and used["scopes"] == ["read", "write", "admin"]
     revoked = await client.http.delete(f"{tokens}/{used['id']}", headers=client.admin)
     assert revoked.status_code == 200 and revoked.json()["revoked_at"]
     assert (await client.http.get("/databases", headers=tenant.headers)).status_code == 401  # at once
@@ -105,3 +106,44 @@ async def test_projects_are_listed_and_deleted_once_empty(client: PlatformClient
         "/databases", json={"project_id": tenant.project_id, "name": "x"}, headers=client.admin
     )
     assert created.status_code == 404
+
+
+async def test_a_token_does_only_what_its_scopes_allow(client: PlatformClient) -> None:
+    tenant = await client.tenant()
+    tokens = f"/projects/{tenant.project_id}/tokens"
+
+    async def token(*scopes: str) -> dict[str, str]:
+        body = {"name": "-".join(scopes), "scopes": list(scopes)} if scopes else {"name": "default"}
+        made = await client.http.post(tokens, json=body, headers=client.admin)
+        assert made.status_code == 201, made.text
+        return {"Authorization": f"Bearer {made.json()['token']}"}
+
+    reader, writer, admin = await token("read"), await token(), await token("admin")
+    create = {"project_id": tenant.project_id, "name": "app"}
+    assert (await client.http.get("/databases", headers=reader)).status_code == 200
+    refused = await client.http.post("/databases", json=create, headers=reader)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "insufficient_scope"
+    assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
+    listed = (await client.http.get("/databases", headers=reader)).json()
+    assert listed["count"] == 0  # the refused request changed nothing
+
+    hook = {"project_id": tenant.project_id, "url": "http://127.0.0.1:9/hook"}
+    assert (
+        await client.http.get("/webhooks", params={"project_id": tenant.project_id}, headers=writer)
+    ).status_code == 200
+    assert (await client.http.post("/webhooks", json=hook, headers=writer)).status_code == 403
+    assert (await client.http.post("/webhooks", json=hook, headers=admin)).status_code == 201
+    accepted = await client.http.post("/databases", json=create, headers=writer)
+    assert accepted.status_code == 202, accepted.text
+
+    scopes = {t["name"]: t["scopes"] for t in (await client.http.get(tokens, headers=client.admin)).json()["data"]}
+    assert scopes == {
+        "ci": ["read", "write", "admin"],
+        "read": ["read"],
+        "default": ["read", "write"],
+        "admin": ["admin"],
+    }
+    bad = await client.http.post(tokens, json={"name": "x", "scopes": ["read", "read"]}, headers=client.admin)
+    assert bad.status_code == 422
+    unknown = await client.http.post(tokens, json={"name": "x", "scopes": ["root"]}, headers=client.admin)
+    assert unknown.status_code == 422
