@@ -97,6 +97,15 @@ class ProjectPublic(BaseModel):
     created_at: datetime
 
 
+class ProjectUsage(BaseModel):
+    project_id: uuid.UUID
+    since: datetime = Field(description="The start of the period (default: this month's first day, UTC).")
+    databases: int = Field(description="Databases the project holds now.")
+    storage_bytes: int = Field(description="Their size on their data hosts, from the hosts' latest state reports.")
+    reported_at: datetime | None = Field(description="The oldest host report that size comes from.")
+    database_hours: float = Field(description="Hours each database existed within the period, summed.")
+
+
 class ProjectsPublic(BaseModel):
     data: list[ProjectPublic]
     count: int

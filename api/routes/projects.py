@@ -4,15 +4,18 @@ admin token: a project token can use its project, not mint or revoke tokens (403
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
 from api.deps import AdminPrincipal, CurrentPrincipal, MutationDep, PlatformDep
 from api.errors import errors
 from api.models import (
+    Moment,
     ProjectCreate,
     ProjectPublic,
     ProjectsPublic,
+    ProjectUsage,
     TokenCreate,
     TokenCreated,
     TokenPublic,
@@ -43,6 +46,19 @@ async def read_project(*, platform: PlatformDep, principal: CurrentPrincipal, pr
     """One project."""
     async with platform.engine.connect() as conn:
         return await projects.read_project(conn, principal, project_id)
+
+
+@router.get("/{project_id}/usage", response_model=ProjectUsage, responses=errors(404))
+async def read_usage(
+    *, platform: PlatformDep, principal: CurrentPrincipal, project_id: uuid.UUID, since: Moment | None = None
+) -> ProjectUsage:
+    """What the project uses: its databases, their storage (from the data hosts' latest state
+    reports) and database-hours since ``since`` (default: the first day of this month, UTC)."""
+    now = datetime.now(UTC)
+    async with platform.engine.connect() as conn:
+        return await projects.usage(
+            conn, principal, project_id, since or now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        )
 
 
 @router.delete("/{project_id}", response_model=ProjectPublic, responses=errors(403, 404, 409, 413, 415))

@@ -14,14 +14,22 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.errors import ApiError, not_found
-from api.models import ProjectPublic, ProjectsPublic, TokenCreate, TokenCreated, TokenPublic, TokensPublic
+from api.models import (
+    ProjectPublic,
+    ProjectsPublic,
+    ProjectUsage,
+    TokenCreate,
+    TokenCreated,
+    TokenPublic,
+    TokensPublic,
+)
 from api.platform import Platform
 from api.principal import Principal
 from infra.metadata.tables import TOKENS
 from infra.secrets import token_digest
 from infra.tokens import new_token
 from producers.commands import project_event
-from readmodel.tables import DATABASES, GONE, PROJECTS
+from readmodel.tables import DATABASES, GONE, HOST_STATES, PROJECTS, DatabaseStatus
 from schemas.events import ApiTokenCreated, ApiTokenRevoked, ProjectCreated, ProjectDeleted, ProjectPlanChanged
 
 
@@ -105,6 +113,52 @@ async def delete_project(
     event = project_event(ProjectDeleted(name=project.name), project_id=project_id, actor=principal.actor)
     await platform.outbox.event(conn, event)
     return _project(project)
+
+
+async def usage(conn: AsyncConnection, principal: Principal, project_id: uuid.UUID, since: datetime) -> ProjectUsage:
+    """What the project uses: databases and their storage (from the data hosts' latest reports),
+    and database-hours since ``since``."""
+    await load_project(conn, principal, project_id)
+    now = datetime.now(UTC)
+    live = sa.and_(DATABASES.c.project_id == project_id, DATABASES.c.status.not_in(GONE))
+    count = (await conn.execute(sa.select(sa.func.count()).where(live))).scalar_one()
+    reported = (
+        sa.func.jsonb_to_recordset(HOST_STATES.c.databases)
+        .table_valued(sa.column("dbname", sa.String), sa.column("size_bytes", sa.BigInteger))
+        .render_derived(with_types=True)
+    )  # jsonb_to_recordset needs its column types
+    storage = (
+        await conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(reported.c.size_bytes), 0), sa.func.min(HOST_STATES.c.reported_at))
+            .select_from(HOST_STATES)
+            .join(reported, sa.true())
+            .join(
+                DATABASES,
+                sa.and_(DATABASES.c.dbname == reported.c.dbname, DATABASES.c.host_id == HOST_STATES.c.host_id),
+            )
+            .where(live)
+        )
+    ).one()
+    start = sa.func.greatest(DATABASES.c.created_at, since)
+    end = sa.func.coalesce(DATABASES.c.deleted_at, now)
+    seconds = sa.func.greatest(sa.extract("epoch", end - start), 0)
+    lived = (
+        await conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(seconds), 0)).where(
+                DATABASES.c.project_id == project_id,
+                DATABASES.c.status != DatabaseStatus.FAILED.value,
+                sa.or_(DATABASES.c.deleted_at.is_(None), DATABASES.c.deleted_at > since),
+            )
+        )
+    ).scalar_one()
+    return ProjectUsage(
+        project_id=project_id,
+        since=since,
+        databases=count,
+        storage_bytes=int(storage[0]),
+        reported_at=storage[1],
+        database_hours=round(float(lived) / 3600, 3),
+    )
 
 
 async def create_token(

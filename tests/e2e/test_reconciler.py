@@ -101,6 +101,11 @@ async def test_drift_is_reported_the_safe_kinds_repaired_and_nothing_deleted(
     changed, dropped, fine = (made[n]["database"] for n in ("changed", "dropped", "fine"))
     await asyncio.sleep(1.5)  # reports of the host as pgplane left it
     assert ops(stack, "drifts", "--all") == []
+    used = await client.http.get(f"/projects/{tenant.project_id}/usage", headers=tenant.headers)
+    assert used.status_code == 200, used.text
+    usage = used.json()
+    assert usage["databases"] == 3 and usage["storage_bytes"] > 3 * 1_000_000  # an empty database: ~7 MB
+    assert usage["reported_at"] is not None and 0 < usage["database_hours"] < 0.1
 
     orphan = f"db_{uuid.uuid4().hex}"
     superuser(stack, "postgres", f"ALTER ROLE {changed['user']} PASSWORD 'chosen-by-the-tenant'")
