@@ -15,7 +15,21 @@ from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
 from api.middleware import RequestGuard, RequestMetrics
-from api.routes import admin, audit, backups, databases, events, health, operations, point_in_time, projects, webhooks
+from api.routes import (
+    accounts,
+    admin,
+    audit,
+    backups,
+    databases,
+    events,
+    health,
+    oauth,
+    operations,
+    organizations,
+    point_in_time,
+    projects,
+    webhooks,
+)
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -36,9 +50,22 @@ def create_app(lifespan: Lifespan, *, max_body_bytes: int = 2**20) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
     app.add_middleware(RequestMetrics)
-    for module in (projects, databases, backups, point_in_time, operations, events, webhooks, audit, admin):
+    for module in (
+        accounts,
+        organizations,
+        projects,
+        databases,
+        backups,
+        point_in_time,
+        operations,
+        events,
+        webhooks,
+        audit,
+        admin,
+    ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(health.router)
+    app.include_router(oauth.router)
     app.mount("/api/docs/assets", StaticFiles(directory=SWAGGER_UI), name="swagger-ui")
 
     @app.get("/api/docs", include_in_schema=False)

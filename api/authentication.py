@@ -1,9 +1,11 @@
-"""Who a bearer token is, throttling of wrong ones, and the plan's request rate (``api.rate_limits``).
+"""Who a credential is, throttling of wrong ones, and the plan's request rate (``api.rate_limits``).
 
-A client address that presented more than ``auth_failures_per_minute`` wrong tokens in a minute
-gets 429 with ``Retry-After`` until the minute is over, whatever it presents: guessing is as slow
-as the limit. A token is refused once revoked or past its expiry; its last use is recorded (at
-most once a minute, so reads stay reads).
+A credential is a bearer token (the admin token, a project token or a user's personal token, all
+``pgp_…`` but the first) or a browser's session cookie. The check is the same for every kind: a
+revoked or expired one is refused, its last use is recorded (at most once a minute, so reads stay
+reads). A client address that presented more than ``auth_failures_per_minute`` wrong credentials
+in a minute gets 429 with ``Retry-After`` until the minute is over, whatever it presents: guessing
+is as slow as the limit.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -20,11 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.errors import ApiError
 from api.platform import Platform
-from api.principal import Principal
+from api.principal import ROLE_SCOPES, SCOPES, Principal, up_to
 from api.rate_limits import Quota, refuse, take
-from infra.metadata.tables import AUTH_FAILURES, TOKENS
+from infra.metadata.tables import AUTH_FAILURES, MEMBERSHIPS, SESSIONS, TOKENS, USERS
 from infra.plans import entitlements
 from infra.secrets import token_digest
+from infra.sessions import parse_session
 from infra.tokens import parse_token
 from readmodel.tables import PROJECTS
 
@@ -37,24 +41,33 @@ def unauthorized() -> ApiError:
 
 
 @dataclass(frozen=True)
+class Credential:
+    kind: Literal["bearer", "session"]
+    value: str
+
+
+@dataclass(frozen=True)
 class Verified:
     principal: Principal
-    token: tuple[uuid.UUID, uuid.UUID, str] | None = None
-    """A project token's id, its project and the project's plan (``None``: the admin token, which
-    no rate limits)."""
+    rate_keys: tuple[str, ...] = ()
+    """What the request counts against (none: the admin, whom no rate limits)."""
+    plans: tuple[str, ...] = ()
+    """The plans of the projects it may use: the best one sets the rate."""
 
 
-async def authenticate(platform: Platform, token: str, client: str) -> tuple[Principal, Quota | None]:
+async def authenticate(platform: Platform, credential: Credential, client: str) -> tuple[Principal, Quota | None]:
     """The caller, and what is left of its plan's request rate (counted, shared by every API process)."""
     quota = None
     async with platform.engine.begin() as conn:
         await _refuse_if_throttled(conn, client, platform.settings.auth_failures_per_minute)
-        verified = await _verify(conn, platform, token)
+        verified = await _verify(conn, platform, credential)
         if verified is None:
             await _record_failure(conn, client)
-        elif verified.token is not None:
-            token_id, project_id, plan = verified.token
-            quota = await take(conn, token_id, project_id, entitlements(platform.settings, plan).requests_per_minute)
+        elif verified.rate_keys:
+            rate = max(
+                entitlements(platform.settings, plan).requests_per_minute for plan in verified.plans or ("free",)
+            )
+            quota = await take(conn, verified.rate_keys, rate)
     if verified is None:
         raise unauthorized()
     if quota is not None and quota.exceeded:
@@ -62,18 +75,20 @@ async def authenticate(platform: Platform, token: str, client: str) -> tuple[Pri
     return verified.principal, quota
 
 
-async def reverify(platform: Platform, token: str) -> Principal | None:
-    """The token's principal now, or ``None`` once it is revoked or expired (long-lived responses)."""
+async def reverify(platform: Platform, credential: Credential) -> Principal | None:
+    """The credential's principal now, or ``None`` once it is revoked or expired (long-lived responses)."""
     async with platform.engine.begin() as conn:
-        verified = await _verify(conn, platform, token)
+        verified = await _verify(conn, platform, credential)
     return verified.principal if verified else None
 
 
-async def _verify(conn: AsyncConnection, platform: Platform, token: str) -> Verified | None:
+async def _verify(conn: AsyncConnection, platform: Platform, credential: Credential) -> Verified | None:
+    if credential.kind == "session":
+        return await _verify_session(conn, credential.value)
     admin = platform.settings.admin_token
-    if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
-        return Verified(Principal("admin", None))
-    parsed = parse_token(token)
+    if admin is not None and hmac.compare_digest(credential.value.encode(), admin.get_secret_value().encode()):
+        return Verified(Principal.admin())
+    parsed = parse_token(credential.value)
     if parsed is None:
         return None
     token_id, secret = parsed
@@ -81,13 +96,15 @@ async def _verify(conn: AsyncConnection, platform: Platform, token: str) -> Veri
         await conn.execute(
             sa.select(
                 TOKENS.c.project_id,
+                TOKENS.c.user_id,
                 TOKENS.c.secret_digest,
                 TOKENS.c.expires_at,
                 TOKENS.c.last_used_at,
                 TOKENS.c.scopes,
                 PROJECTS.c.plan,
+                PROJECTS.c.deleted_at,
             )
-            .join(PROJECTS, PROJECTS.c.id == TOKENS.c.project_id)
+            .outerjoin(PROJECTS, PROJECTS.c.id == TOKENS.c.project_id)
             .where(TOKENS.c.id == token_id, TOKENS.c.revoked_at.is_(None))
         )
     ).first()
@@ -98,8 +115,64 @@ async def _verify(conn: AsyncConnection, platform: Platform, token: str) -> Veri
         return None
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_EVERY:
         await conn.execute(sa.update(TOKENS).where(TOKENS.c.id == token_id).values(last_used_at=now))
-    principal = Principal(f"token:{token_id}", row.project_id, frozenset(row.scopes))
-    return Verified(principal, (token_id, row.project_id, str(row.plan)))
+    if row.user_id is not None:
+        return await _user(conn, row.user_id, f"user:{row.user_id}", (f"token:{token_id}",), frozenset(row.scopes))
+    if row.project_id is None or row.plan is None:
+        return None
+    principal = Principal.project_token(token_id, row.project_id, frozenset(row.scopes))
+    return Verified(principal, (f"token:{token_id}", f"project:{row.project_id}"), (str(row.plan),))
+
+
+async def _verify_session(conn: AsyncConnection, cookie: str) -> Verified | None:
+    parsed = parse_session(cookie)
+    if parsed is None:
+        return None
+    session_id, secret = parsed
+    row = (
+        await conn.execute(
+            sa.select(SESSIONS.c.user_id, SESSIONS.c.secret_digest, SESSIONS.c.expires_at).where(
+                SESSIONS.c.id == session_id, SESSIONS.c.revoked_at.is_(None)
+            )
+        )
+    ).first()
+    if row is None or not hmac.compare_digest(row.secret_digest, token_digest(secret)):
+        return None
+    if row.expires_at <= datetime.now(UTC):
+        return None
+    return await _user(conn, row.user_id, f"user:{row.user_id}", (f"session:{session_id}",), frozenset(SCOPES))
+
+
+async def _user(
+    conn: AsyncConnection, user_id: uuid.UUID, actor: str, keys: tuple[str, ...], scopes: frozenset[str]
+) -> Verified | None:
+    """A user's principal: in each project of each of their organisations, what their role gives
+    there, within what the credential allows. A platform administrator sees every project."""
+    user = (await conn.execute(sa.select(USERS.c.platform_admin).where(USERS.c.id == user_id))).first()
+    if user is None:
+        return None
+    roles = dict(
+        (
+            await conn.execute(
+                sa.select(MEMBERSHIPS.c.organization_id, MEMBERSHIPS.c.role).where(MEMBERSHIPS.c.user_id == user_id)
+            )
+        )
+        .tuples()
+        .all()
+    )
+    projects = (
+        await conn.execute(
+            sa.select(PROJECTS.c.id, PROJECTS.c.organization_id, PROJECTS.c.plan).where(
+                PROJECTS.c.organization_id.in_(roles), PROJECTS.c.deleted_at.is_(None)
+            )
+        )
+    ).all()
+    grants = (
+        None
+        if user.platform_admin and scopes == frozenset(SCOPES)
+        else {p.id: up_to(ROLE_SCOPES[roles[p.organization_id]]) & scopes for p in projects}
+    )
+    principal = Principal(actor, grants=grants, user_id=user_id, memberships=roles, scopes=scopes)
+    return Verified(principal, (f"user:{user_id}", *keys), tuple(str(p.plan) for p in projects))
 
 
 async def _refuse_if_throttled(conn: AsyncConnection, client: str, limit: int) -> None:
@@ -115,9 +188,21 @@ async def _refuse_if_throttled(conn: AsyncConnection, client: str, limit: int) -
         raise ApiError(
             429,
             "too_many_failed_attempts",
-            f"too many wrong tokens from this address: try again in {math.ceil(left)} s",
+            f"too many wrong credentials from this address: try again in {math.ceil(left)} s",
             headers={"Retry-After": str(math.ceil(left))},
         )
+
+
+async def record_failure(platform: Platform, client: str) -> None:
+    """A wrong password counts like a wrong token."""
+    async with platform.engine.begin() as conn:
+        await _refuse_if_throttled(conn, client, platform.settings.auth_failures_per_minute)
+        await _record_failure(conn, client)
+
+
+async def refuse_if_throttled(platform: Platform, client: str) -> None:
+    async with platform.engine.connect() as conn:
+        await _refuse_if_throttled(conn, client, platform.settings.auth_failures_per_minute)
 
 
 async def _record_failure(conn: AsyncConnection, client: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Annotated, TypeVar
 
@@ -14,11 +14,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from api.authentication import authenticate, unauthorized
+from api.authentication import Credential, authenticate, unauthorized
 from api.errors import ApiError
 from api.idempotency import request_digest, store_response, stored_response
 from api.platform import Platform
 from api.principal import Principal
+from infra.sessions import COOKIE, CSRF_HEADER, csrf_matches
 
 log = logging.getLogger("pgplane.api")
 Model = TypeVar("Model", bound=BaseModel)
@@ -32,7 +33,11 @@ def get_platform(request: Request) -> Platform:
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 
-BEARER = HTTPBearer(auto_error=False, description="The admin token, or an API token (`pgp_…`) of one project.")
+BEARER = HTTPBearer(
+    auto_error=False,
+    description="The admin token, a project's API token or a user's personal token (`pgp_…`); a browser"
+    " signed in with a session cookie sends no token, and its writes carry X-CSRF-Token.",
+)
 
 
 async def get_principal(
@@ -41,24 +46,36 @@ async def get_principal(
     platform: PlatformDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> Principal:
-    if credentials is None or not credentials.credentials:
-        raise unauthorized()
+    """The caller, from its bearer token or its session cookie. A cookie-authenticated write must
+    carry the session's CSRF token (another site can make a browser send the cookie, not read the
+    token). ``needs`` is the scope the request needs in the project it addresses."""
     client = request.client.host if request.client else ""
-    principal, quota = await authenticate(platform, credentials.credentials, client)
+    cookie = request.cookies.get(COOKIE, "")
+    if credentials is not None and credentials.credentials:
+        credential = Credential("bearer", credentials.credentials)
+    elif cookie:
+        credential = Credential("session", cookie)
+    else:
+        raise unauthorized()
+    principal, quota = await authenticate(platform, credential, client)
     if quota is not None:
         response.headers.update(quota.headers())
-    principal.check_scope("read" if request.method in READS else "write")
-    return principal
+    writes = request.method not in READS
+    if credential.kind == "session" and writes and not csrf_matches(cookie, request.headers.get(CSRF_HEADER, "")):
+        raise ApiError(403, "csrf_failed", f"a signed-in browser's writes need the {CSRF_HEADER} header")
+    request.state.credential = credential
+    needs = getattr(request.state, "needs", "write") if writes else "read"
+    principal.check_scope(needs)
+    return replace(principal, needs=needs)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def require_project_admin(request: Request, principal: CurrentPrincipal) -> None:
-    """Changes to a project's webhooks need the ``admin`` scope (a token that can read them, reads them)."""
-    if request.method not in READS:
-        principal.check_scope("admin")
+def require_project_admin(request: Request) -> None:
+    """Changes to a project's webhooks need the ``admin`` scope in it (a caller that can read them, reads them)."""
+    request.state.needs = "admin"
 
 
 def require_admin(principal: CurrentPrincipal) -> Principal:

@@ -1,6 +1,7 @@
 """What every request meets before any route, authentication or body parsing: a request id (in
 every response and every error), a body limit enforced while the body is read (413), and JSON as
-the only body type (415). A 50 MB body without a token costs a few kilobytes, not 50 MB. And
+the only body type (415; OAuth's forms where OAuth needs them). A 50 MB body without a token costs
+a few kilobytes, not 50 MB. And
 every request counted and timed for Prometheus, and traced: the request's span is current while
 it runs, so the messages it writes carry its trace (a ``traceparent`` header continues the
 caller's)."""
@@ -22,6 +23,8 @@ from infra.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+FORM_PATHS = frozenset({"/oauth/device/code", "/oauth/token", "/device"})
+"""OAuth speaks forms (RFC 6749), and so does the page that approves a device."""
 
 
 class BodyTooLarge(Exception):
@@ -35,6 +38,10 @@ def error_body(code: str, message: str, request_id: str) -> bytes:
 def is_json(content_type: str) -> bool:
     kind = content_type.split(";")[0].strip().lower()
     return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+def is_form(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded"
 
 
 class RequestGuard:
@@ -76,7 +83,9 @@ class RequestGuard:
             await refuse(413, "body_too_large", f"the body is larger than {self.max_body_bytes} bytes")
             return
         has_body = (length.isdigit() and int(length) > 0) or "chunked" in headers.get("transfer-encoding", "")
-        if scope["method"] in BODY_METHODS and has_body and not is_json(headers.get("content-type", "")):
+        content_type = headers.get("content-type", "")
+        form = scope["path"] in FORM_PATHS and is_form(content_type)
+        if scope["method"] in BODY_METHODS and has_body and not is_json(content_type) and not form:
             await refuse(415, "unsupported_media_type", "bodies are JSON: send Content-Type: application/json")
             return
 

@@ -84,6 +84,9 @@ PlanName = Annotated[str, Field(pattern=r"^(free|pro)$", description="What the p
 class ProjectCreate(Strict):
     name: Text
     plan: PlanName = "free"
+    organization_id: uuid.UUID | None = Field(
+        default=None, description="The organisation that owns it (a user's project needs one; its admins create it)."
+    )
 
 
 class PlanChange(Strict):
@@ -94,6 +97,9 @@ class ProjectPublic(BaseModel):
     id: uuid.UUID
     name: str
     plan: str
+    organization_id: uuid.UUID | None = Field(
+        default=None, description="Null: made by an operator, in no organization."
+    )
     created_at: datetime
 
 
@@ -134,7 +140,7 @@ class TokenCreate(Strict):
 
 class TokenPublic(BaseModel):
     id: uuid.UUID
-    project_id: uuid.UUID
+    project_id: uuid.UUID | None = Field(description="A project token's project; null for a personal token.")
     name: str
     scopes: list[str] = Field(description="What the token may do: read, write (change), admin (webhooks).")
     created_at: datetime
@@ -424,3 +430,119 @@ class WebhookTestSent(BaseModel):
     status_code: int | None
     duration_ms: int
     error: str | None
+
+
+# --- accounts: users, sessions, organisations, members, invitations -------------------------
+
+Role = Literal["viewer", "developer", "admin", "owner"]
+Email = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=254,
+        pattern=r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$",
+        description="An email address; compared without regard to case.",
+    ),
+    AfterValidator(str.lower),
+]
+Password = Annotated[str, Field(min_length=10, max_length=256, description="At least 10 characters.")]
+
+
+class SignUp(Strict):
+    email: Email
+    password: Password
+    name: Text
+
+
+class SignIn(Strict):
+    email: Email
+    password: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class UserPublic(BaseModel):
+    id: uuid.UUID
+    email: str
+    name: str
+    platform_admin: bool
+    created_at: datetime
+
+
+class SessionPublic(BaseModel):
+    user: UserPublic
+    csrf_token: str = Field(description="Send it as X-CSRF-Token with every write made with the session cookie.")
+    expires_at: datetime
+
+
+class OrganizationCreate(Strict):
+    name: Text
+
+
+class OrganizationPublic(BaseModel):
+    id: uuid.UUID
+    name: str
+    role: str | None = Field(description="The caller's role in it (null for the platform admin).")
+    created_at: datetime
+
+
+class OrganizationsPublic(BaseModel):
+    data: list[OrganizationPublic]
+    count: int
+
+
+class Me(BaseModel):
+    user: UserPublic
+    organizations: list[OrganizationPublic]
+
+
+class MemberPublic(BaseModel):
+    user_id: uuid.UUID
+    email: str
+    name: str
+    role: str
+    created_at: datetime
+
+
+class MembersPublic(BaseModel):
+    data: list[MemberPublic]
+    count: int
+
+
+class MemberUpdate(Strict):
+    role: Role
+
+
+class InvitationCreate(Strict):
+    email: Email
+    role: Role = "developer"
+
+
+class InvitationPublic(BaseModel):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    email: str
+    role: str
+    status: Literal["pending", "accepted", "expired", "revoked"]
+    created_at: datetime
+    expires_at: datetime
+
+
+class InvitationsPublic(BaseModel):
+    data: list[InvitationPublic]
+    count: int
+
+
+class InvitationAccept(Strict):
+    token: Annotated[str, Field(min_length=1, max_length=200, description="From the invitation's link.")]
+
+
+class MailPublic(BaseModel):
+    id: uuid.UUID
+    recipient: str
+    subject: str
+    body: str
+    created_at: datetime
+
+
+class MailboxPublic(BaseModel):
+    data: list[MailPublic]
+    count: int

@@ -1,4 +1,5 @@
-"""Requests per minute, per token and per project, from the project's plan; counted in the
+"""Requests per minute, per token and per project (a user: per user and per session or token), from
+the plan; counted in the
 metadata database so every API process shares them.
 
 Each key has a fixed one-minute window that starts with its first request; a request past the
@@ -11,7 +12,7 @@ health and metrics need no token.
 from __future__ import annotations
 
 import math
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -44,15 +45,11 @@ class Quota:
         }
 
 
-async def take(conn: AsyncConnection, token_id: uuid.UUID, project_id: uuid.UUID, limit: int) -> Quota:
-    """Count one request against the token and its project; the fuller of the two decides."""
+async def take(conn: AsyncConnection, keys: Sequence[str], limit: int) -> Quota:
+    """Count one request against each key (``token:<id>`` and ``project:<id>``, or ``user:<id>`` and
+    its session or token); the fullest decides."""
     now = datetime.now(UTC)
-    statement = insert(RATE_WINDOWS).values(
-        [
-            {"key": f"token:{token_id}", "window_started": now, "used": 1},
-            {"key": f"project:{project_id}", "window_started": now, "used": 1},
-        ]
-    )
+    statement = insert(RATE_WINDOWS).values([{"key": key, "window_started": now, "used": 1} for key in sorted(keys)])
     fresh = RATE_WINDOWS.c.window_started <= now - WINDOW
     counted = statement.on_conflict_do_update(
         index_elements=[RATE_WINDOWS.c.key],

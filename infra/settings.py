@@ -151,6 +151,21 @@ class Settings(BaseSettings):
     )
     idempotency_ttl_hours: int = Field(default=24, ge=24)
 
+    # accounts: sign-in, invitations, the CLI's device flow (RFC 8628)
+    public_url: str = Field(
+        default="",
+        description="Where users reach the API (links in mail, the device page); default: http://<api_host>:<api_port>.",
+    )
+    signup: bool = Field(default=True, description="Anyone may create an account (off: only by invitation).")
+    session_hours: int = Field(default=14 * 24, ge=1, description="How long a browser stays signed in.")
+    invitation_days: int = Field(default=7, ge=1)
+    device_code_seconds: int = Field(default=900, ge=10, description="How long a device code may be approved.")
+    device_poll_seconds: int = Field(default=5, ge=1, description="The shortest polling interval a client is given.")
+    device_clients: str = Field(default="pgplane-cli", description="Comma-separated public clients of the device flow.")
+
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
     def store_url(self) -> str:
         return self.object_store_url or (self.state_dir.resolve() / "backups").as_uri()
 

@@ -62,6 +62,11 @@ from schemas.events import (
     DriftRepaired,
     DriftResolved,
     HostStateReported,
+    InvitationRevoked,
+    MemberAdded,
+    MemberInvited,
+    MemberRemoved,
+    MemberRoleChanged,
     OperationCompensated,
     OperationEvent,
     OperationFailed,
@@ -70,6 +75,7 @@ from schemas.events import (
     OperationStepCompensated,
     OperationStepCompleted,
     OperationStepFailed,
+    OrganizationCreated,
     ProjectCreated,
     ProjectDeleted,
     ProjectPlanChanged,
@@ -115,7 +121,13 @@ def action(kind: OperationKind) -> str:
 
 
 async def project_created(batch: Batch, env: Envelope, event: ProjectCreated) -> None:
-    values = {"id": env.project_id, "name": event.name, "plan": event.plan, "created_at": env.occurred_at}
+    values = {
+        "id": env.project_id,
+        "name": event.name,
+        "plan": event.plan,
+        "organization_id": event.organization_id,
+        "created_at": env.occurred_at,
+    }
     batch.insert(PROJECTS, values, on_conflict=())
     _audit(batch, env, "project.create", "project", env.project_id, "succeeded", {"name": event.name})
 
@@ -129,6 +141,36 @@ async def project_plan_changed(batch: Batch, env: Envelope, event: ProjectPlanCh
     batch.update(PROJECTS, env.project_id, {"plan": event.plan})
     detail = {"plan": event.plan, "previous": event.previous}
     _audit(batch, env, "project.plan_change", "project", env.project_id, "succeeded", detail)
+
+
+async def organization_created(batch: Batch, env: Envelope, event: OrganizationCreated) -> None:
+    detail = {"name": event.name, "owner": str(event.owner)}
+    _audit(batch, env, "organization.create", "organization", env.project_id, "succeeded", detail)
+
+
+async def member_invited(batch: Batch, env: Envelope, event: MemberInvited) -> None:
+    detail = {"email": event.email, "role": event.role}
+    _audit(batch, env, "member.invite", "invitation", event.invitation_id, "succeeded", detail)
+
+
+async def invitation_revoked(batch: Batch, env: Envelope, event: InvitationRevoked) -> None:
+    _audit(
+        batch, env, "member.invitation_revoke", "invitation", event.invitation_id, "succeeded", {"email": event.email}
+    )
+
+
+async def member_added(batch: Batch, env: Envelope, event: MemberAdded) -> None:
+    detail = {"role": event.role, "invitation_id": str(event.invitation_id) if event.invitation_id else None}
+    _audit(batch, env, "member.add", "user", event.user_id, "succeeded", detail)
+
+
+async def member_role_changed(batch: Batch, env: Envelope, event: MemberRoleChanged) -> None:
+    detail = {"role": event.role, "previous": event.previous}
+    _audit(batch, env, "member.role_change", "user", event.user_id, "succeeded", detail)
+
+
+async def member_removed(batch: Batch, env: Envelope, event: MemberRemoved) -> None:
+    _audit(batch, env, "member.remove", "user", event.user_id, "succeeded", {"role": event.role})
 
 
 async def api_token_created(batch: Batch, env: Envelope, event: ApiTokenCreated) -> None:
@@ -488,6 +530,12 @@ PROJECTIONS: dict[type[Payload], Projection] = {
     ProjectCreated: project_created,
     ProjectDeleted: project_deleted,
     ProjectPlanChanged: project_plan_changed,
+    OrganizationCreated: organization_created,
+    MemberInvited: member_invited,
+    InvitationRevoked: invitation_revoked,
+    MemberAdded: member_added,
+    MemberRoleChanged: member_role_changed,
+    MemberRemoved: member_removed,
     ApiTokenCreated: api_token_created,
     ApiTokenRevoked: api_token_revoked,
     BackupPolicySet: backup_policy_set,

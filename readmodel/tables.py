@@ -57,6 +57,8 @@ class Project(SQLModel, table=True):
     id: uuid.UUID = Field(primary_key=True)
     name: str
     plan: str
+    organization_id: uuid.UUID | None = Field(default=None, index=True)
+    """The organisation that owns it (``None``: made by an operator outside any organisation)."""
     created_at: datetime = Field(sa_type=TZ)
     deleted_at: datetime | None = Field(default=None, sa_type=TZ)
 

@@ -14,6 +14,50 @@ class ProjectCreated(Payload):
     TYPE = "pgplane.project.created"
     name: str
     plan: str
+    organization_id: uuid.UUID | None = Field(default=None, exclude_if=lambda value: value is None)
+    """Absent for a project made by an operator outside any organisation."""
+
+
+class OrganizationCreated(Payload):
+    """Organisation events carry the organisation's id where others carry the project's: it is the
+    scope their audit entries are filed under."""
+
+    TYPE = "pgplane.organization.created"
+    name: str
+    owner: uuid.UUID
+
+
+class MemberInvited(Payload):
+    TYPE = "pgplane.organization.member_invited"
+    invitation_id: uuid.UUID
+    email: str
+    role: str
+
+
+class InvitationRevoked(Payload):
+    TYPE = "pgplane.organization.invitation_revoked"
+    invitation_id: uuid.UUID
+    email: str
+
+
+class MemberAdded(Payload):
+    TYPE = "pgplane.organization.member_added"
+    user_id: uuid.UUID
+    role: str
+    invitation_id: uuid.UUID | None = None
+
+
+class MemberRoleChanged(Payload):
+    TYPE = "pgplane.organization.member_role_changed"
+    user_id: uuid.UUID
+    role: str
+    previous: str
+
+
+class MemberRemoved(Payload):
+    TYPE = "pgplane.organization.member_removed"
+    user_id: uuid.UUID
+    role: str
 
 
 class ProjectPlanChanged(Payload):

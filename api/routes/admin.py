@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter
+import sqlalchemy as sa
+from fastapi import APIRouter, Query
 
-from api.deps import AdminPrincipal, MutationDep
+from api.deps import AdminPrincipal, MutationDep, PlatformDep
 from api.errors import errors
-from api.models import PlanChange, ProjectPublic
+from api.models import Email, MailboxPublic, MailPublic, PlanChange, ProjectPublic
 from api.usecases import projects
+from infra.metadata.tables import MAIL
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=errors(401, 403, 422, 429))
 
@@ -23,3 +25,31 @@ async def change_plan(
     return await mutation.run(
         lambda conn: projects.change_plan(conn, mutation.platform, principal, project_id, body.plan), ProjectPublic
     )
+
+
+@router.get("/mail", response_model=MailboxPublic)
+async def read_mail(
+    *,
+    platform: PlatformDep,
+    principal: AdminPrincipal,
+    recipient: Email | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> MailboxPublic:
+    """Mail the platform has to send (invitations), newest first: what operators read on a platform
+    without a mail server. It holds single-use links: admin only, never cached."""
+    query = sa.select(MAIL).order_by(MAIL.c.created_at.desc()).limit(limit)
+    if recipient is not None:
+        query = query.where(MAIL.c.recipient == recipient)
+    async with platform.engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    data = [
+        MailPublic(
+            id=row.id,
+            recipient=row.recipient,
+            subject=row.subject,
+            body=platform.box.decrypt(row.body_encrypted, context=f"mail:{row.recipient}"),
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]
+    return MailboxPublic(data=data, count=len(data))

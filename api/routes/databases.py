@@ -29,13 +29,11 @@ async def create_database(*, principal: CurrentPrincipal, mutation: MutationDep,
 async def read_databases(
     *, platform: PlatformDep, principal: CurrentPrincipal, project_id: uuid.UUID | None = None
 ) -> DatabasesPublic:
-    """List a project's databases, deleted ones included (the admin token without ``project_id``: every
-    project's)."""
-    project_id = project_id or principal.project_id
-    if project_id is not None:
-        principal.check_project(project_id)
+    """List a project's databases, deleted ones included (without ``project_id``: those of every
+    project the caller sees)."""
+    projects = principal.listed(project_id)
     async with platform.engine.connect() as conn:
-        return await databases.list_databases(conn, platform, project_id)
+        return await databases.list_databases(conn, platform, projects)
 
 
 @router.get("/{database_id}", response_model=DatabasePublic, responses=errors(404))

@@ -5,13 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
 from api.authentication import reverify
-from api.deps import BEARER, AdminPrincipal, CurrentPrincipal, PlatformDep
+from api.deps import AdminPrincipal, CurrentPrincipal, PlatformDep
 from api.errors import ApiError, errors
 from api.usecases.events import event_stream, events_after
 from api.usecases.projects import load_project
@@ -81,7 +80,6 @@ async def stream_events(
     project_id: uuid.UUID,
     after: int = Query(default=0, ge=0, le=MAX_SEQUENCE, description="Start after this sequence (default: the start)."),
     types: Types = [],  # noqa: B006 - FastAPI copies the default
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     last_event_id: Annotated[
         int,
         Header(
@@ -94,10 +92,10 @@ async def stream_events(
     async with platform.engine.connect() as conn:
         await load_project(conn, principal, project_id)
     settings = platform.settings
-    token = credentials.credentials if credentials else ""
+    credential = request.state.credential
 
     async def allowed() -> bool:
-        now = await reverify(platform, token)
+        now = await reverify(platform, credential)
         if now is None or not now.sees(project_id):
             return False
         async with platform.engine.connect() as conn:

@@ -4,6 +4,7 @@ and the identity every new database gets (ids, physical names, a password)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -129,11 +130,13 @@ async def create_database(
     )
 
 
-async def list_databases(conn: AsyncConnection, platform: Platform, project_id: uuid.UUID | None) -> DatabasesPublic:
-    """One project's databases, or (``None``) every project's."""
+async def list_databases(
+    conn: AsyncConnection, platform: Platform, projects: Collection[uuid.UUID] | None
+) -> DatabasesPublic:
+    """These projects' databases, or (``None``) every project's."""
     query = sa.select(DATABASES).order_by(DATABASES.c.created_at)
-    if project_id is not None:
-        query = query.where(DATABASES.c.project_id == project_id)
+    if projects is not None:
+        query = query.where(DATABASES.c.project_id.in_(projects))
     rows = (await conn.execute(query)).all()
     return DatabasesPublic(data=[database_public(platform, r) for r in rows], count=len(rows))
 

@@ -21,8 +21,9 @@ async def load_database(
 ) -> Row[Any]:
     query = sa.select(DATABASES).where(DATABASES.c.id == database_id)
     row = (await conn.execute(query.with_for_update() if for_update else query)).first()
-    if row is None or not principal.sees(row.project_id):
+    if row is None:
         raise not_found("database")
+    principal.admit(row.project_id, "database")
     return row
 
 
@@ -46,8 +47,9 @@ async def load_backup(
 ) -> Row[Any]:
     query = sa.select(BACKUPS).where(BACKUPS.c.id == backup_id)
     row = (await conn.execute(query.with_for_update() if for_update else query)).first()
-    if row is None or row.status == BackupStatus.DELETED or not principal.sees(row.project_id):
+    if row is None or row.status == BackupStatus.DELETED:
         raise not_found("backup")
+    principal.admit(row.project_id, "backup")
     return row
 
 
@@ -58,8 +60,9 @@ def check_completed(backup: Row[Any]) -> None:
 
 async def load_operation(conn: AsyncConnection, operation_id: uuid.UUID, principal: Principal) -> OperationPublic:
     row = (await conn.execute(sa.select(OPERATIONS).where(OPERATIONS.c.id == operation_id))).first()
-    if row is None or not principal.sees(row.project_id):
+    if row is None:
         raise not_found("operation")
+    principal.admit(row.project_id, "operation")
     steps = (
         await conn.execute(
             sa.select(STEPS.c.name, STEPS.c.status, STEPS.c.detail)

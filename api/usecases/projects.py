@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.errors import ApiError, not_found
 from api.models import (
+    ProjectCreate,
     ProjectPublic,
     ProjectsPublic,
     ProjectUsage,
@@ -25,7 +26,7 @@ from api.models import (
 )
 from api.platform import Platform
 from api.principal import Principal
-from infra.metadata.tables import TOKENS
+from infra.metadata.tables import ORGANIZATIONS, TOKENS
 from infra.secrets import token_digest
 from infra.tokens import new_token
 from producers.commands import project_event
@@ -34,10 +35,12 @@ from schemas.events import ApiTokenCreated, ApiTokenRevoked, ProjectCreated, Pro
 
 
 def _project(row: Any) -> ProjectPublic:
-    return ProjectPublic(id=row.id, name=row.name, plan=row.plan, created_at=row.created_at)
+    return ProjectPublic(
+        id=row.id, name=row.name, plan=row.plan, organization_id=row.organization_id, created_at=row.created_at
+    )
 
 
-def _token(row: Any) -> TokenPublic:
+def token_public(row: Any) -> TokenPublic:
     return TokenPublic(
         id=row.id,
         project_id=row.project_id,
@@ -62,18 +65,44 @@ async def load_project(
     return row
 
 
+def check_manages(principal: Principal, project: Any) -> None:
+    """Creating and deleting projects and managing their tokens: the platform admin, or an admin of
+    the organisation that owns the project."""
+    if principal.is_admin:
+        return
+    if principal.user_id is None or project.organization_id is None:
+        raise ApiError(403, "forbidden", "this needs the admin token or an admin of the project's organization")
+    principal.check_role(project.organization_id, "admin")
+
+
 async def create_project(
-    conn: AsyncConnection, platform: Platform, principal: Principal, name: str, plan: str
+    conn: AsyncConnection, platform: Platform, principal: Principal, request: ProjectCreate
 ) -> ProjectPublic:
-    event = project_event(ProjectCreated(name=name, plan=plan), project_id=uuid.uuid4(), actor=principal.actor)
+    organization_id = request.organization_id
+    if organization_id is None and not principal.is_admin:
+        raise ApiError(403, "forbidden", "a user's project belongs to an organization: give organization_id")
+    if organization_id is not None:
+        principal.check_role(organization_id, "admin")
+        if (
+            await conn.execute(sa.select(ORGANIZATIONS.c.id).where(ORGANIZATIONS.c.id == organization_id))
+        ).first() is None:
+            raise not_found("organization")
+    created = ProjectCreated(name=request.name, plan=request.plan, organization_id=organization_id)
+    event = project_event(created, project_id=uuid.uuid4(), actor=principal.actor)
     await platform.outbox.event(conn, event)
-    return ProjectPublic(id=event.project_id, name=name, plan=plan, created_at=event.occurred_at)
+    return ProjectPublic(
+        id=event.project_id,
+        name=request.name,
+        plan=request.plan,
+        organization_id=organization_id,
+        created_at=event.occurred_at,
+    )
 
 
 async def list_projects(conn: AsyncConnection, principal: Principal) -> ProjectsPublic:
     query = sa.select(PROJECTS).where(PROJECTS.c.deleted_at.is_(None)).order_by(PROJECTS.c.created_at)
-    if principal.project_id is not None:
-        query = query.where(PROJECTS.c.id == principal.project_id)
+    if principal.grants is not None:
+        query = query.where(PROJECTS.c.id.in_(principal.grants))
     rows = (await conn.execute(query)).all()
     return ProjectsPublic(data=[_project(r) for r in rows], count=len(rows))
 
@@ -98,6 +127,7 @@ async def delete_project(
     conn: AsyncConnection, platform: Platform, principal: Principal, project_id: uuid.UUID
 ) -> ProjectPublic:
     project = await load_project(conn, principal, project_id, for_update=True)
+    check_manages(principal, project)
     live = (
         await conn.execute(
             sa.select(sa.func.count()).where(DATABASES.c.project_id == project_id, DATABASES.c.status.not_in(GONE))
@@ -165,7 +195,7 @@ async def create_token(
     conn: AsyncConnection, platform: Platform, principal: Principal, project_id: uuid.UUID, request: TokenCreate
 ) -> TokenCreated:
     """A token scoped to one project; its secret is returned once and stored as a digest."""
-    await load_project(conn, principal, project_id)
+    check_manages(principal, await load_project(conn, principal, project_id))
     token_id, now = uuid.uuid4(), datetime.now(UTC)
     token, secret = new_token(token_id)
     expires = now + timedelta(days=request.expires_in_days) if request.expires_in_days else None
@@ -183,22 +213,22 @@ async def create_token(
     event = ApiTokenCreated(token_id=token_id, name=request.name)
     await platform.outbox.event(conn, project_event(event, project_id=project_id, actor=principal.actor))
     row = (await conn.execute(sa.select(TOKENS).where(TOKENS.c.id == token_id))).one()
-    return TokenCreated(**_token(row).model_dump(), token=token)
+    return TokenCreated(**token_public(row).model_dump(), token=token)
 
 
 async def list_tokens(conn: AsyncConnection, principal: Principal, project_id: uuid.UUID) -> TokensPublic:
-    await load_project(conn, principal, project_id)
+    check_manages(principal, await load_project(conn, principal, project_id))
     rows = (
         await conn.execute(sa.select(TOKENS).where(TOKENS.c.project_id == project_id).order_by(TOKENS.c.created_at))
     ).all()
-    return TokensPublic(data=[_token(r) for r in rows], count=len(rows))
+    return TokensPublic(data=[token_public(r) for r in rows], count=len(rows))
 
 
 async def revoke_token(
     conn: AsyncConnection, platform: Platform, principal: Principal, project_id: uuid.UUID, token_id: uuid.UUID
 ) -> TokenPublic:
     """The next request with the token is a 401; revoking twice changes nothing more."""
-    await load_project(conn, principal, project_id)
+    check_manages(principal, await load_project(conn, principal, project_id))
     row = (
         await conn.execute(
             sa.select(TOKENS).where(TOKENS.c.id == token_id, TOKENS.c.project_id == project_id).with_for_update()
@@ -211,4 +241,4 @@ async def revoke_token(
         event = ApiTokenRevoked(token_id=token_id, name=row.name)
         await platform.outbox.event(conn, project_event(event, project_id=project_id, actor=principal.actor))
         row = (await conn.execute(sa.select(TOKENS).where(TOKENS.c.id == token_id))).one()
-    return _token(row)
+    return token_public(row)

@@ -57,8 +57,9 @@ def webhook_public(row: Any) -> WebhookPublic:
 
 async def load_endpoint(conn: AsyncConnection, principal: Principal, endpoint_id: uuid.UUID) -> Any:
     row = (await conn.execute(sa.select(WEBHOOK_ENDPOINTS).where(WEBHOOK_ENDPOINTS.c.id == endpoint_id))).first()
-    if row is None or not principal.sees(row.project_id):
+    if row is None:
         raise not_found("webhook endpoint")
+    principal.admit(row.project_id, "webhook endpoint")
     return row
 
 

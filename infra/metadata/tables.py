@@ -1,6 +1,7 @@
-"""Metadata tables the API and the producers write directly (never from events): API tokens,
-encrypted tenant passwords, idempotency keys, the outbox, the scheduler's claimed slots, and
-webhook endpoints with their deliveries."""
+"""Metadata tables the API and the producers write directly (never from events): accounts
+(users, organisations, members, invitations, sessions, device authorizations, outgoing mail), API
+tokens, encrypted tenant passwords, idempotency keys, the outbox, the scheduler's claimed slots,
+and webhook endpoints with their deliveries."""
 
 from __future__ import annotations
 
@@ -20,9 +21,12 @@ def table(model: type[SQLModel]) -> sa.Table:
 
 
 class ApiToken(SQLModel, table=True):
+    """A project token (``project_id``) or a user's personal token (``user_id``): one of the two."""
+
     __tablename__ = "api_tokens"
     id: uuid.UUID = Field(primary_key=True)
-    project_id: uuid.UUID = Field(index=True)
+    project_id: uuid.UUID | None = Field(default=None, index=True)
+    user_id: uuid.UUID | None = Field(default=None, index=True)
     name: str
     secret_digest: str
     created_at: datetime = Field(sa_type=TZ)
@@ -30,6 +34,98 @@ class ApiToken(SQLModel, table=True):
     expires_at: datetime | None = Field(default=None, sa_type=TZ)
     last_used_at: datetime | None = Field(default=None, sa_type=TZ)
     scopes: list[str] = Field(sa_type=JSONB)
+
+
+class User(SQLModel, table=True):
+    """A person. ``password_hash`` is Argon2id (``None``: signs in only through OpenID Connect)."""
+
+    __tablename__ = "users"
+    id: uuid.UUID = Field(primary_key=True)
+    email: str = Field(sa_column_kwargs={"unique": True})
+    """Lowercased."""
+    name: str
+    password_hash: str | None = None
+    platform_admin: bool = False
+    created_at: datetime = Field(sa_type=TZ)
+
+
+class Organization(SQLModel, table=True):
+    __tablename__ = "organizations"
+    id: uuid.UUID = Field(primary_key=True)
+    name: str
+    created_at: datetime = Field(sa_type=TZ)
+
+
+class Membership(SQLModel, table=True):
+    """A user's role in an organisation: ``owner``, ``admin``, ``developer`` or ``viewer``."""
+
+    __tablename__ = "memberships"
+    organization_id: uuid.UUID = Field(primary_key=True)
+    user_id: uuid.UUID = Field(primary_key=True, index=True)
+    role: str
+    created_at: datetime = Field(sa_type=TZ)
+
+
+class Invitation(SQLModel, table=True):
+    """An offer of a role to an email address, accepted once through a secret link before it expires."""
+
+    __tablename__ = "invitations"
+    id: uuid.UUID = Field(primary_key=True)
+    organization_id: uuid.UUID = Field(index=True)
+    email: str
+    role: str
+    secret_digest: str
+    invited_by: uuid.UUID | None
+    created_at: datetime = Field(sa_type=TZ)
+    expires_at: datetime = Field(sa_type=TZ)
+    accepted_at: datetime | None = Field(default=None, sa_type=TZ)
+    accepted_by: uuid.UUID | None = None
+    revoked_at: datetime | None = Field(default=None, sa_type=TZ)
+
+
+class Session(SQLModel, table=True):
+    """A signed-in browser: the cookie holds the id and a secret whose digest is stored here."""
+
+    __tablename__ = "sessions"
+    id: uuid.UUID = Field(primary_key=True)
+    user_id: uuid.UUID = Field(index=True)
+    secret_digest: str
+    created_at: datetime = Field(sa_type=TZ)
+    expires_at: datetime = Field(sa_type=TZ)
+    revoked_at: datetime | None = Field(default=None, sa_type=TZ)
+
+
+class DeviceAuthorization(SQLModel, table=True):
+    """One OAuth 2.0 device authorization (RFC 8628), from the code's issue to its one token."""
+
+    __tablename__ = "device_authorizations"
+    id: uuid.UUID = Field(primary_key=True)
+    device_code_digest: str = Field(sa_column_kwargs={"unique": True})
+    user_code: str = Field(index=True)
+    client_id: str
+    scopes: list[str] = Field(sa_type=JSONB)
+    status: str
+    """pending, approved, denied, issued."""
+    interval_seconds: int
+    created_at: datetime = Field(sa_type=TZ)
+    expires_at: datetime = Field(sa_type=TZ)
+    last_polled_at: datetime | None = Field(default=None, sa_type=TZ)
+    user_id: uuid.UUID | None = None
+    token_id: uuid.UUID | None = None
+
+
+class MailMessage(SQLModel, table=True):
+    """Mail to send (invitations), written in the transaction that decides it: an outbox for mail.
+    Without a mail server configured, operators read it with ``GET /api/v1/admin/mail``."""
+
+    __tablename__ = "mail_outbox"
+    id: uuid.UUID = Field(primary_key=True)
+    recipient: str = Field(index=True)
+    subject: str
+    body_encrypted: bytes
+    """It holds a secret link: sealed like every other secret at rest."""
+    created_at: datetime = Field(sa_type=TZ)
+    sent_at: datetime | None = Field(default=None, sa_type=TZ)
 
 
 class AuthFailure(SQLModel, table=True):
@@ -168,6 +264,9 @@ class WebhookAttempt(SQLModel, table=True):
 
 WEBHOOK_ENDPOINTS, WEBHOOK_DELIVERIES, WEBHOOK_ATTEMPTS = (
     table(m) for m in (WebhookEndpoint, WebhookDelivery, WebhookAttempt)
+)
+USERS, ORGANIZATIONS, MEMBERSHIPS, INVITATIONS, SESSIONS, DEVICE_AUTHORIZATIONS, MAIL = (
+    table(m) for m in (User, Organization, Membership, Invitation, Session, DeviceAuthorization, MailMessage)
 )
 TOKENS, CREDENTIALS, IDEMPOTENCY, OUTBOX, SLOTS, AUTH_FAILURES, RATE_WINDOWS = (
     table(m) for m in (ApiToken, DatabaseCredential, IdempotencyKey, OutboxMessage, BackupSlot, AuthFailure, RateWindow)
