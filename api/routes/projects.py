@@ -27,7 +27,7 @@ from api.usecases import projects
 router = APIRouter(prefix="/projects", tags=["projects"], responses=errors(401, 403, 422, 429))
 
 
-@router.post("", status_code=201, response_model=ProjectPublic, responses=errors(403, 413, 415))
+@router.post("", status_code=201, response_model=ProjectPublic, responses=errors(403, 404, 413, 415))
 async def create_project(*, principal: CurrentPrincipal, mutation: MutationDep, body: ProjectCreate) -> ProjectPublic:
     """Create a project: in an organization (by its admins and owners), or outside any (admin token)."""
     return await mutation.run(

@@ -208,7 +208,9 @@ async def invite(
 ) -> InvitationPublic:
     held = principal.check_role(organization_id, "admin")
     _check_may_assign(held, request.role)
-    organization = (await conn.execute(sa.select(ORGANIZATIONS).where(ORGANIZATIONS.c.id == organization_id))).one()
+    organization = (await conn.execute(sa.select(ORGANIZATIONS).where(ORGANIZATIONS.c.id == organization_id))).first()
+    if organization is None:
+        raise not_found("organization")
     invitation_id, now = uuid.uuid4(), datetime.now(UTC)
     secret = secrets.token_urlsafe(32)
     values = {
@@ -248,6 +250,7 @@ async def list_invitations(
     conn: AsyncConnection, principal: Principal, organization_id: uuid.UUID
 ) -> InvitationsPublic:
     principal.check_role(organization_id, "admin")
+    await read_organization(conn, principal, organization_id)
     rows = (
         await conn.execute(
             sa.select(INVITATIONS)
