@@ -4,7 +4,9 @@ backups on the filesystem or on S3."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+import pytest
 
 from devstack.cluster import Cluster
 from devstack.s3_server import S3Server
@@ -36,6 +38,25 @@ def new_stack(
         extra_env=FAST_RETRIES | UNTHROTTLED | (env or {}),
         processes=processes,
     )
+
+
+def shared_stack(
+    env: dict[str, str] | None = None, *, processes: tuple[str, ...] = WITHOUT_SCHEDULER
+) -> Callable[..., Iterator[Stack]]:
+    """A ``stack`` fixture for a module whose tests share one platform: each test works in its own
+    project, and leaves every process running as it found it. Starting a platform costs seconds of
+    CPU; a module of such tests pays it once."""
+
+    @pytest.fixture(scope="module")
+    def stack(cluster: Cluster) -> Iterator[Stack]:
+        platform = new_stack(cluster, env, processes=processes)
+        try:
+            platform.start()
+            yield platform
+        finally:
+            platform.stop()
+
+    return stack
 
 
 def store_env(kind: str, s3: S3Server) -> dict[str, str]:

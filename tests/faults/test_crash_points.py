@@ -11,6 +11,9 @@ from devstack.faults import CRASH_EXIT_CODE, InjectedFaults
 from devstack.stack import Stack
 from tests.platform_client import PlatformClient
 from tests.replay import replay_matches
+from tests.stacks import shared_stack
+
+stack = shared_stack()  # each test restarts the agent it crashed, in a project of its own
 
 CREATE_STEPS = ["role_created", "database_created", "public_revoked", "route_added", "login_verified"]
 FORWARD_POINTS = [f"create.{step}.{when}" for step in CREATE_STEPS for when in ("done", "recorded")]
