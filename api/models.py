@@ -103,13 +103,21 @@ class ProjectPublic(BaseModel):
     created_at: datetime
 
 
-class ProjectUsage(BaseModel):
-    project_id: uuid.UUID
+class Usage(BaseModel):
     since: datetime = Field(description="The start of the period (default: this month's first day, UTC).")
-    databases: int = Field(description="Databases the project holds now.")
+    databases: int = Field(description="Databases held now.")
     storage_bytes: int = Field(description="Their size on their data hosts, from the hosts' latest state reports.")
     reported_at: datetime | None = Field(description="The oldest host report that size comes from.")
     database_hours: float = Field(description="Hours each database existed within the period, summed.")
+
+
+class ProjectUsage(Usage):
+    project_id: uuid.UUID
+
+
+class OrganizationUsage(Usage):
+    organization_id: uuid.UUID
+    projects: int = Field(description="Its live projects.")
 
 
 class ProjectsPublic(BaseModel):
@@ -545,4 +553,22 @@ class MailPublic(BaseModel):
 
 class MailboxPublic(BaseModel):
     data: list[MailPublic]
+    count: int
+
+
+class OrganizationSummary(BaseModel):
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+    members: int
+    projects: int
+
+
+class OrganizationSummaries(BaseModel):
+    data: list[OrganizationSummary]
+    count: int
+
+
+class UsersPublic(BaseModel):
+    data: list[UserPublic]
     count: int

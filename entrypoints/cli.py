@@ -138,6 +138,8 @@ def cmd_ops(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
             return await ops.status(stuck_after=stuck_after)
         if args.what == "drifts":
             return await ops.drifts(everything=args.all)
+        if args.what == "platform-admin":
+            return await ops.platform_admin(args.email, grant=args.action == "grant")
         if args.what == "webhook-replay":
             request = WebhookReplay(after=args.after, since=args.since, until=args.until)
             return await ops.replay_to_webhook(_uuid(args, "the endpoint's id"), request)
@@ -236,6 +238,9 @@ def add_ops_commands(ops: Any) -> None:
     stuck.add_argument("--reason", default="stuck", help="why an operator fails it (fail)")
     drifts = ops.add_parser("drifts", help="differences the reconciler found between data hosts and the read model")
     drifts.add_argument("--all", action="store_true", help="repaired and resolved ones too")
+    admins = ops.add_parser("platform-admin", help="make a user a platform administrator, or no longer one")
+    admins.add_argument("action", choices=["grant", "revoke"])
+    admins.add_argument("email")
     replay = ops.add_parser("webhook-replay", help="a project's events again to one webhook endpoint")
     replay.add_argument("target", help="the endpoint's id")
     replay.add_argument("--after", type=int, help="the project's events after this event number")

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.models import WebhookReplay
 from api.principal import Principal
 from api.usecases.webhooks import replay as replay_webhook
-from infra.metadata.tables import WEBHOOK_DELIVERIES
+from infra.metadata.tables import USERS, WEBHOOK_DELIVERIES
 from producers import recovery
 from producers.commands import Outbox, OutboxRelay
 from readmodel.tables import CHECKPOINTS, DRIFTS, IN_FLIGHT, OPERATIONS, DriftStatus
@@ -101,6 +101,22 @@ class Ops:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [{k: v for k, v in row._mapping.items()} for row in rows]
+
+    async def platform_admin(self, email: str, *, grant: bool) -> dict[str, Any]:
+        """Make a user a platform administrator (their sign-in sees every tenant and the admin
+        API), or no longer one. Tenants never can: only an operator, here."""
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    sa.update(USERS)
+                    .where(USERS.c.email == email.lower())
+                    .values(platform_admin=grant)
+                    .returning(USERS.c.id, USERS.c.email, USERS.c.platform_admin)
+                )
+            ).first()
+        if row is None:
+            raise SystemExit(f"no user has the email {email}")
+        return dict(row._mapping)
 
     async def replay_to_webhook(self, endpoint_id: uuid.UUID, request: WebhookReplay) -> dict[str, Any]:
         """Queue a project's events again for one endpoint (by number or time), as the API does."""

@@ -17,11 +17,14 @@ from api.models import (
     MemberPublic,
     MembersPublic,
     MemberUpdate,
+    Moment,
     OrganizationCreate,
     OrganizationPublic,
     OrganizationsPublic,
+    OrganizationUsage,
 )
 from api.usecases import organizations
+from api.usecases.projects import month_start
 
 router = APIRouter(tags=["organizations"], responses=errors(401, 403, 422, 429))
 
@@ -50,6 +53,16 @@ async def read_organization(
 ) -> OrganizationPublic:
     async with platform.engine.connect() as conn:
         return await organizations.read_organization(conn, principal, organization_id)
+
+
+@router.get("/orgs/{organization_id}/usage", response_model=OrganizationUsage, responses=errors(404))
+async def read_usage(
+    *, platform: PlatformDep, principal: CurrentPrincipal, organization_id: uuid.UUID, since: Moment | None = None
+) -> OrganizationUsage:
+    """What the organization uses: databases, their storage (from the data hosts' latest state
+    reports) and database-hours since ``since`` (default: the first day of this month, UTC)."""
+    async with platform.engine.connect() as conn:
+        return await organizations.usage(conn, principal, organization_id, since or month_start())
 
 
 @router.get("/orgs/{organization_id}/members", response_model=MembersPublic, responses=errors(404))

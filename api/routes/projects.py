@@ -5,7 +5,6 @@ mint or revoke tokens (403)."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
@@ -56,11 +55,8 @@ async def read_usage(
 ) -> ProjectUsage:
     """What the project uses: its databases, their storage (from the data hosts' latest state
     reports) and database-hours since ``since`` (default: the first day of this month, UTC)."""
-    now = datetime.now(UTC)
     async with platform.engine.connect() as conn:
-        return await projects.usage(
-            conn, principal, project_id, since or now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        )
+        return await projects.usage(conn, principal, project_id, since or projects.month_start())
 
 
 @router.delete("/{project_id}", response_model=ProjectPublic, responses=errors(403, 404, 409, 413, 415))

@@ -26,13 +26,16 @@ from api.models import (
     MembersPublic,
     OrganizationPublic,
     OrganizationsPublic,
+    OrganizationUsage,
 )
 from api.platform import Platform
 from api.principal import Principal
 from api.usecases.accounts import check_user
+from api.usecases.projects import measure
 from infra.metadata.tables import INVITATIONS, MAIL, MEMBERSHIPS, ORGANIZATIONS, USERS
 from infra.secrets import token_digest
 from producers.commands import project_event
+from readmodel.tables import PROJECTS
 from schemas.envelope import Payload
 from schemas.events import (
     InvitationRevoked,
@@ -330,3 +333,23 @@ async def accept(conn: AsyncConnection, platform: Platform, principal: Principal
 
 async def _member_public(conn: AsyncConnection, organization_id: uuid.UUID, user_id: uuid.UUID) -> MemberPublic:
     return MemberPublic.model_validate(dict((await _member(conn, organization_id, user_id))._mapping))
+
+
+async def usage(
+    conn: AsyncConnection, principal: Principal, organization_id: uuid.UUID, since: datetime
+) -> OrganizationUsage:
+    """What the organization's live projects use, together (what billing reads)."""
+    await read_organization(conn, principal, organization_id)
+    projects = (
+        (
+            await conn.execute(
+                sa.select(PROJECTS.c.id).where(
+                    PROJECTS.c.organization_id == organization_id, PROJECTS.c.deleted_at.is_(None)
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    measured = await measure(conn, projects, since)
+    return OrganizationUsage(organization_id=organization_id, projects=len(projects), **measured.model_dump())

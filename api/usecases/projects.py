@@ -7,6 +7,7 @@ an operation with its own saga); deleting it revokes its tokens in the same tran
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from api.models import (
     TokenCreated,
     TokenPublic,
     TokensPublic,
+    Usage,
 )
 from api.platform import Platform
 from api.principal import Principal
@@ -34,7 +36,7 @@ from readmodel.tables import DATABASES, GONE, HOST_STATES, PROJECTS, DatabaseSta
 from schemas.events import ApiTokenCreated, ApiTokenRevoked, ProjectCreated, ProjectDeleted, ProjectPlanChanged
 
 
-def _project(row: Any) -> ProjectPublic:
+def project_public(row: Any) -> ProjectPublic:
     return ProjectPublic(
         id=row.id, name=row.name, plan=row.plan, organization_id=row.organization_id, created_at=row.created_at
     )
@@ -104,11 +106,11 @@ async def list_projects(conn: AsyncConnection, principal: Principal) -> Projects
     if principal.grants is not None:
         query = query.where(PROJECTS.c.id.in_(principal.grants))
     rows = (await conn.execute(query)).all()
-    return ProjectsPublic(data=[_project(r) for r in rows], count=len(rows))
+    return ProjectsPublic(data=[project_public(r) for r in rows], count=len(rows))
 
 
 async def read_project(conn: AsyncConnection, principal: Principal, project_id: uuid.UUID) -> ProjectPublic:
-    return _project(await load_project(conn, principal, project_id))
+    return project_public(await load_project(conn, principal, project_id))
 
 
 async def change_plan(
@@ -120,7 +122,7 @@ async def change_plan(
     if project.plan != plan:
         changed = ProjectPlanChanged(plan=plan, previous=project.plan)
         await platform.outbox.event(conn, project_event(changed, project_id=project_id, actor=principal.actor))
-    return _project(await load_project(conn, principal, project_id))
+    return project_public(await load_project(conn, principal, project_id))
 
 
 async def delete_project(
@@ -142,15 +144,25 @@ async def delete_project(
     )
     event = project_event(ProjectDeleted(name=project.name), project_id=project_id, actor=principal.actor)
     await platform.outbox.event(conn, event)
-    return _project(project)
+    return project_public(project)
 
 
 async def usage(conn: AsyncConnection, principal: Principal, project_id: uuid.UUID, since: datetime) -> ProjectUsage:
-    """What the project uses: databases and their storage (from the data hosts' latest reports),
-    and database-hours since ``since``."""
+    """What the project uses (``measure``)."""
     await load_project(conn, principal, project_id)
+    return ProjectUsage(project_id=project_id, **(await measure(conn, [project_id], since)).model_dump())
+
+
+def month_start() -> datetime:
+    """The first moment of this month, UTC: where a usage period starts by default."""
+    return datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+async def measure(conn: AsyncConnection, projects: Collection[uuid.UUID], since: datetime) -> Usage:
+    """What these projects use: databases and their storage (from the data hosts' latest reports),
+    and database-hours since ``since``."""
     now = datetime.now(UTC)
-    live = sa.and_(DATABASES.c.project_id == project_id, DATABASES.c.status.not_in(GONE))
+    live = sa.and_(DATABASES.c.project_id.in_(projects), DATABASES.c.status.not_in(GONE))
     count = (await conn.execute(sa.select(sa.func.count()).where(live))).scalar_one()
     reported = (
         sa.func.jsonb_to_recordset(HOST_STATES.c.databases)
@@ -175,14 +187,13 @@ async def usage(conn: AsyncConnection, principal: Principal, project_id: uuid.UU
     lived = (
         await conn.execute(
             sa.select(sa.func.coalesce(sa.func.sum(seconds), 0)).where(
-                DATABASES.c.project_id == project_id,
+                DATABASES.c.project_id.in_(projects),
                 DATABASES.c.status != DatabaseStatus.FAILED.value,
                 sa.or_(DATABASES.c.deleted_at.is_(None), DATABASES.c.deleted_at > since),
             )
         )
     ).scalar_one()
-    return ProjectUsage(
-        project_id=project_id,
+    return Usage(
         since=since,
         databases=count,
         storage_bytes=int(storage[0]),

@@ -1,14 +1,17 @@
 """Accounts, end to end: sign up, an organization and its project, an invitation read from the mail
 outbox and accepted, roles enforced per project (a viewer reads and may not create; promoted to
 developer, creates), another organization's project is a 404, session writes need the CSRF token,
-the last owner stays, and every membership change is in the organization's audit log. And the
-CLI's device flow (RFC 8628), polled as a CLI polls: pending, slow_down, approval on the device
-page, one token, denial, expiry."""
+the last owner stays, and every membership change is in the organization's audit log. The admin
+API's searches, and a platform administrator made by an operator. And the CLI's device flow
+(RFC 8628), polled as a CLI polls: pending, slow_down, approval on the device page, one token,
+denial, expiry."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -51,6 +54,18 @@ class User:
 
     async def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         return await self.http.post(path, json=body, headers=self.writes)
+
+
+def grant_platform_admin(stack: Stack, email: str) -> None:
+    """What an operator runs: ``pgplane ops platform-admin grant EMAIL``."""
+    granted = subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli", "ops", "platform-admin", "grant", email],
+        env=stack.env("operator"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert granted.returncode == 0, granted.stderr
 
 
 async def sign_up(client: PlatformClient, email: str, name: str) -> User:
@@ -217,3 +232,41 @@ async def test_the_cli_signs_in_with_the_device_flow(client: PlatformClient, sta
     late = {"user_code": old["user_code"], "action": "approve", "csrf_token": erin.csrf}
     assert (await oauth.post("/device", data=late, headers=erin.cookie)).status_code == 404
     await oauth.aclose()
+
+
+async def test_the_admin_api_searches_across_tenants_and_an_operator_makes_a_platform_admin(
+    client: PlatformClient, stack: Stack
+) -> None:
+    frank = await sign_up(client, "frank@example.com", "Frank Admin")
+    org_id = (await frank.post("/orgs", {"name": "Frankly"})).json()["id"]
+    project_id = (await frank.post("/projects", {"name": "site", "organization_id": org_id})).json()["id"]
+    other = await client.tenant("elsewhere")  # a project in no organization, made with the admin token
+
+    async def found() -> list[dict[str, Any]]:
+        listed = await client.http.get("/admin/organizations", params={"q": "FRANK"}, headers=client.admin)
+        data: list[dict[str, Any]] = listed.json()["data"]
+        return data if data and data[0]["projects"] == 1 else []
+
+    assert [(o["id"], o["members"], o["projects"]) for o in await eventually(found)] == [(org_id, 1, 1)]
+    users = (await client.http.get("/admin/users", params={"q": "frank@"}, headers=client.admin)).json()
+    assert [u["email"] for u in users["data"]] == ["frank@example.com"]
+    projects = await client.http.get("/admin/projects", params={"organization_id": org_id}, headers=client.admin)
+    assert [p["id"] for p in projects.json()["data"]] == [project_id]
+    usage = (await frank.get(f"/orgs/{org_id}/usage")).json()
+    assert (usage["projects"], usage["databases"], usage["storage_bytes"]) == (1, 0, 0)
+
+    assert (await frank.get("/admin/users")).status_code == 403
+    assert (await frank.get(f"/projects/{other.project_id}")).status_code == 404
+    grant_platform_admin(stack, "Frank@example.com")
+    assert (await frank.get("/admin/users")).status_code == 200
+    assert (await frank.get(f"/projects/{other.project_id}")).status_code == 200
+    upgraded = await client.http.post(
+        f"/admin/projects/{other.project_id}/plan", json={"plan": "pro"}, headers=frank.writes
+    )
+    assert upgraded.status_code == 200 and upgraded.json()["plan"] == "pro"
+
+    async def audited() -> list[str]:
+        entries = (await client.http.get(f"/audit-log?project_id={other.project_id}", headers=client.admin)).json()
+        return [e["actor"] for e in entries["data"] if e["action"] == "project.plan_change"]
+
+    assert await eventually(audited) == [f"user:{frank.id}"]
