@@ -17,19 +17,17 @@ from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
 from devstack.stack import Stack
 from infra.sessions import COOKIE
 from tests.platform_client import PlatformClient
+from tests.stacks import shared_stack
 
 PASSWORD = "correct horse battery staple"
 GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
-@pytest.fixture
-def stack_env() -> dict[str, str]:
-    return {"PGPLANE_DEVICE_POLL_SECONDS": "1"}
+stack = shared_stack({"PGPLANE_DEVICE_POLL_SECONDS": "1"})  # each test has its own users and organizations
 
 
 class User:

@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 
-from devstack.cluster import Cluster
-from devstack.stack import Stack
 from tests.platform_client import PlatformClient, Tenant
-from tests.stacks import new_stack
+from tests.stacks import shared_stack
 
-
-@pytest.fixture(scope="module")
-def stack(cluster: Cluster) -> Iterator[Stack]:
-    """One platform for the module; each test has its own tenants."""
-    platform = new_stack(cluster, {"PGPLANE_EVENTS_KEEPALIVE_SECONDS": "1", "PGPLANE_EVENTS_POLL_SECONDS": "0.1"})
-    try:
-        platform.start()
-        yield platform
-    finally:
-        platform.stop()
+stack = shared_stack({"PGPLANE_EVENTS_KEEPALIVE_SECONDS": "1", "PGPLANE_EVENTS_POLL_SECONDS": "0.1"})
 
 
 async def created(client: PlatformClient, tenant: Tenant, name: str) -> dict[str, Any]:

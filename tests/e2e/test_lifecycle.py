@@ -7,6 +7,9 @@ import pytest
 
 from tests.platform_client import PlatformClient, new_key
 from tests.replay import replay_matches
+from tests.stacks import shared_stack
+
+stack = shared_stack()  # each test works in projects of its own
 
 
 def connect(uri: str) -> psycopg.Connection:

@@ -13,29 +13,21 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
-from devstack.cluster import Cluster
 from devstack.faults import InjectedFaults
 from devstack.stack import Stack
 from tests.e2e.test_ops import ops
 from tests.platform_client import PlatformClient, Tenant
-from tests.stacks import WITHOUT_SCHEDULER, new_stack
+from tests.stacks import WITHOUT_SCHEDULER, shared_stack
 from tests.webhook_receiver import Received, Receiver, webhook_receiver
 
-
-@pytest.fixture(scope="module")
-def stack(cluster: Cluster) -> Iterator[Stack]:
-    """One platform, with the dispatcher, for the module; each test has its own tenant and receiver."""
-    env = {
+stack = shared_stack(  # with the dispatcher; each test has its own tenant and receiver
+    {
         "PGPLANE_WEBHOOK_RETRY_SCHEDULE": ",".join(["0"] + ["0.3"] * 40),  # retries for 12 s, then gives up
         "PGPLANE_WEBHOOK_POLL_SECONDS": "0.1",
         "PGPLANE_WEBHOOK_TIMEOUT_SECONDS": "2",
-    }
-    platform = new_stack(cluster, env, processes=(*WITHOUT_SCHEDULER, "webhooks"))
-    try:
-        platform.start()
-        yield platform
-    finally:
-        platform.stop()
+    },
+    processes=(*WITHOUT_SCHEDULER, "webhooks"),
+)
 
 
 @pytest.fixture

@@ -22,6 +22,9 @@ from schemas.envelope import Envelope
 from schemas.subjects import Subjects
 from tests.backup_helpers import backup, ready_database, restore, stack_store
 from tests.platform_client import PlatformClient
+from tests.stacks import shared_stack
+
+stack = shared_stack()  # each test works in projects of its own
 
 
 async def test_the_api_streams_downloads_without_master_keys(client: PlatformClient, stack: Stack) -> None:

@@ -20,6 +20,9 @@ from schemas.envelope import Envelope
 from schemas.events import PLATFORM_PROJECT
 from schemas.subjects import Subjects
 from tests.platform_client import PlatformClient
+from tests.stacks import shared_stack
+
+stack = shared_stack()  # each test works in projects of its own
 
 
 def outbox_payload(stack: Stack, operation_id: str) -> tuple[str, bytes]:
