@@ -24,6 +24,7 @@ from api.routes import (
     events,
     health,
     oauth,
+    oidc,
     operations,
     organizations,
     point_in_time,
@@ -66,6 +67,7 @@ def create_app(lifespan: Lifespan, *, max_body_bytes: int = 2**20) -> FastAPI:
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(health.router)
     app.include_router(oauth.router)
+    app.include_router(oidc.router)
     app.mount("/api/docs/assets", StaticFiles(directory=SWAGGER_UI), name="swagger-ui")
 
     @app.get("/api/docs", include_in_schema=False)

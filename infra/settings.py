@@ -162,6 +162,12 @@ class Settings(BaseSettings):
     device_code_seconds: int = Field(default=900, ge=10, description="How long a device code may be approved.")
     device_poll_seconds: int = Field(default=5, ge=1, description="The shortest polling interval a client is given.")
     device_clients: str = Field(default="pgplane-cli", description="Comma-separated public clients of the device flow.")
+    oidc_issuer: str = Field(
+        default="", description="Sign-in through this OpenID Connect provider (its issuer URL); empty: none."
+    )
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr | None = Field(default=None, description="Unset: a public client (PKCE only).")
+    oidc_name: str = Field(default="your identity provider", description="What the sign-in link calls it.")
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")

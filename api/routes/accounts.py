@@ -27,12 +27,18 @@ from infra.sessions import COOKIE, csrf_token, parse_session
 router = APIRouter(tags=["accounts"], responses=errors(401, 403, 422, 429))
 
 
+def set_session_cookie(response: Response, cookie: str, hours: int) -> None:
+    """Secure and HttpOnly; SameSite=Lax so a link to the site arrives signed in (writes need the
+    CSRF token anyway)."""
+    response.set_cookie(COOKIE, cookie, max_age=hours * 3600, path="/", secure=True, httponly=True, samesite="lax")
+    response.headers["Cache-Control"] = "no-store"
+
+
 async def _signed_in(platform: Platform, response: Response, user: UserPublic) -> SessionPublic:
     hours = platform.settings.session_hours
     async with platform.engine.begin() as conn:
         cookie, expires = await accounts.open_session(conn, user.id, hours)
-    response.set_cookie(COOKIE, cookie, max_age=hours * 3600, path="/", secure=True, httponly=True, samesite="lax")
-    response.headers["Cache-Control"] = "no-store"
+    set_session_cookie(response, cookie, hours)
     return SessionPublic(user=user, csrf_token=csrf_token(cookie), expires_at=expires)
 
 

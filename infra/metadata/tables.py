@@ -49,6 +49,16 @@ class User(SQLModel, table=True):
     created_at: datetime = Field(sa_type=TZ)
 
 
+class UserIdentity(SQLModel, table=True):
+    """Who a user is at an OpenID Connect provider: its issuer and the subject it names them by."""
+
+    __tablename__ = "user_identities"
+    issuer: str = Field(primary_key=True)
+    subject: str = Field(primary_key=True)
+    user_id: uuid.UUID = Field(index=True)
+    created_at: datetime = Field(sa_type=TZ)
+
+
 class Organization(SQLModel, table=True):
     __tablename__ = "organizations"
     id: uuid.UUID = Field(primary_key=True)
@@ -265,8 +275,9 @@ class WebhookAttempt(SQLModel, table=True):
 WEBHOOK_ENDPOINTS, WEBHOOK_DELIVERIES, WEBHOOK_ATTEMPTS = (
     table(m) for m in (WebhookEndpoint, WebhookDelivery, WebhookAttempt)
 )
-USERS, ORGANIZATIONS, MEMBERSHIPS, INVITATIONS, SESSIONS, DEVICE_AUTHORIZATIONS, MAIL = (
-    table(m) for m in (User, Organization, Membership, Invitation, Session, DeviceAuthorization, MailMessage)
+USERS, IDENTITIES, ORGANIZATIONS, MEMBERSHIPS, INVITATIONS, SESSIONS, DEVICE_AUTHORIZATIONS, MAIL = (
+    table(m)
+    for m in (User, UserIdentity, Organization, Membership, Invitation, Session, DeviceAuthorization, MailMessage)
 )
 TOKENS, CREDENTIALS, IDEMPOTENCY, OUTBOX, SLOTS, AUTH_FAILURES, RATE_WINDOWS = (
     table(m) for m in (ApiToken, DatabaseCredential, IdempotencyKey, OutboxMessage, BackupSlot, AuthFailure, RateWindow)

@@ -1,6 +1,6 @@
-"""Accounts: users, organisations and their members, invitations, browser sessions, OAuth device
-authorizations and the mail outbox; personal tokens (a token of a user instead of a project);
-projects owned by an organisation.
+"""Accounts: users and their OpenID Connect identities, organisations and their members,
+invitations, browser sessions, OAuth device authorizations and the mail outbox; personal tokens
+(a token of a user instead of a project); projects owned by an organisation.
 
 Revision ID: 0010
 Revises: 0009
@@ -32,6 +32,14 @@ def upgrade() -> None:
         sa.Column("created_at", TZ, nullable=False),
         sa.UniqueConstraint("email"),
     )
+    op.create_table(
+        "user_identities",
+        sa.Column("issuer", sa.String(), primary_key=True),
+        sa.Column("subject", sa.String(), primary_key=True),
+        sa.Column("user_id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", TZ, nullable=False),
+    )
+    op.create_index("ix_user_identities_user_id", "user_identities", ["user_id"])
     op.create_table(
         "organizations",
         sa.Column("id", sa.Uuid(), primary_key=True),
@@ -111,6 +119,14 @@ def downgrade() -> None:
     op.drop_index("ix_api_tokens_user_id", "api_tokens")
     op.drop_column("api_tokens", "user_id")
     op.alter_column("api_tokens", "project_id", nullable=False)
-    for name in ("mail_outbox", "device_authorizations", "sessions", "invitations", "memberships", "organizations"):
+    for name in (
+        "mail_outbox",
+        "device_authorizations",
+        "sessions",
+        "invitations",
+        "memberships",
+        "organizations",
+        "user_identities",
+    ):
         op.drop_table(name)
     op.drop_table("users")
