@@ -30,7 +30,7 @@ from infra.plans import entitlements
 from infra.secrets import token_digest
 from infra.sessions import parse_session
 from infra.tokens import parse_token
-from readmodel.tables import PROJECTS
+from readmodel.tables import PROJECTS, project_plan
 
 WINDOW = timedelta(minutes=1)
 LAST_USED_EVERY = timedelta(minutes=1)
@@ -101,7 +101,8 @@ async def _verify(conn: AsyncConnection, platform: Platform, credential: Credent
                 TOKENS.c.expires_at,
                 TOKENS.c.last_used_at,
                 TOKENS.c.scopes,
-                PROJECTS.c.plan,
+                project_plan(),
+                PROJECTS.c.organization_id,
                 PROJECTS.c.deleted_at,
             )
             .outerjoin(PROJECTS, PROJECTS.c.id == TOKENS.c.project_id)
@@ -120,7 +121,10 @@ async def _verify(conn: AsyncConnection, platform: Platform, credential: Credent
     if row.project_id is None or row.plan is None:
         return None
     principal = Principal.project_token(token_id, row.project_id, frozenset(row.scopes))
-    return Verified(principal, (f"token:{token_id}", f"project:{row.project_id}"), (str(row.plan),))
+    keys = [f"token:{token_id}", f"project:{row.project_id}"]
+    if row.organization_id is not None:
+        keys.append(f"organization:{row.organization_id}")
+    return Verified(principal, tuple(keys), (str(row.plan),))
 
 
 async def _verify_session(conn: AsyncConnection, cookie: str) -> Verified | None:
@@ -161,7 +165,7 @@ async def _user(
     )
     projects = (
         await conn.execute(
-            sa.select(PROJECTS.c.id, PROJECTS.c.organization_id, PROJECTS.c.plan).where(
+            sa.select(PROJECTS.c.id, PROJECTS.c.organization_id, project_plan()).where(
                 PROJECTS.c.organization_id.in_(roles), PROJECTS.c.deleted_at.is_(None)
             )
         )

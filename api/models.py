@@ -488,6 +488,7 @@ class OrganizationCreate(Strict):
 class OrganizationPublic(BaseModel):
     id: uuid.UUID
     name: str
+    plan: str = Field(description="What every project it owns is entitled to.")
     role: str | None = Field(description="The caller's role in it (null for the platform admin).")
     created_at: datetime
 
@@ -559,6 +560,7 @@ class MailboxPublic(BaseModel):
 class OrganizationSummary(BaseModel):
     id: uuid.UUID
     name: str
+    plan: str
     created_at: datetime
     members: int
     projects: int

@@ -1,5 +1,5 @@
-"""Requests per minute, per token and per project (a user: per user and per session or token), from
-the plan; counted in the
+"""Requests per minute, per token, per project and per organization (a user: per user and per
+session or token), from the plan; counted in the
 metadata database so every API process shares them.
 
 Each key has a fixed one-minute window that starts with its first request; a request past the

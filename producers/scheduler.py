@@ -27,7 +27,7 @@ from infra.settings import Settings
 from producers.backup_schedule import slots_between
 from producers.backups import request_backup, request_backup_deletion
 from producers.commands import Outbox, OutboxRelay
-from readmodel.tables import BACKUPS, DATABASES, GONE, POLICIES, PROJECTS, BackupStatus, DatabaseStatus
+from readmodel.tables import BACKUPS, DATABASES, GONE, POLICIES, PROJECTS, BackupStatus, DatabaseStatus, project_plan
 from schemas.envelope import Envelope
 from schemas.events import BackupMissed
 
@@ -58,7 +58,7 @@ class BackupScheduler:
         async with self._engine.connect() as conn:
             policies = (
                 await conn.execute(
-                    sa.select(POLICIES, DATABASES.c.status, PROJECTS.c.plan)
+                    sa.select(POLICIES, DATABASES.c.status, project_plan())
                     .join(DATABASES, DATABASES.c.id == POLICIES.c.database_id)
                     .join(PROJECTS, PROJECTS.c.id == POLICIES.c.project_id)
                     .where(DATABASES.c.status.not_in([*GONE, DatabaseStatus.CREATING]))
@@ -84,7 +84,7 @@ class BackupScheduler:
         retention after the deletion, then go, each with its own deletion operation."""
         rows = (
             await conn.execute(
-                sa.select(BACKUPS, DATABASES.c.deleted_at, PROJECTS.c.plan)
+                sa.select(BACKUPS, DATABASES.c.deleted_at, project_plan())
                 .join(DATABASES, DATABASES.c.id == BACKUPS.c.database_id)
                 .join(PROJECTS, PROJECTS.c.id == BACKUPS.c.project_id)
                 .where(

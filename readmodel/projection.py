@@ -76,6 +76,7 @@ from schemas.events import (
     OperationStepCompleted,
     OperationStepFailed,
     OrganizationCreated,
+    OrganizationPlanChanged,
     ProjectCreated,
     ProjectDeleted,
     ProjectPlanChanged,
@@ -146,6 +147,11 @@ async def project_plan_changed(batch: Batch, env: Envelope, event: ProjectPlanCh
 async def organization_created(batch: Batch, env: Envelope, event: OrganizationCreated) -> None:
     detail = {"name": event.name, "owner": str(event.owner)}
     _audit(batch, env, "organization.create", "organization", env.project_id, "succeeded", detail)
+
+
+async def organization_plan_changed(batch: Batch, env: Envelope, event: OrganizationPlanChanged) -> None:
+    detail = {"plan": event.plan, "previous": event.previous}
+    _audit(batch, env, "organization.plan_change", "organization", env.project_id, "succeeded", detail)
 
 
 async def member_invited(batch: Batch, env: Envelope, event: MemberInvited) -> None:
@@ -531,6 +537,7 @@ PROJECTIONS: dict[type[Payload], Projection] = {
     ProjectDeleted: project_deleted,
     ProjectPlanChanged: project_plan_changed,
     OrganizationCreated: organization_created,
+    OrganizationPlanChanged: organization_plan_changed,
     MemberInvited: member_invited,
     InvitationRevoked: invitation_revoked,
     MemberAdded: member_added,

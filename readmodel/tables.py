@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel
 
-from infra.metadata.tables import TZ, table
+from infra.metadata.tables import ORGANIZATIONS, TZ, table
 
 
 class DatabaseStatus(StrEnum):
@@ -285,6 +285,17 @@ READ_MODEL = [
     DRIFTS,
 ]
 """The projected tables: `pgplane replay projection` rebuilds and compares exactly these."""
+
+
+def project_plan() -> sa.Label[str]:
+    """A project's plan, what every limit reads: its organization's, or (outside any) its own."""
+    owner = sa.select(ORGANIZATIONS.c.plan).where(ORGANIZATIONS.c.id == PROJECTS.c.organization_id)
+    return sa.func.coalesce(owner.scalar_subquery(), PROJECTS.c.plan).label("plan")
+
+
+def projects_with_plan() -> sa.Select[Any]:
+    """``SELECT * FROM projects``, with the plan each one has (``project_plan``)."""
+    return sa.select(*(project_plan() if column.name == "plan" else column for column in PROJECTS.c))
 
 
 async def create_tables(conn: AsyncConnection, schema: str) -> None:

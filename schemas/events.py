@@ -27,6 +27,14 @@ class OrganizationCreated(Payload):
     owner: uuid.UUID
 
 
+class OrganizationPlanChanged(Payload):
+    """The organization's projects are entitled to ``plan`` from now on."""
+
+    TYPE = "pgplane.organization.plan_changed"
+    plan: str
+    previous: str
+
+
 class MemberInvited(Payload):
     TYPE = "pgplane.organization.member_invited"
     invitation_id: uuid.UUID

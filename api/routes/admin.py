@@ -17,6 +17,7 @@ from api.models import (
     Email,
     MailboxPublic,
     MailPublic,
+    OrganizationPublic,
     OrganizationSummaries,
     OrganizationSummary,
     PlanChange,
@@ -24,7 +25,7 @@ from api.models import (
     ProjectsPublic,
     UsersPublic,
 )
-from api.usecases import projects
+from api.usecases import organizations, projects
 from api.usecases.accounts import user_public
 from api.usecases.loading import database_public
 from api.usecases.projects import project_public
@@ -34,7 +35,7 @@ from readmodel.tables import DATABASES, PROJECTS
 router = APIRouter(prefix="/admin", tags=["admin"], responses=errors(401, 403, 422, 429))
 
 
-@router.post("/projects/{project_id}/plan", response_model=ProjectPublic, responses=errors(404, 413, 415))
+@router.post("/projects/{project_id}/plan", response_model=ProjectPublic, responses=errors(404, 409, 413, 415))
 async def change_plan(
     *, principal: AdminPrincipal, mutation: MutationDep, project_id: uuid.UUID, body: PlanChange
 ) -> ProjectPublic:
@@ -42,6 +43,19 @@ async def change_plan(
     downgrade over a limit deletes nothing: new creations are refused until it is back under."""
     return await mutation.run(
         lambda conn: projects.change_plan(conn, mutation.platform, principal, project_id, body.plan), ProjectPublic
+    )
+
+
+@router.post(
+    "/organizations/{organization_id}/plan", response_model=OrganizationPublic, responses=errors(404, 413, 415)
+)
+async def change_organization_plan(
+    *, principal: AdminPrincipal, mutation: MutationDep, organization_id: uuid.UUID, body: PlanChange
+) -> OrganizationPublic:
+    """Move an organization, and every project it owns, to another plan; applied at once."""
+    return await mutation.run(
+        lambda conn: organizations.change_plan(conn, mutation.platform, principal, organization_id, body.plan),
+        OrganizationPublic,
     )
 
 

@@ -98,7 +98,9 @@ async def me(conn: AsyncConnection, principal: Principal) -> Me:
             .order_by(ORGANIZATIONS.c.created_at)
         )
     ).all()
-    organizations = [OrganizationPublic(id=r.id, name=r.name, role=r.role, created_at=r.created_at) for r in rows]
+    organizations = [
+        OrganizationPublic(id=r.id, name=r.name, plan=r.plan, role=r.role, created_at=r.created_at) for r in rows
+    ]
     return Me(user=user_public(user), organizations=organizations)
 
 

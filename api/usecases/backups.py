@@ -41,7 +41,7 @@ from infra.plans import entitlements
 from producers.backup_schedule import check_schedule
 from producers.backups import request_backup, request_backup_deletion
 from producers.commands import project_event
-from readmodel.tables import BACKUPS, DATABASES, GONE, POLICIES, PROJECTS, BackupStatus
+from readmodel.tables import BACKUPS, DATABASES, GONE, POLICIES, PROJECTS, BackupStatus, project_plan
 from schemas.commands import RestoreBackup, RestoreBackupToNewDatabase, VerifyBackup, encryption_context
 from schemas.events import BackupDownloaded, BackupPolicySet
 
@@ -52,7 +52,7 @@ async def back_up(
     database = await load_live_database(conn, database_id, principal, for_update=True)
     check_created(database)
     await ensure_idle(conn, database_id)  # never beside a delete, reset or restore of the same database
-    plan = (await conn.execute(sa.select(PROJECTS.c.plan).where(PROJECTS.c.id == database.project_id))).scalar()
+    plan = (await conn.execute(sa.select(project_plan()).where(PROJECTS.c.id == database.project_id))).scalar()
     operation_id, _ = await request_backup(
         conn,
         platform.outbox,
@@ -207,7 +207,7 @@ async def set_backup_policy(
 ) -> BackupPolicyPublic:
     database = await load_live_database(conn, database_id, principal, for_update=True)
     if policy.schedule is not None:
-        plan = (await conn.execute(sa.select(PROJECTS.c.plan).where(PROJECTS.c.id == database.project_id))).scalar()
+        plan = (await conn.execute(sa.select(project_plan()).where(PROJECTS.c.id == database.project_id))).scalar()
         shortest = entitlements(platform.settings, str(plan)).backup_min_interval_seconds
         try:
             check_schedule(policy.schedule, min_interval_seconds=shortest)

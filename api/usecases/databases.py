@@ -22,7 +22,7 @@ from infra.metadata.tables import CREDENTIALS
 from infra.plans import entitlements
 from infra.secrets import new_password, scram_verifier, seal
 from producers.commands import project_event
-from readmodel.tables import DATABASES, GONE, PROJECTS
+from readmodel.tables import DATABASES, GONE, PROJECTS, project_plan
 from schemas.commands import CreateDatabase, DeleteDatabase, ResetDatabase, RotateCredentials
 from schemas.events import CredentialsRead
 
@@ -47,7 +47,7 @@ async def reserve_name(platform: Platform, conn: AsyncConnection, project_id: uu
     """Lock the project, then check the quota and that ``name`` is free; returns the project's plan."""
     project = (
         await conn.execute(
-            sa.select(PROJECTS.c.plan)
+            sa.select(project_plan())
             .where(PROJECTS.c.id == project_id, PROJECTS.c.deleted_at.is_(None))
             .with_for_update()
         )
@@ -173,7 +173,7 @@ async def delete_database(
     db = await _idle_database(conn, principal, database_id)
     command = DeleteDatabase(database_id=db.id, dbname=db.dbname, role=db.role)
     accepted = await _accept_change(conn, platform, principal, command, db, db.credentials_version)
-    plan = (await conn.execute(sa.select(PROJECTS.c.plan).where(PROJECTS.c.id == db.project_id))).scalar_one()
+    plan = (await conn.execute(sa.select(project_plan()).where(PROJECTS.c.id == db.project_id))).scalar_one()
     kept_until = datetime.now(UTC) + timedelta(days=entitlements(platform.settings, plan).backup_retention_days)
     return DeleteAccepted(**accepted.model_dump(), backups_kept_until=kept_until)
 

@@ -44,6 +44,7 @@ from schemas.events import (
     MemberRemoved,
     MemberRoleChanged,
     OrganizationCreated,
+    OrganizationPlanChanged,
 )
 
 
@@ -64,7 +65,24 @@ async def create_organization(
         sa.insert(MEMBERSHIPS).values(organization_id=organization_id, user_id=user_id, role="owner", created_at=now)
     )
     await _record(conn, platform, principal, organization_id, OrganizationCreated(name=name, owner=user_id))
-    return OrganizationPublic(id=organization_id, name=name, role="owner", created_at=now)
+    return OrganizationPublic(id=organization_id, name=name, plan="free", role="owner", created_at=now)
+
+
+async def change_plan(
+    conn: AsyncConnection, platform: Platform, principal: Principal, organization_id: uuid.UUID, plan: str
+) -> OrganizationPublic:
+    """Move the organization (every project it owns) to ``plan`` now. A downgrade over a limit
+    deletes nothing: new creations are refused (409) until it is back under."""
+    query = sa.select(ORGANIZATIONS).where(ORGANIZATIONS.c.id == organization_id)
+    row = (await conn.execute(query.with_for_update())).first()
+    if row is None:
+        raise not_found("organization")
+    if row.plan != plan:
+        await conn.execute(sa.update(ORGANIZATIONS).where(ORGANIZATIONS.c.id == organization_id).values(plan=plan))
+        changed = OrganizationPlanChanged(plan=plan, previous=row.plan)
+        await _record(conn, platform, principal, organization_id, changed)
+        row = (await conn.execute(query)).one()
+    return _organization(principal, row)
 
 
 async def list_organizations(conn: AsyncConnection, principal: Principal) -> OrganizationsPublic:
@@ -88,7 +106,7 @@ async def read_organization(
 
 def _organization(principal: Principal, row: Any) -> OrganizationPublic:
     role = principal.memberships.get(row.id)
-    return OrganizationPublic(id=row.id, name=row.name, role=role, created_at=row.created_at)
+    return OrganizationPublic(id=row.id, name=row.name, plan=row.plan, role=role, created_at=row.created_at)
 
 
 async def list_members(conn: AsyncConnection, principal: Principal, organization_id: uuid.UUID) -> MembersPublic:

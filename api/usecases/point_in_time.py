@@ -24,7 +24,7 @@ from api.usecases.loading import check_created, load_database
 from api.usecases.operations import accept_operation, ensure_idle
 from infra.heartbeats import STALE_SECONDS
 from infra.plans import entitlements
-from readmodel.tables import BASE_BACKUPS, GONE, PROJECTS, WAL_SEGMENTS
+from readmodel.tables import BASE_BACKUPS, GONE, PROJECTS, WAL_SEGMENTS, project_plan
 from schemas.commands import RestorePointInTime, RestorePointInTimeToNewDatabase
 
 HEARTBEAT_READ_SECONDS = 2.0
@@ -91,7 +91,7 @@ def _refused(message: str) -> ApiError:
 
 
 async def window(conn: AsyncConnection, platform: Platform, database: Row[Any]) -> Window:
-    plan = (await conn.execute(sa.select(PROJECTS.c.plan).where(PROJECTS.c.id == database.project_id))).scalar()
+    plan = (await conn.execute(sa.select(project_plan()).where(PROJECTS.c.id == database.project_id))).scalar()
     bases = [
         Base(id=r.id, start_segment=r.start_segment, stop_segment=r.stop_segment, finished_at=r.finished_at)
         for r in await conn.execute(

@@ -32,7 +32,7 @@ from infra.metadata.tables import ORGANIZATIONS, TOKENS
 from infra.secrets import token_digest
 from infra.tokens import new_token
 from producers.commands import project_event
-from readmodel.tables import DATABASES, GONE, HOST_STATES, PROJECTS, DatabaseStatus
+from readmodel.tables import DATABASES, GONE, HOST_STATES, PROJECTS, DatabaseStatus, projects_with_plan
 from schemas.events import ApiTokenCreated, ApiTokenRevoked, ProjectCreated, ProjectDeleted, ProjectPlanChanged
 
 
@@ -60,8 +60,8 @@ async def load_project(
 ) -> Any:
     """A live project the caller sees; a deleted one, or another tenant's, is not found."""
     principal.check_project(project_id)
-    query = sa.select(PROJECTS).where(PROJECTS.c.id == project_id, PROJECTS.c.deleted_at.is_(None))
-    row = (await conn.execute(query.with_for_update() if for_update else query)).first()
+    query = projects_with_plan().where(PROJECTS.c.id == project_id, PROJECTS.c.deleted_at.is_(None))
+    row = (await conn.execute(query.with_for_update(of=PROJECTS) if for_update else query)).first()
     if row is None:
         raise not_found("project")
     return row
@@ -83,26 +83,31 @@ async def create_project(
     organization_id = request.organization_id
     if organization_id is None and not principal.is_admin:
         raise ApiError(403, "forbidden", "a user's project belongs to an organization: give organization_id")
+    plan = request.plan
     if organization_id is not None:
         principal.check_role(organization_id, "admin")
-        if (
-            await conn.execute(sa.select(ORGANIZATIONS.c.id).where(ORGANIZATIONS.c.id == organization_id))
-        ).first() is None:
+        owner = (
+            await conn.execute(
+                sa.select(ORGANIZATIONS.c.plan).where(ORGANIZATIONS.c.id == organization_id).with_for_update()
+            )
+        ).first()
+        if owner is None:
             raise not_found("organization")
-    created = ProjectCreated(name=request.name, plan=request.plan, organization_id=organization_id)
+        plan = owner.plan  # an organization's projects have its plan
+    created = ProjectCreated(name=request.name, plan=plan, organization_id=organization_id)
     event = project_event(created, project_id=uuid.uuid4(), actor=principal.actor)
     await platform.outbox.event(conn, event)
     return ProjectPublic(
         id=event.project_id,
         name=request.name,
-        plan=request.plan,
+        plan=plan,
         organization_id=organization_id,
         created_at=event.occurred_at,
     )
 
 
 async def list_projects(conn: AsyncConnection, principal: Principal) -> ProjectsPublic:
-    query = sa.select(PROJECTS).where(PROJECTS.c.deleted_at.is_(None)).order_by(PROJECTS.c.created_at)
+    query = projects_with_plan().where(PROJECTS.c.deleted_at.is_(None)).order_by(PROJECTS.c.created_at)
     if principal.grants is not None:
         query = query.where(PROJECTS.c.id.in_(principal.grants))
     rows = (await conn.execute(query)).all()
@@ -119,6 +124,10 @@ async def change_plan(
     """Move the project to ``plan`` now. A downgrade over a limit deletes nothing: what is over it
     stays, and new creations are refused (409) until the project is back under it."""
     project = await load_project(conn, principal, project_id, for_update=True)
+    if project.organization_id is not None:
+        raise ApiError(
+            409, "plan_of_organization", "the project has its organization's plan: change the organization's"
+        )
     if project.plan != plan:
         changed = ProjectPlanChanged(plan=plan, previous=project.plan)
         await platform.outbox.event(conn, project_event(changed, project_id=project_id, actor=principal.actor))

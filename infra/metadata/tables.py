@@ -63,6 +63,8 @@ class Organization(SQLModel, table=True):
     __tablename__ = "organizations"
     id: uuid.UUID = Field(primary_key=True)
     name: str
+    plan: str = "free"
+    """The plan of every project it owns (``readmodel.tables.project_plan``)."""
     created_at: datetime = Field(sa_type=TZ)
 
 

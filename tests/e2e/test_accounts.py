@@ -262,6 +262,12 @@ async def test_the_admin_api_searches_across_tenants_and_an_operator_makes_a_pla
         f"/admin/projects/{other.project_id}/plan", json={"plan": "pro"}, headers=frank.writes
     )
     assert upgraded.status_code == 200 and upgraded.json()["plan"] == "pro"
+    own = await client.http.post(f"/admin/projects/{project_id}/plan", json={"plan": "pro"}, headers=frank.writes)
+    assert own.status_code == 409 and own.json()["error"]["code"] == "plan_of_organization"
+    assert (await frank.get(f"/projects/{project_id}")).json()["plan"] == "free"
+    organization = await frank.post(f"/admin/organizations/{org_id}/plan", {"plan": "pro"})
+    assert organization.status_code == 200 and organization.json()["plan"] == "pro"
+    assert (await frank.get(f"/projects/{project_id}")).json()["plan"] == "pro"  # at once, for all its projects
 
     async def audited() -> list[str]:
         entries = (await client.http.get(f"/audit-log?project_id={other.project_id}", headers=client.admin)).json()

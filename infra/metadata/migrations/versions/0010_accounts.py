@@ -44,6 +44,7 @@ def upgrade() -> None:
         "organizations",
         sa.Column("id", sa.Uuid(), primary_key=True),
         sa.Column("name", sa.String(), nullable=False),
+        sa.Column("plan", sa.String(), nullable=False),
         sa.Column("created_at", TZ, nullable=False),
     )
     op.create_table(
