@@ -20,6 +20,7 @@ from api.routes import (
     admin,
     audit,
     backups,
+    billing,
     databases,
     events,
     health,
@@ -54,6 +55,7 @@ def create_app(lifespan: Lifespan, *, max_body_bytes: int = 2**20) -> FastAPI:
     for module in (
         accounts,
         organizations,
+        billing,
         projects,
         databases,
         backups,

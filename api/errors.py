@@ -43,6 +43,7 @@ class ErrorBody(BaseModel):
 
 
 MEANINGS = {
+    400: "A signature that does not verify the body.",
     401: "No valid bearer token.",
     403: "The token may not do this.",
     404: "Not found, or another tenant's.",

@@ -574,3 +574,21 @@ class OrganizationSummaries(BaseModel):
 class UsersPublic(BaseModel):
     data: list[UserPublic]
     count: int
+
+
+class BillingPublic(BaseModel):
+    organization_id: uuid.UUID
+    plan: str
+    status: str = Field(description="none, active, past_due (paying late: grace_until), canceled.")
+    grace_until: datetime | None = Field(description="A late payment keeps the plan until then.")
+    customer: str | None = Field(description="The Stripe customer.")
+    subscription: str | None = Field(description="The Stripe subscription.")
+
+
+class BillingSession(BaseModel):
+    url: str = Field(description="Where to send the person: Stripe's checkout or customer portal page.")
+
+
+class StripeReceipt(BaseModel):
+    received: bool = True
+    acted: bool = Field(description="False for a duplicate, or an event type pgplane does not act on.")

@@ -169,6 +169,13 @@ class Settings(BaseSettings):
     oidc_client_secret: SecretStr | None = Field(default=None, description="Unset: a public client (PKCE only).")
     oidc_name: str = Field(default="your identity provider", description="What the sign-in link calls it.")
 
+    # billing through Stripe: off until a secret key is set
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = Field(default=None, description="whsec_…: verifies Stripe's events.")
+    stripe_api_base: str = Field(default="", description="Another Stripe-compatible endpoint (tests); empty: Stripe.")
+    stripe_price_pro: str = Field(default="", description="The Stripe price of the pro plan (price_…).")
+    billing_grace_days: int = Field(default=7, ge=0, description="How long a failed payment keeps the plan.")
+
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
 

@@ -66,6 +66,21 @@ class Organization(SQLModel, table=True):
     plan: str = "free"
     """The plan of every project it owns (``readmodel.tables.project_plan``)."""
     created_at: datetime = Field(sa_type=TZ)
+    stripe_customer_id: str | None = Field(default=None, sa_column_kwargs={"unique": True})
+    stripe_subscription_id: str | None = None
+    billing_status: str = "none"
+    """none, active, past_due (paying late: ``grace_until``), canceled."""
+    grace_until: datetime | None = Field(default=None, sa_type=TZ)
+
+
+class StripeEvent(SQLModel, table=True):
+    """Stripe events already acted on, written in the transaction of their effect: a redelivered
+    event changes nothing."""
+
+    __tablename__ = "stripe_events"
+    id: str = Field(primary_key=True)
+    type: str
+    received_at: datetime = Field(sa_type=TZ)
 
 
 class Membership(SQLModel, table=True):
@@ -277,6 +292,7 @@ class WebhookAttempt(SQLModel, table=True):
 WEBHOOK_ENDPOINTS, WEBHOOK_DELIVERIES, WEBHOOK_ATTEMPTS = (
     table(m) for m in (WebhookEndpoint, WebhookDelivery, WebhookAttempt)
 )
+STRIPE_EVENTS = table(StripeEvent)
 USERS, IDENTITIES, ORGANIZATIONS, MEMBERSHIPS, INVITATIONS, SESSIONS, DEVICE_AUTHORIZATIONS, MAIL = (
     table(m)
     for m in (User, UserIdentity, Organization, Membership, Invitation, Session, DeviceAuthorization, MailMessage)

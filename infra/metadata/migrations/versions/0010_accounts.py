@@ -1,6 +1,7 @@
 """Accounts: users and their OpenID Connect identities, organisations and their members,
 invitations, browser sessions, OAuth device authorizations and the mail outbox; personal tokens
-(a token of a user instead of a project); projects owned by an organisation.
+(a token of a user instead of a project); projects owned by an organisation; its Stripe billing
+and the Stripe events acted on.
 
 Revision ID: 0010
 Revises: 0009
@@ -45,7 +46,18 @@ def upgrade() -> None:
         sa.Column("id", sa.Uuid(), primary_key=True),
         sa.Column("name", sa.String(), nullable=False),
         sa.Column("plan", sa.String(), nullable=False),
+        sa.Column("stripe_customer_id", sa.String(), nullable=True),
+        sa.Column("stripe_subscription_id", sa.String(), nullable=True),
+        sa.Column("billing_status", sa.String(), nullable=False),
+        sa.Column("grace_until", TZ, nullable=True),
+        sa.UniqueConstraint("stripe_customer_id"),
         sa.Column("created_at", TZ, nullable=False),
+    )
+    op.create_table(
+        "stripe_events",
+        sa.Column("id", sa.String(), primary_key=True),
+        sa.Column("type", sa.String(), nullable=False),
+        sa.Column("received_at", TZ, nullable=False),
     )
     op.create_table(
         "memberships",
@@ -128,6 +140,7 @@ def downgrade() -> None:
         "memberships",
         "organizations",
         "user_identities",
+        "stripe_events",
     ):
         op.drop_table(name)
     op.drop_table("users")
