@@ -54,11 +54,13 @@ from infra.pgbouncer import PgBouncer
 from infra.secrets import SecretBox
 from infra.settings import Settings
 from infra.signing import CommandSigner, CommandVerifier
+from infra.stripe_api import stripe_client
 from infra.topology import ensure_topology
 from infra.webhook_sender import WebhookSender, http_client
 from producers.commands import Outbox, OutboxRelay
 from producers.reconciler import Reconciler
 from producers.scheduler import BackupScheduler
+from producers.usage_meter import UsageMeter
 from schemas.subjects import Subjects
 
 MIN_ADMIN_TOKEN = 32
@@ -303,15 +305,19 @@ async def run_webhooks(settings: Settings, stop: asyncio.Event, *, faults: Fault
 
 async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
     """Backup slots, missed-slot reports and retention, and reconciling the data hosts' reports with
-    the read model, published through the outbox."""
+    the read model, published through the outbox; usage to Stripe once billing is configured."""
     metrics.serve(settings.metrics_port, settings.metrics_host)
     tracing.configure(settings, "scheduler")
     async with metadata(settings, pool_size=3) as engine, bus(settings) as nc:
         commands, outgoing = outbox(settings), relay(settings, engine, nc)
-        await asyncio.gather(
+        jobs = [
             BackupScheduler(engine, settings, commands).run(stop, outgoing),
             Reconciler(engine, commands, interval=settings.reconcile_seconds).run(stop, outgoing),
-        )
+        ]
+        billing = stripe_client(settings)
+        if billing is not None:
+            jobs.append(UsageMeter(engine, settings, billing).run(stop))
+        await asyncio.gather(*jobs)
 
 
 def migrate_metadata(settings: Settings) -> str:

@@ -175,6 +175,8 @@ class Settings(BaseSettings):
     stripe_api_base: str = Field(default="", description="Another Stripe-compatible endpoint (tests); empty: Stripe.")
     stripe_price_pro: str = Field(default="", description="The Stripe price of the pro plan (price_…).")
     billing_grace_days: int = Field(default=7, ge=0, description="How long a failed payment keeps the plan.")
+    stripe_meter_event: str = Field(default="pgplane_database_minutes", description="The Stripe meter's event name.")
+    usage_report_seconds: float = Field(default=300, gt=0, description="How often finished hours are reported.")
 
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")

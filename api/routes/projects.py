@@ -56,7 +56,7 @@ async def read_usage(
     """What the project uses: its databases, their storage (from the data hosts' latest state
     reports) and database-hours since ``since`` (default: the first day of this month, UTC)."""
     async with platform.engine.connect() as conn:
-        return await projects.usage(conn, principal, project_id, since or projects.month_start())
+        return await projects.project_usage(conn, principal, project_id, since or projects.month_start())
 
 
 @router.delete("/{project_id}", response_model=ProjectPublic, responses=errors(403, 404, 409, 413, 415))

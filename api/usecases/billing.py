@@ -20,7 +20,6 @@ import sqlalchemy as sa
 import stripe
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
-from stripe._base_address import BaseAddresses
 
 from api.errors import ApiError, not_found
 from api.models import BillingPublic, BillingSession
@@ -29,6 +28,7 @@ from api.principal import Principal
 from api.usecases import organizations
 from infra.metadata.tables import ORGANIZATIONS, STRIPE_EVENTS, USERS
 from infra.settings import Settings
+from infra.stripe_api import stripe_client
 
 ACTOR = "stripe"
 HANDLED = frozenset(
@@ -46,14 +46,10 @@ LATE = frozenset({"past_due", "unpaid", "incomplete"})
 
 
 def client(settings: Settings) -> stripe.StripeClient:
-    if settings.stripe_secret_key is None:
+    configured = stripe_client(settings)
+    if configured is None:
         raise ApiError(503, "billing_not_configured", "billing is not configured on this platform")
-    base: BaseAddresses | None = None
-    if settings.stripe_api_base:
-        base = {"api": settings.stripe_api_base, "meter_events": settings.stripe_api_base}
-    return stripe.StripeClient(
-        settings.stripe_secret_key.get_secret_value(), base_addresses=base, max_network_retries=2
-    )
+    return configured
 
 
 def billing_public(row: Any) -> BillingPublic:

@@ -32,7 +32,8 @@ from infra.metadata.tables import ORGANIZATIONS, TOKENS
 from infra.secrets import token_digest
 from infra.tokens import new_token
 from producers.commands import project_event
-from readmodel.tables import DATABASES, GONE, HOST_STATES, PROJECTS, DatabaseStatus, projects_with_plan
+from readmodel import usage
+from readmodel.tables import DATABASES, GONE, PROJECTS, projects_with_plan
 from schemas.events import ApiTokenCreated, ApiTokenRevoked, ProjectCreated, ProjectDeleted, ProjectPlanChanged
 
 
@@ -156,7 +157,9 @@ async def delete_project(
     return project_public(project)
 
 
-async def usage(conn: AsyncConnection, principal: Principal, project_id: uuid.UUID, since: datetime) -> ProjectUsage:
+async def project_usage(
+    conn: AsyncConnection, principal: Principal, project_id: uuid.UUID, since: datetime
+) -> ProjectUsage:
     """What the project uses (``measure``)."""
     await load_project(conn, principal, project_id)
     return ProjectUsage(project_id=project_id, **(await measure(conn, [project_id], since)).model_dump())
@@ -170,44 +173,14 @@ def month_start() -> datetime:
 async def measure(conn: AsyncConnection, projects: Collection[uuid.UUID], since: datetime) -> Usage:
     """What these projects use: databases and their storage (from the data hosts' latest reports),
     and database-hours since ``since``."""
-    now = datetime.now(UTC)
-    live = sa.and_(DATABASES.c.project_id.in_(projects), DATABASES.c.status.not_in(GONE))
-    count = (await conn.execute(sa.select(sa.func.count()).where(live))).scalar_one()
-    reported = (
-        sa.func.jsonb_to_recordset(HOST_STATES.c.databases)
-        .table_valued(sa.column("dbname", sa.String), sa.column("size_bytes", sa.BigInteger))
-        .render_derived(with_types=True)
-    )  # jsonb_to_recordset needs its column types
-    storage = (
-        await conn.execute(
-            sa.select(sa.func.coalesce(sa.func.sum(reported.c.size_bytes), 0), sa.func.min(HOST_STATES.c.reported_at))
-            .select_from(HOST_STATES)
-            .join(reported, sa.true())
-            .join(
-                DATABASES,
-                sa.and_(DATABASES.c.dbname == reported.c.dbname, DATABASES.c.host_id == HOST_STATES.c.host_id),
-            )
-            .where(live)
-        )
-    ).one()
-    start = sa.func.greatest(DATABASES.c.created_at, since)
-    end = sa.func.coalesce(DATABASES.c.deleted_at, now)
-    seconds = sa.func.greatest(sa.extract("epoch", end - start), 0)
-    lived = (
-        await conn.execute(
-            sa.select(sa.func.coalesce(sa.func.sum(seconds), 0)).where(
-                DATABASES.c.project_id.in_(projects),
-                DATABASES.c.status != DatabaseStatus.FAILED.value,
-                sa.or_(DATABASES.c.deleted_at.is_(None), DATABASES.c.deleted_at > since),
-            )
-        )
-    ).scalar_one()
+    count, size, reported_at = await usage.storage(conn, projects)
+    seconds = await usage.database_seconds(conn, projects, since)
     return Usage(
         since=since,
         databases=count,
-        storage_bytes=int(storage[0]),
-        reported_at=storage[1],
-        database_hours=round(float(lived) / 3600, 3),
+        storage_bytes=size,
+        reported_at=reported_at,
+        database_hours=round(seconds / 3600, 3),
     )
 
 

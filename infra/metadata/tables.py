@@ -292,7 +292,20 @@ class WebhookAttempt(SQLModel, table=True):
 WEBHOOK_ENDPOINTS, WEBHOOK_DELIVERIES, WEBHOOK_ATTEMPTS = (
     table(m) for m in (WebhookEndpoint, WebhookDelivery, WebhookAttempt)
 )
-STRIPE_EVENTS = table(StripeEvent)
+
+
+class UsageReport(SQLModel, table=True):
+    """An hour of an organization's usage sent to Stripe as a meter event (its identifier is
+    ``<organization>:<hour>``, so a resend after a crash is the same event to Stripe)."""
+
+    __tablename__ = "usage_reports"
+    organization_id: uuid.UUID = Field(primary_key=True)
+    hour: datetime = Field(primary_key=True, sa_type=TZ)
+    database_minutes: int
+    reported_at: datetime = Field(sa_type=TZ)
+
+
+STRIPE_EVENTS, USAGE_REPORTS = table(StripeEvent), table(UsageReport)
 USERS, IDENTITIES, ORGANIZATIONS, MEMBERSHIPS, INVITATIONS, SESSIONS, DEVICE_AUTHORIZATIONS, MAIL = (
     table(m)
     for m in (User, UserIdentity, Organization, Membership, Invitation, Session, DeviceAuthorization, MailMessage)

@@ -2,7 +2,8 @@
 through the ``stripe`` SDK, with events signed by the SDK's own signing code: checkout and the
 portal; a forged or stale signature changes nothing; the same event twice acts once; events out
 of order end in the plan the subscription has now; a failed payment keeps the plan for the grace
-period, a payment ends it, a cancellation is the free plan."""
+period, a payment ends it, a cancellation is the free plan. And usage metered to Stripe by the
+hour, once per hour even when sent again."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ import stripe
 
 from devstack.cluster import Cluster
 from devstack.stack import Stack
+from infra.metadata.engine import make_engine
 from infra.processes import free_port, spawn, stop, wait_for_port
+from infra.stripe_api import stripe_client
+from producers.usage_meter import UsageMeter, hour_of
 from tests.e2e.test_accounts import User, eventually, sign_up
 from tests.platform_client import PlatformClient
 from tests.stacks import new_stack
@@ -49,7 +53,7 @@ def stack(cluster: Cluster, stripe_api: str) -> Iterator[Stack]:
         "PGPLANE_STRIPE_API_BASE": stripe_api,
         "PGPLANE_STRIPE_PRICE_PRO": PRICE,
     }
-    platform = new_stack(cluster, env, processes=("projector", "api"))
+    platform = new_stack(cluster, env, processes=("projector", "agent", "api"))
     try:
         platform.start()
         yield platform
@@ -153,3 +157,64 @@ async def test_a_subscription_moves_the_organization_between_plans(
         return sorted(found) if len(found) >= 2 else []
 
     assert await eventually(changes) == [("stripe", "free"), ("stripe", "pro")]  # each once
+
+
+async def test_usage_is_metered_to_stripe_by_the_hour_once(
+    client: PlatformClient, stack: Stack, stripe_api: str
+) -> None:
+    owner = await sign_up(client, "uma@example.com", "Uma")
+    org_id = (await owner.post("/orgs", {"name": "Metered"})).json()["id"]
+    project_id = (await owner.post("/projects", {"name": "app", "organization_id": org_id})).json()["id"]
+    assert (await owner.post(f"/orgs/{org_id}/billing/checkout", {})).status_code == 200
+    customer = (await owner.get(f"/orgs/{org_id}/billing")).json()["customer"]
+    assert await eventually(lambda: _visible(owner, project_id))
+    created = await owner.post("/databases", {"project_id": project_id, "name": "app"})
+    assert created.status_code == 202, created.text
+    status = await eventually(lambda: _done(owner, created.json()["operation"]["id"]), timeout=90)
+    assert status == "succeeded"
+
+    settings = stack.settings("scheduler")
+    billing = stripe_client(settings)
+    assert billing is not None
+    engine = make_engine(settings.metadata_dsn, pool_size=1)
+    meter = UsageMeter(engine, settings, billing)
+    later = datetime.now(UTC) + timedelta(hours=2)  # two hours have ended since the organization began
+
+    def reported() -> int:
+        with psycopg.connect(stack.cluster.superuser_dsn(stack.meta_db)) as conn:
+            row = conn.execute("SELECT count(*) FROM usage_reports WHERE organization_id = %s", (org_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def metered() -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = httpx.get(f"{stripe_api}/_local/meter_events").json()
+        return [e for e in events if e["identifier"].startswith(org_id)]
+
+    try:
+        await meter.report(later)
+        assert reported() == 2 and len(metered()) == 2
+        assert await meter.report(later) == 0  # every subscribed organization's hours are recorded: none sent again
+        with psycopg.connect(stack.cluster.superuser_dsn(stack.meta_db)) as conn:  # as if it died after sending
+            conn.execute("DELETE FROM usage_reports WHERE organization_id = %s", (org_id,))
+        assert await meter.report(later) == 2
+        assert reported() == 2
+    finally:
+        await engine.dispose()
+    events = metered()
+    first = hour_of(datetime.now(UTC))
+    assert sorted(e["identifier"] for e in events) == [
+        f"{org_id}:{first:%Y-%m-%dT%H}",
+        f"{org_id}:{first + timedelta(hours=1):%Y-%m-%dT%H}",
+    ]  # the resend was the same two events: Stripe bills each hour once
+    assert all(e["payload"]["stripe_customer_id"] == customer for e in events)
+    values = {e["identifier"]: int(e["payload"]["value"]) for e in events}
+    assert values[f"{org_id}:{first + timedelta(hours=1):%Y-%m-%dT%H}"] == 60  # a whole hour of one database
+    assert 0 < values[f"{org_id}:{first:%Y-%m-%dT%H}"] <= 60
+
+
+async def _visible(user: User, project_id: str) -> bool:
+    return bool((await user.get(f"/projects/{project_id}")).status_code == 200)
+
+
+async def _done(user: User, operation_id: str) -> str | None:
+    status: str = (await user.get(f"/operations/{operation_id}")).json()["status"]
+    return status if status in ("succeeded", "failed", "compensated") else None

@@ -1,7 +1,7 @@
 """Accounts: users and their OpenID Connect identities, organisations and their members,
 invitations, browser sessions, OAuth device authorizations and the mail outbox; personal tokens
-(a token of a user instead of a project); projects owned by an organisation; its Stripe billing
-and the Stripe events acted on.
+(a token of a user instead of a project); projects owned by an organisation; its Stripe billing,
+the Stripe events acted on and the usage reported to Stripe.
 
 Revision ID: 0010
 Revises: 0009
@@ -58,6 +58,13 @@ def upgrade() -> None:
         sa.Column("id", sa.String(), primary_key=True),
         sa.Column("type", sa.String(), nullable=False),
         sa.Column("received_at", TZ, nullable=False),
+    )
+    op.create_table(
+        "usage_reports",
+        sa.Column("organization_id", sa.Uuid(), primary_key=True),
+        sa.Column("hour", TZ, primary_key=True),
+        sa.Column("database_minutes", sa.Integer(), nullable=False),
+        sa.Column("reported_at", TZ, nullable=False),
     )
     op.create_table(
         "memberships",
@@ -141,6 +148,7 @@ def downgrade() -> None:
         "organizations",
         "user_identities",
         "stripe_events",
+        "usage_reports",
     ):
         op.drop_table(name)
     op.drop_table("users")
