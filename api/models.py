@@ -89,6 +89,10 @@ class ProjectCreate(Strict):
     )
 
 
+class Suspension(Strict):
+    reason: Text = "suspended by the platform"
+
+
 class PlanChange(Strict):
     plan: PlanName
 
@@ -489,6 +493,8 @@ class OrganizationPublic(BaseModel):
     id: uuid.UUID
     name: str
     plan: str = Field(description="What every project it owns is entitled to.")
+    suspended_at: datetime | None = Field(default=None, description="Set: its databases refuse logins.")
+    suspended_reason: str | None = None
     role: str | None = Field(description="The caller's role in it (null for the platform admin).")
     created_at: datetime
 

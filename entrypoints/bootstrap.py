@@ -60,6 +60,7 @@ from infra.webhook_sender import WebhookSender, http_client
 from producers.commands import Outbox, OutboxRelay
 from producers.reconciler import Reconciler
 from producers.scheduler import BackupScheduler
+from producers.suspensions import Suspensions
 from producers.usage_meter import UsageMeter
 from schemas.subjects import Subjects
 
@@ -313,6 +314,7 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event) -> None:
         jobs = [
             BackupScheduler(engine, settings, commands).run(stop, outgoing),
             Reconciler(engine, commands, interval=settings.reconcile_seconds).run(stop, outgoing),
+            Suspensions(engine, commands, interval=settings.scheduler_interval_seconds).run(stop, outgoing),
         ]
         billing = stripe_client(settings)
         if billing is not None:

@@ -65,7 +65,13 @@ def api(s: Subjects) -> Role:
 
 
 def scheduler(s: Subjects) -> Role:
-    kinds = (OperationKind.BACKUP, OperationKind.DELETE_BACKUP, OperationKind.REPAIR)
+    kinds = (
+        OperationKind.BACKUP,
+        OperationKind.DELETE_BACKUP,
+        OperationKind.REPAIR,
+        OperationKind.SUSPEND,  # an organization past its payment's grace period
+        OperationKind.RESUME,
+    )
     return _role(f"{s.namespace}-scheduler", [*(s.command("*", kind) for kind in kinds), s.all_events()])
 
 

@@ -69,6 +69,11 @@ class HostPostgres:
         async with self._pool.connection() as conn:
             await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
 
+    async def set_login(self, role: str, *, allowed: bool) -> None:
+        """Whether ``role`` may log in (a suspended tenant may not); idempotent."""
+        option = sql.SQL("LOGIN" if allowed else "NOLOGIN")
+        await self._ddl(sql.SQL("ALTER ROLE {role} WITH {option}").format(role=sql.Identifier(role), option=option))
+
     async def set_password(self, role: str, *, verifier: str) -> None:
         await self._ddl(
             sql.SQL("ALTER ROLE {role} WITH PASSWORD {verifier}").format(

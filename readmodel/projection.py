@@ -58,6 +58,8 @@ from schemas.events import (
     DatabaseDeleted,
     DatabaseReset,
     DatabaseRestored,
+    DatabaseResumed,
+    DatabaseSuspended,
     DriftDetected,
     DriftRepaired,
     DriftResolved,
@@ -77,6 +79,8 @@ from schemas.events import (
     OperationStepFailed,
     OrganizationCreated,
     OrganizationPlanChanged,
+    OrganizationResumed,
+    OrganizationSuspended,
     ProjectCreated,
     ProjectDeleted,
     ProjectPlanChanged,
@@ -95,6 +99,8 @@ BUSY = {
     OperationKind.RESTORE_NEW_DATABASE: DatabaseStatus.RESTORING,
     OperationKind.PITR_RESTORE: DatabaseStatus.RESTORING,
     OperationKind.PITR_RESTORE_NEW_DATABASE: DatabaseStatus.RESTORING,
+    OperationKind.SUSPEND: DatabaseStatus.SUSPENDING,
+    OperationKind.RESUME: DatabaseStatus.RESUMING,
 }
 """Kinds that change the database, and its status meanwhile; backups and drills leave it alone."""
 CREATES_DATABASE = {
@@ -152,6 +158,14 @@ async def organization_created(batch: Batch, env: Envelope, event: OrganizationC
 async def organization_plan_changed(batch: Batch, env: Envelope, event: OrganizationPlanChanged) -> None:
     detail = {"plan": event.plan, "previous": event.previous}
     _audit(batch, env, "organization.plan_change", "organization", env.project_id, "succeeded", detail)
+
+
+async def organization_suspended(batch: Batch, env: Envelope, event: OrganizationSuspended) -> None:
+    _audit(batch, env, "organization.suspend", "organization", env.project_id, "succeeded", {"reason": event.reason})
+
+
+async def organization_resumed(batch: Batch, env: Envelope, event: OrganizationResumed) -> None:
+    _audit(batch, env, "organization.resume", "organization", env.project_id, "succeeded", {})
 
 
 async def member_invited(batch: Batch, env: Envelope, event: MemberInvited) -> None:
@@ -436,7 +450,13 @@ def _ended_without_effect(
     if not _advance(batch, env, status=status, error=event.reason, **{k: v for k, v in details.items() if v}):
         return
     if event.kind in BUSY:
-        after = DatabaseStatus.FAILED if event.kind in CREATES_DATABASE else DatabaseStatus.AVAILABLE
+        after = (
+            DatabaseStatus.FAILED
+            if event.kind in CREATES_DATABASE
+            else DatabaseStatus.SUSPENDED
+            if event.kind is OperationKind.RESUME
+            else DatabaseStatus.AVAILABLE
+        )
         _set_database(batch, env, event, status=after)
     elif event.kind is OperationKind.BACKUP:
         _set_backup(batch, env, None, status=BackupStatus.FAILED, error=event.reason)
@@ -479,6 +499,16 @@ async def database_restored(batch: Batch, env: Envelope, event: DatabaseRestored
             **_ids(env, event), backup_id=event.backup_id, point_in_time=event.point_in_time
         )
         _publish(batch, env, restored)
+
+
+async def database_suspended(batch: Batch, env: Envelope, event: DatabaseSuspended) -> None:
+    if _succeeded(batch, env, event):
+        _set_database(batch, env, event, status=DatabaseStatus.SUSPENDED)
+
+
+async def database_resumed(batch: Batch, env: Envelope, event: DatabaseResumed) -> None:
+    if _succeeded(batch, env, event):
+        _set_database(batch, env, event, status=DatabaseStatus.AVAILABLE)
 
 
 async def credentials_rotated(batch: Batch, env: Envelope, event: CredentialsRotated) -> None:
@@ -538,6 +568,8 @@ PROJECTIONS: dict[type[Payload], Projection] = {
     ProjectPlanChanged: project_plan_changed,
     OrganizationCreated: organization_created,
     OrganizationPlanChanged: organization_plan_changed,
+    OrganizationSuspended: organization_suspended,
+    OrganizationResumed: organization_resumed,
     MemberInvited: member_invited,
     InvitationRevoked: invitation_revoked,
     MemberAdded: member_added,
@@ -573,6 +605,8 @@ PROJECTIONS: dict[type[Payload], Projection] = {
     DatabaseReset: database_reset,
     DatabaseRestored: database_restored,
     CredentialsRotated: credentials_rotated,
+    DatabaseSuspended: database_suspended,
+    DatabaseResumed: database_resumed,
     BackupCompleted: backup_completed,
     BackupVerified: backup_verified,
     BackupDeleted: backup_deleted,

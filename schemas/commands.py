@@ -52,6 +52,10 @@ class OperationKind(StrEnum):
     """The database as it was at a point in time (base backup + archived WAL), swapped in in place."""
     PITR_RESTORE_NEW_DATABASE = "pitr_restore_new_database"
     """A new database made from the database as it was at a point in time."""
+    SUSPEND = "suspend"
+    """Its organization is suspended: the role may not log in, its sessions end; the data stays."""
+    RESUME = "resume"
+    """The role may log in again."""
     CANCEL = "cancel"
     """Not an operation of its own: asks the agent to stop another one."""
     REPAIR = "repair"
@@ -116,6 +120,16 @@ class DeleteDatabase(DatabaseCommand):
 class ResetDatabase(DatabaseCommand):
     TYPE = "pgplane.command.reset_database"
     KIND = OperationKind.RESET
+
+
+class SuspendDatabase(DatabaseCommand):
+    TYPE = "pgplane.command.suspend_database"
+    KIND = OperationKind.SUSPEND
+
+
+class ResumeDatabase(DatabaseCommand):
+    TYPE = "pgplane.command.resume_database"
+    KIND = OperationKind.RESUME
 
 
 class RotateCredentials(DatabaseCommand):

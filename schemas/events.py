@@ -35,6 +35,17 @@ class OrganizationPlanChanged(Payload):
     previous: str
 
 
+class OrganizationSuspended(Payload):
+    """Its databases are being suspended: logins refused, data kept."""
+
+    TYPE = "pgplane.organization.suspended"
+    reason: str
+
+
+class OrganizationResumed(Payload):
+    TYPE = "pgplane.organization.resumed"
+
+
 class MemberInvited(Payload):
     TYPE = "pgplane.organization.member_invited"
     invitation_id: uuid.UUID
@@ -183,6 +194,14 @@ class DatabaseDeleted(OperationEvent):
 
 class DatabaseReset(OperationEvent):
     TYPE = "pgplane.database.reset"
+
+
+class DatabaseSuspended(OperationEvent):
+    TYPE = "pgplane.database.suspended"
+
+
+class DatabaseResumed(OperationEvent):
+    TYPE = "pgplane.database.resumed"
 
 
 class CredentialsRotated(OperationEvent):
@@ -361,6 +380,8 @@ SUCCEEDED: dict[OperationKind, type[OperationEvent]] = {
     OperationKind.DELETE_BACKUP: BackupDeleted,
     OperationKind.PITR_RESTORE: DatabaseRestored,
     OperationKind.PITR_RESTORE_NEW_DATABASE: DatabaseRestored,
+    OperationKind.SUSPEND: DatabaseSuspended,
+    OperationKind.RESUME: DatabaseResumed,
 }
 """The success event of each operation kind."""
 

@@ -23,6 +23,7 @@ from api.models import (
     PlanChange,
     ProjectPublic,
     ProjectsPublic,
+    Suspension,
     UsersPublic,
 )
 from api.usecases import organizations, projects
@@ -55,6 +56,35 @@ async def change_organization_plan(
     """Move an organization, and every project it owns, to another plan; applied at once."""
     return await mutation.run(
         lambda conn: organizations.change_plan(conn, mutation.platform, principal, organization_id, body.plan),
+        OrganizationPublic,
+    )
+
+
+@router.post(
+    "/organizations/{organization_id}/suspend", response_model=OrganizationPublic, responses=errors(404, 413, 415)
+)
+async def suspend_organization(
+    *, principal: AdminPrincipal, mutation: MutationDep, organization_id: uuid.UUID, body: Suspension
+) -> OrganizationPublic:
+    """Suspend an organization: each of its databases refuses logins and ends its sessions (an
+    operation each, on its host); nothing is deleted and nothing new is created until resumed."""
+    return await mutation.run(
+        lambda conn: organizations.set_suspended(
+            conn, mutation.platform, principal, organization_id, reason=body.reason
+        ),
+        OrganizationPublic,
+    )
+
+
+@router.post(
+    "/organizations/{organization_id}/resume", response_model=OrganizationPublic, responses=errors(404, 413, 415)
+)
+async def resume_organization(
+    *, principal: AdminPrincipal, mutation: MutationDep, organization_id: uuid.UUID
+) -> OrganizationPublic:
+    """Resume a suspended organization: its databases take logins again."""
+    return await mutation.run(
+        lambda conn: organizations.set_suspended(conn, mutation.platform, principal, organization_id, reason=None),
         OrganizationPublic,
     )
 

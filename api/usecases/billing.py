@@ -6,11 +6,13 @@ An event is believed only with a valid signature over the raw body, made within 
 its effect. Events arrive in any order, so none is trusted for the subscription's state: it is read
 again from Stripe, and the organization is brought to what it says now. An active subscription to
 the pro price is the pro plan; a late payment keeps it for the grace period
-(``billing_grace_days``); a canceled subscription is the free plan.
+(``billing_grace_days``), after which the scheduler suspends the organization
+(``producers.suspensions``); a payment resumes it at once; a canceled subscription is the free plan.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,8 +31,10 @@ from api.usecases import organizations
 from infra.metadata.tables import ORGANIZATIONS, STRIPE_EVENTS, USERS
 from infra.settings import Settings
 from infra.stripe_api import stripe_client
+from producers import suspensions
 
 ACTOR = "stripe"
+log = logging.getLogger("pgplane.billing")
 HANDLED = frozenset(
     {
         "checkout.session.completed",
@@ -201,6 +205,10 @@ async def receive(platform: Platform, payload: bytes, signature: str | None) -> 
         if row is None:
             return Received(event.id, event.type, acted=False)  # not ours (another product's customer)
         await _apply(conn, platform, row, customer, subscription)
+    try:
+        await platform.relay.drain()  # a resume's commands leave at once
+    except Exception:
+        log.exception("publishing after a Stripe event failed; the outbox relay will retry")
     return Received(event.id, event.type, acted=True)
 
 
@@ -233,6 +241,9 @@ async def _apply(
         values["stripe_subscription_id"] = subscription["id"]
         if status in PAYING:
             plan, values["billing_status"], values["grace_until"] = ("pro" if pro else "free"), "active", None
+            if row.suspended_reason == suspensions.OVERDUE:  # paid: back at once
+                await suspensions.resume(conn, platform.outbox, row.id, actor=ACTOR)
+                await suspensions.converge(conn, platform.outbox, actor=ACTOR, organization_id=row.id)
         elif status in LATE:
             values["billing_status"] = "past_due"
             grace = row.grace_until or datetime.now(UTC) + timedelta(days=platform.settings.billing_grace_days)

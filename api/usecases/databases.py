@@ -18,11 +18,11 @@ from api.platform import Platform
 from api.principal import Principal
 from api.usecases.loading import database_public, load_live_database
 from api.usecases.operations import accept_operation, ensure_idle
-from infra.metadata.tables import CREDENTIALS
+from infra.metadata.tables import CREDENTIALS, ORGANIZATIONS
 from infra.plans import entitlements
 from infra.secrets import new_password, scram_verifier, seal
 from producers.commands import project_event
-from readmodel.tables import DATABASES, GONE, PROJECTS, project_plan
+from readmodel.tables import DATABASES, GONE, PROJECTS, DatabaseStatus, project_plan
 from schemas.commands import CreateDatabase, DeleteDatabase, ResetDatabase, RotateCredentials
 from schemas.events import CredentialsRead
 
@@ -43,17 +43,25 @@ class NewIdentity:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
+SUSPENSION = frozenset({DatabaseStatus.SUSPENDING.value, DatabaseStatus.SUSPENDED.value, DatabaseStatus.RESUMING.value})
+
+
 async def reserve_name(platform: Platform, conn: AsyncConnection, project_id: uuid.UUID, name: str) -> str:
     """Lock the project, then check the quota and that ``name`` is free; returns the project's plan."""
+    suspended = sa.exists().where(
+        ORGANIZATIONS.c.id == PROJECTS.c.organization_id, ORGANIZATIONS.c.suspended_at.is_not(None)
+    )
     project = (
         await conn.execute(
-            sa.select(project_plan())
+            sa.select(project_plan(), suspended.label("suspended"))
             .where(PROJECTS.c.id == project_id, PROJECTS.c.deleted_at.is_(None))
-            .with_for_update()
+            .with_for_update(of=PROJECTS)
         )
     ).first()
     if project is None:
         raise not_found("project")
+    if project.suspended:
+        raise ApiError(409, "organization_suspended", "the organization is suspended: nothing new is created")
     live = sa.and_(DATABASES.c.project_id == project_id, DATABASES.c.status.not_in(GONE))
     count = (await conn.execute(sa.select(sa.func.count()).where(live))).scalar_one()
     allowed = entitlements(platform.settings, project.plan).databases_per_project
@@ -208,6 +216,8 @@ async def rotate_credentials(
 
 async def _idle_database(conn: AsyncConnection, principal: Principal, database_id: uuid.UUID) -> Any:
     db = await load_live_database(conn, database_id, principal, for_update=True)
+    if db.status in SUSPENSION:
+        raise ApiError(409, "database_suspended", "the database is suspended with its organization")
     await ensure_idle(conn, database_id)
     return db
 

@@ -34,6 +34,7 @@ from api.usecases.accounts import check_user
 from api.usecases.projects import measure
 from infra.metadata.tables import INVITATIONS, MAIL, MEMBERSHIPS, ORGANIZATIONS, USERS
 from infra.secrets import token_digest
+from producers import suspensions
 from producers.commands import project_event
 from readmodel.tables import PROJECTS
 from schemas.envelope import Payload
@@ -85,6 +86,26 @@ async def change_plan(
     return _organization(principal, row)
 
 
+async def set_suspended(
+    conn: AsyncConnection,
+    platform: Platform,
+    principal: Principal,
+    organization_id: uuid.UUID,
+    *,
+    reason: str | None,
+) -> OrganizationPublic:
+    """Suspend (``reason``) or resume the organization: its databases follow, each an operation."""
+    query = sa.select(ORGANIZATIONS).where(ORGANIZATIONS.c.id == organization_id)
+    if (await conn.execute(query.with_for_update())).first() is None:
+        raise not_found("organization")
+    if reason is not None:
+        await suspensions.suspend(conn, platform.outbox, organization_id, reason, actor=principal.actor)
+    else:
+        await suspensions.resume(conn, platform.outbox, organization_id, actor=principal.actor)
+    await suspensions.converge(conn, platform.outbox, actor=principal.actor, organization_id=organization_id)
+    return _organization(principal, (await conn.execute(query)).one())
+
+
 async def list_organizations(conn: AsyncConnection, principal: Principal) -> OrganizationsPublic:
     query = sa.select(ORGANIZATIONS).order_by(ORGANIZATIONS.c.created_at)
     if not principal.is_admin:
@@ -106,7 +127,15 @@ async def read_organization(
 
 def _organization(principal: Principal, row: Any) -> OrganizationPublic:
     role = principal.memberships.get(row.id)
-    return OrganizationPublic(id=row.id, name=row.name, plan=row.plan, role=role, created_at=row.created_at)
+    return OrganizationPublic(
+        id=row.id,
+        name=row.name,
+        plan=row.plan,
+        suspended_at=row.suspended_at,
+        suspended_reason=row.suspended_reason,
+        role=role,
+        created_at=row.created_at,
+    )
 
 
 async def list_members(conn: AsyncConnection, principal: Principal, organization_id: uuid.UUID) -> MembersPublic:

@@ -34,7 +34,9 @@ from schemas.commands import (
     RestoreBackupToNewDatabase,
     RestorePointInTime,
     RestorePointInTimeToNewDatabase,
+    ResumeDatabase,
     RotateCredentials,
+    SuspendDatabase,
     VerifyBackup,
 )
 from schemas.envelope import Envelope
@@ -47,6 +49,8 @@ from schemas.events import (
     DatabaseDeleted,
     DatabaseReset,
     DatabaseRestored,
+    DatabaseResumed,
+    DatabaseSuspended,
 )
 
 
@@ -104,6 +108,28 @@ def rotate_credentials(host: Host, cmd: RotateCredentials, op: Envelope) -> Saga
         succeeded=lambda _: CredentialsRotated(
             kind=cmd.KIND, database_id=cmd.database_id, credentials_version=cmd.credentials_version
         ),
+    )
+
+
+def suspend_database(host: Host, cmd: SuspendDatabase, op: Envelope) -> Saga:
+    db = TenantDatabase(host, cmd)
+    return Saga(
+        [
+            Step("logins_refused", db.refuse_logins, db.allow_logins),
+            Step("sessions_ended", db.end_sessions),
+        ],
+        succeeded=lambda _: DatabaseSuspended(kind=cmd.KIND, database_id=cmd.database_id),
+    )
+
+
+def resume_database(host: Host, cmd: ResumeDatabase, op: Envelope) -> Saga:
+    db = TenantDatabase(host, cmd)
+    return Saga(
+        [
+            Step("logins_allowed", db.allow_logins, db.refuse_logins),
+            Step("pool_reset", db.reset_connections),
+        ],
+        succeeded=lambda _: DatabaseResumed(kind=cmd.KIND, database_id=cmd.database_id),
     )
 
 
@@ -251,6 +277,8 @@ SAGAS: dict[type[DatabaseCommand], SagaFactory] = {
     DeleteDatabase: delete_database,
     ResetDatabase: reset_database,
     RotateCredentials: rotate_credentials,
+    SuspendDatabase: suspend_database,
+    ResumeDatabase: resume_database,
     BackupDatabase: back_up,
     RestoreBackup: restore_backup,
     RestoreBackupToNewDatabase: restore_backup_to_new_database,

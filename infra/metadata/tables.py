@@ -71,6 +71,11 @@ class Organization(SQLModel, table=True):
     billing_status: str = "none"
     """none, active, past_due (paying late: ``grace_until``), canceled."""
     grace_until: datetime | None = Field(default=None, sa_type=TZ)
+    suspended_at: datetime | None = Field(default=None, sa_type=TZ)
+    """Set: every database of its projects is to be suspended (``producers.suspensions``)."""
+    suspended_reason: str | None = None
+    suspension_changed_at: datetime | None = Field(default=None, sa_type=TZ)
+    """When it was last suspended or resumed: names the operations that carry it out."""
 
 
 class StripeEvent(SQLModel, table=True):

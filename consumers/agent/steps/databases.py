@@ -49,6 +49,18 @@ class TenantDatabase:
     async def reset_connections(self) -> None:
         await self.host.bouncer.disconnect(self.cmd.dbname)
 
+    async def refuse_logins(self) -> None:
+        await self.host.postgres.set_login(self.cmd.role, allowed=False)
+
+    async def allow_logins(self) -> None:
+        await self.host.postgres.set_login(self.cmd.role, allowed=True)
+
+    async def end_sessions(self) -> None:
+        """Every session of the database's role ends, in PostgreSQL and in PgBouncer (whose pool
+        forgets its failed logins too, so a resumed database is reachable at once)."""
+        await self.host.postgres.end_sessions(self.cmd.role)
+        await self.host.bouncer.disconnect(self.cmd.dbname)
+
 
 class NewTenantDatabase(TenantDatabase):
     """A database made by a create or by a restore into a new database."""
@@ -124,11 +136,6 @@ class RotatedTenantDatabase(TenantDatabase):
     async def restore_previous_route(self) -> None:
         await self.host.ledger.restore_previous_verifier(self.cmd.database_id, replaced=self.cmd.password_verifier)
         await self.host.reroute()
-
-    async def end_sessions(self) -> None:
-        """Sessions opened with the old password end with it, in PostgreSQL and in PgBouncer."""
-        await self.host.postgres.end_sessions(self.cmd.role)
-        await self.host.bouncer.disconnect(self.cmd.dbname)
 
     async def verify_login(self) -> None:
         await self.host.verify_login(self.cmd)

@@ -50,6 +50,9 @@ def upgrade() -> None:
         sa.Column("stripe_subscription_id", sa.String(), nullable=True),
         sa.Column("billing_status", sa.String(), nullable=False),
         sa.Column("grace_until", TZ, nullable=True),
+        sa.Column("suspended_at", TZ, nullable=True),
+        sa.Column("suspended_reason", sa.String(), nullable=True),
+        sa.Column("suspension_changed_at", TZ, nullable=True),
         sa.UniqueConstraint("stripe_customer_id"),
         sa.Column("created_at", TZ, nullable=False),
     )
