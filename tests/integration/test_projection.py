@@ -52,11 +52,18 @@ from schemas.events import (
     DatabaseDeleted,
     DatabaseReset,
     DatabaseRestored,
+    DatabaseResumed,
+    DatabaseSuspended,
     DriftDetected,
     DriftRepaired,
     DriftResolved,
     HostDatabase,
     HostStateReported,
+    InvitationRevoked,
+    MemberAdded,
+    MemberInvited,
+    MemberRemoved,
+    MemberRoleChanged,
     OperationCompensated,
     OperationEvent,
     OperationFailed,
@@ -65,6 +72,10 @@ from schemas.events import (
     OperationStepCompensated,
     OperationStepCompleted,
     OperationStepFailed,
+    OrganizationCreated,
+    OrganizationPlanChanged,
+    OrganizationResumed,
+    OrganizationSuspended,
     ProjectCreated,
     ProjectDeleted,
     ProjectPlanChanged,
@@ -256,6 +267,78 @@ async def test_project_plan_changed(conn: AsyncConnection) -> None:
         ("project.create", "succeeded"),
         ("project.plan_change", "succeeded"),
     ]
+
+
+async def audited_once(conn: AsyncConnection, payload: Payload, action: str) -> None:
+    """An organization's event is filed under it (its id where a project's would be), once."""
+    event = outside_operation(payload)
+    await apply_all(conn, event, event)
+    assert await audit(conn, event.project_id) == [(action, "succeeded")]
+
+
+async def test_organization_created(conn: AsyncConnection) -> None:
+    await audited_once(conn, OrganizationCreated(name="acme", owner=uuid.uuid4()), "organization.create")
+
+
+async def test_organization_plan_changed(conn: AsyncConnection) -> None:
+    await audited_once(conn, OrganizationPlanChanged(plan="pro", previous="free"), "organization.plan_change")
+
+
+async def test_organization_suspended(conn: AsyncConnection) -> None:
+    await audited_once(conn, OrganizationSuspended(reason="payment overdue"), "organization.suspend")
+
+
+async def test_organization_resumed(conn: AsyncConnection) -> None:
+    await audited_once(conn, OrganizationResumed(), "organization.resume")
+
+
+async def test_member_invited(conn: AsyncConnection) -> None:
+    await audited_once(
+        conn, MemberInvited(invitation_id=uuid.uuid4(), email="bob@example.com", role="viewer"), "member.invite"
+    )
+
+
+async def test_invitation_revoked(conn: AsyncConnection) -> None:
+    await audited_once(
+        conn, InvitationRevoked(invitation_id=uuid.uuid4(), email="bob@example.com"), "member.invitation_revoke"
+    )
+
+
+async def test_member_added(conn: AsyncConnection) -> None:
+    await audited_once(conn, MemberAdded(user_id=uuid.uuid4(), role="viewer"), "member.add")
+
+
+async def test_member_role_changed(conn: AsyncConnection) -> None:
+    await audited_once(
+        conn, MemberRoleChanged(user_id=uuid.uuid4(), role="admin", previous="viewer"), "member.role_change"
+    )
+
+
+async def test_member_removed(conn: AsyncConnection) -> None:
+    await audited_once(conn, MemberRemoved(user_id=uuid.uuid4(), role="admin"), "member.remove")
+
+
+async def test_database_suspended(conn: AsyncConnection) -> None:
+    suspend = Operation(OperationKind.SUSPEND)
+    create = Operation(OperationKind.CREATE, database_id=suspend.database_id)
+    await apply_all(conn, create.requested(), create.next(DatabaseCreated), suspend.requested())
+    assert (await one(conn, DATABASES, DATABASES.c.id == suspend.database_id)).status == "suspending"
+    await apply(conn, suspend.next(DatabaseSuspended))
+    assert (await one(conn, DATABASES, DATABASES.c.id == suspend.database_id)).status == "suspended"
+
+
+async def test_database_resumed(conn: AsyncConnection) -> None:
+    resume = Operation(OperationKind.RESUME)
+    create = Operation(OperationKind.CREATE, database_id=resume.database_id)
+    suspend = Operation(OperationKind.SUSPEND, database_id=resume.database_id)
+    await apply_all(conn, create.requested(), create.next(DatabaseCreated), suspend.requested())
+    await apply_all(conn, suspend.next(DatabaseSuspended), resume.requested(), resume.next(DatabaseResumed))
+    assert (await one(conn, DATABASES, DATABASES.c.id == resume.database_id)).status == "available"
+    again = Operation(OperationKind.SUSPEND, database_id=resume.database_id)
+    failed = Operation(OperationKind.RESUME, database_id=resume.database_id)
+    await apply_all(conn, again.requested(), again.next(DatabaseSuspended), failed.requested())
+    await apply(conn, failed.next(OperationCompensated, reason="host down", failed_step="logins_allowed"))
+    assert (await one(conn, DATABASES, DATABASES.c.id == resume.database_id)).status == "suspended"  # still
 
 
 async def test_retry_requested(conn: AsyncConnection) -> None:
