@@ -275,12 +275,11 @@ async def invite(
     }
     await conn.execute(sa.insert(INVITATIONS).values(values))
     token = f"{invitation_id.hex}.{secret}"
-    link = f"{platform.settings.base_url()}/invitations/accept?token={token}"
     body = (
         f"You are invited to join {organization.name} on pgplane as {request.role}.\n\n"
-        f"Sign in (or sign up) with this address, then open:\n{link}\n\n"
-        f'Or accept with the API: POST /api/v1/invitations/accept {{"token": "{token}"}}\n'
-        f"The invitation expires on {values['expires_at']:%Y-%m-%d %H:%M} UTC and works once.\n"
+        f"Sign in (or sign up) at {platform.settings.base_url()} with this address, then accept:\n"
+        f'POST /api/v1/invitations/accept {{"token": "{token}"}}\n\n'
+        f"The invitation works once, until {values['expires_at']:%Y-%m-%d %H:%M} UTC.\n"
     )
     await conn.execute(
         sa.insert(MAIL).values(

@@ -107,7 +107,7 @@ async def test_an_organization_invites_a_member_whose_role_decides_what_they_may
     assert invited.status_code == 201 and invited.json()["status"] == "pending", invited.text
     mail = (await client.http.get("/admin/mail?recipient=bob@example.com", headers=client.admin)).json()["data"]
     assert len(mail) == 1 and "Acme" in mail[0]["subject"]
-    token = re.search(r"token=([0-9a-f]{32}\.[A-Za-z0-9_-]+)", mail[0]["body"]).group(1)  # type: ignore[union-attr]
+    token = re.search(r"\"token\": \"([0-9a-f]{32}\.[A-Za-z0-9_-]+)\"", mail[0]["body"]).group(1)  # type: ignore[union-attr]
 
     bob = await sign_up(client, "bob@example.com", "Bob")
     carol = await sign_up(client, "carol@example.com", "Carol")
