@@ -28,7 +28,7 @@ async def read_billing(
 @router.post(
     "/orgs/{organization_id}/billing/checkout",
     response_model=BillingSession,
-    responses=errors(401, 403, 404, 413, 415, 503),
+    responses=errors(401, 403, 404, 413, 415),
 )
 async def checkout(*, platform: PlatformDep, principal: CurrentPrincipal, organization_id: uuid.UUID) -> BillingSession:
     """A Stripe Checkout page subscribing the organization to the pro plan; the plan changes when
@@ -39,14 +39,14 @@ async def checkout(*, platform: PlatformDep, principal: CurrentPrincipal, organi
 @router.post(
     "/orgs/{organization_id}/billing/portal",
     response_model=BillingSession,
-    responses=errors(401, 403, 404, 409, 413, 415, 503),
+    responses=errors(401, 403, 404, 409, 413, 415),
 )
 async def portal(*, platform: PlatformDep, principal: CurrentPrincipal, organization_id: uuid.UUID) -> BillingSession:
     """Stripe's customer portal: invoices, payment method, cancellation."""
     return await billing.portal(platform, principal, organization_id)
 
 
-@router.post("/billing/stripe/webhook", response_model=StripeReceipt, responses=errors(400, 413, 415, 503))
+@router.post("/billing/stripe/webhook", response_model=StripeReceipt, responses=errors(400, 404, 413, 415))
 async def stripe_webhook(
     *,
     platform: PlatformDep,

@@ -49,10 +49,15 @@ PAYING = frozenset({"active", "trialing"})
 LATE = frozenset({"past_due", "unpaid", "incomplete"})
 
 
+def not_configured() -> ApiError:
+    """A platform without billing has no billing routes to speak of: 404, like any absent thing."""
+    return ApiError(404, "billing_not_configured", "billing is not configured on this platform")
+
+
 def client(settings: Settings) -> stripe.StripeClient:
     configured = stripe_client(settings)
     if configured is None:
-        raise ApiError(503, "billing_not_configured", "billing is not configured on this platform")
+        raise not_configured()
     return configured
 
 
@@ -80,7 +85,7 @@ async def checkout(platform: Platform, principal: Principal, organization_id: uu
     settings = platform.settings
     stripe_client = client(settings)
     if not settings.stripe_price_pro:
-        raise ApiError(503, "billing_not_configured", "no Stripe price is configured for the pro plan")
+        raise not_configured()
     customer = await _customer(platform, stripe_client, principal, organization_id)
     base = settings.base_url()
     session = await stripe_client.v1.checkout.sessions.create_async(
@@ -155,7 +160,7 @@ class Received:
 
 def verify(settings: Settings, payload: bytes, signature: str | None) -> stripe.Event:
     if settings.stripe_webhook_secret is None:
-        raise ApiError(503, "billing_not_configured", "billing is not configured on this platform")
+        raise not_configured()
     try:
         event: stripe.Event = stripe.Webhook.construct_event(
             payload, signature, settings.stripe_webhook_secret.get_secret_value(), tolerance=300
