@@ -35,6 +35,9 @@ async def crash_and_restart(
     stack.start_process("agent", faults=InjectedFaults(fail_at=fail_at))
     operation = await client.wait(tenant, accepted["operation"]["id"])
     operation["database"] = accepted["database"]
+    if fail_at is not None:  # the module's next test finds the agent as it was: without faults
+        stack.stop_process("agent")
+        stack.start_process("agent")
     return operation
 
 
