@@ -274,6 +274,7 @@ def _pitr_jobs(settings: Settings, host: Host, agent: Agent) -> list[BackgroundJ
             publish=agent.publish_event,
             interval_seconds=settings.base_backup_interval_seconds,
             retention_days=settings.wal_retention_days,
+            compression_level=settings.backup_compression_level,
         ),
     ]
     return [job.run for job in jobs]

@@ -121,12 +121,13 @@ async def pg_dump(dsn: str, dbname: str, *, compression: int | None = None) -> A
 
 @contextlib.asynccontextmanager
 async def pg_basebackup(dsn: str) -> AsyncIterator[ToolOutput]:
-    """A gzipped tar of the whole cluster (``pg_basebackup -Ft -z -X none``) as a byte stream.
+    """A tar of the whole cluster (``pg_basebackup -Ft -X none``) as a byte stream, uncompressed
+    so that it can be split by database on its way out.
 
     Its WAL is not included: archiving delivers it.
     """
     conninfo, env = tool_args(dsn, "postgres")
-    args = ["--pgdata=-", "--format=tar", "--gzip", "--wal-method=none", "--checkpoint=fast", "--no-manifest"]
+    args = ["--pgdata=-", "--format=tar", "--wal-method=none", "--checkpoint=fast", "--no-manifest"]
     async with _streamed("pg_basebackup", [*args, f"--dbname={conninfo}"], env) as output:
         yield output
 

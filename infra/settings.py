@@ -122,7 +122,7 @@ class Settings(BaseSettings):
         default=None,
         ge=0,
         le=9,
-        description="pg_dump's zlib level for backups: 0 (none, fastest) to 9 (smallest); unset: pg_dump's default.",
+        description="zlib level of backups and base backups: 0 (none, fastest) to 9 (smallest); unset: zlib's default.",
     )
     backup_deadline_seconds: float = Field(default=6 * 3600, gt=0, description="A backup or restore step's limit.")
 

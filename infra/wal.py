@@ -32,3 +32,13 @@ def base_object_key(host_id: str, base_backup_id: uuid.UUID) -> str:
 
 def base_context(host_id: str, base_backup_id: uuid.UUID) -> str:
     return f"pgplane-base:{host_id}:{base_backup_id}"
+
+
+def base_part_key(host_id: str, base_backup_id: uuid.UUID, oid: str) -> str:
+    """One database's directory of a base backup, stored apart from the rest."""
+    return f"base/{host_id}/{base_backup_id}/{oid}.tar.gz.enc"
+
+
+def base_part_context(host_id: str, base_backup_id: uuid.UUID, oid: str) -> str:
+    """A part cannot pass for another database's part, nor for the rest of the backup."""
+    return f"{base_context(host_id, base_backup_id)}:{oid}"

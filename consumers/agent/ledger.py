@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypedDict
 
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
@@ -141,7 +142,7 @@ class Ledger:
         async with self._pool.connection() as conn:
             await conn.execute(
                 "INSERT INTO base_backups (id, object_key, sha256, size_bytes, start_segment, stop_segment,"
-                " started_at, finished_at, database_oids) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " started_at, finished_at, database_oids, parts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (id) DO NOTHING",
                 (
                     base.id,
@@ -153,6 +154,7 @@ class Ledger:
                     base.started_at,
                     base.finished_at,
                     None if base.database_oids is None else Jsonb(base.database_oids),
+                    None if base.parts is None else Jsonb(base.parts),
                 ),
             )
 
@@ -161,7 +163,7 @@ class Ledger:
         async with self._pool.connection() as conn, conn.cursor(row_factory=class_row(BaseBackup)) as cur:
             await cur.execute(
                 "SELECT id, object_key, sha256, size_bytes, start_segment, stop_segment, started_at, finished_at,"
-                " database_oids FROM base_backups WHERE deleted_at IS NULL ORDER BY finished_at"
+                " database_oids, parts FROM base_backups WHERE deleted_at IS NULL ORDER BY finished_at"
             )
             return await cur.fetchall()
 
@@ -207,3 +209,16 @@ class BaseBackup:
     database_oids: dict[str, int] | None = None
     """Each database's OID (its directory under ``base/``) when the backup began; unknown for
     base backups of earlier releases."""
+    parts: dict[str, StoredPart] | None = None
+    """The databases' directories stored apart, by OID; ``object_key`` holds everything else.
+    None for base backups of earlier releases, stored whole."""
+
+    @property
+    def total_bytes(self) -> int:
+        return self.size_bytes + sum(part["size_bytes"] for part in (self.parts or {}).values())
+
+
+class StoredPart(TypedDict):
+    object_key: str
+    sha256: str
+    size_bytes: int

@@ -63,6 +63,10 @@ CREATE TABLE IF NOT EXISTS cancel_requests (
     """
 ALTER TABLE base_backups ADD COLUMN IF NOT EXISTS database_oids jsonb;
 """,
+    # 3: each database's directory stored as an object of its own, so a restore fetches only its own
+    """
+ALTER TABLE base_backups ADD COLUMN IF NOT EXISTS parts jsonb;
+""",
 ]
 
 

@@ -13,7 +13,7 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterable, Collection
+from collections.abc import AsyncIterable, Collection, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -43,13 +43,14 @@ class TempCluster:
         """The host's superuser credentials (the base backup carries them) on the private port."""
         return make_conninfo(self._admin_dsn, host="127.0.0.1", port=self._port_file.read_text().strip())
 
-    async def unpack(self, base_tar_gz: AsyncIterable[bytes], *, leave_out: Collection[int] = ()) -> None:
-        """A fresh data directory from the base backup (whatever a crashed attempt left is wiped),
-        with the directories of the databases ``leave_out`` names by OID left empty.
+    async def unpack(self, base_tar_gzs: Sequence[AsyncIterable[bytes]], *, leave_out: Collection[int] = ()) -> None:
+        """A fresh data directory from the base backup's archives (whatever a crashed attempt left
+        is wiped), with the directories of the databases ``leave_out`` names by OID left empty.
 
-        Like pgBackRest's selective restore, what a restore writes to disk then grows with the one
-        database, not with the host; ``recover`` lets WAL replay pass over the pages it cannot
-        find there, and only there.
+        Like pgBackRest's selective restore, what a restore fetches and writes to disk then grows
+        with the one database, not with the host (the caller leaves the other databases' parts in
+        the store; a backup stored whole has them filtered out here); ``recover`` lets WAL replay
+        pass over the pages it cannot find there, and only there.
         """
         await self.stop()
         await asyncio.to_thread(shutil.rmtree, self.data, True)
@@ -58,7 +59,8 @@ class TempCluster:
         excluded = [f"--exclude=base/{oid}" for oid in sorted(leave_out)]
         tar = ["tar", "-xz", *excluded, "-C", str(self.data)]
         try:
-            await run_fed("tar", tar, base_tar_gz, user=service_user())
+            for archive in base_tar_gzs:
+                await run_fed("tar", tar, archive, user=service_user())
         except PgToolError as exc:
             raise PermanentError("the base backup does not unpack", detail=exc) from None
         for oid in leave_out:  # replay may write a left-out database's relation map

@@ -371,6 +371,16 @@ async def test_a_restore_leaves_the_other_tenants_files_in_the_archive(pitr: Pla
     await asyncio.sleep(0.2)
     with connect(uri) as conn:
         conn.execute("UPDATE sentinel SET value = 'lost'")
+        own = conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()
+    with connect(neighbour_uri) as conn:
+        theirs = conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()
+    assert own is not None and theirs is not None
+    store = stack_store(stack)
+    stored = await store.keys(f"base/{stack.host_id}/")
+    assert [k for k in stored if k.endswith(f"/{own[0]}.tar.gz.enc")], stored  # each database stored apart
+    for key in [k for k in stored if k.endswith(f"/{theirs[0]}.tar.gz.enc")]:
+        await store.delete(key)  # a restore that fetched the neighbour's part would now fail
+    await store.close()
     operation = await restore_to(client, tenant, database_id, moment)
     assert operation["status"] == "succeeded", operation
     assert rows(uri, "sentinel") == [(1, "kept")]

@@ -68,7 +68,7 @@ async def test_only_the_other_tenants_databases_are_left_out() -> None:
     root = scratch_root("pgplane-unpack-")
     try:
         cluster = TempCluster(root / "cluster", "postgresql://unused")
-        await cluster.unpack(pieces(base_tar_gz()), leave_out=leave_out)
+        await cluster.unpack([pieces(base_tar_gz())], leave_out=leave_out)
         unpacked = sorted(str(p.relative_to(cluster.data)) for p in cluster.data.rglob("*") if p.is_file())
         assert unpacked == sorted(name for name in FILES if not name.startswith("base/16390/"))
     finally:

@@ -26,7 +26,7 @@ from infra.errors import PermanentError, within_deadline
 from infra.object_store import ObjectNotFound
 from infra.pg_tools import PgToolError, pg_dump, pg_restore
 from infra.processes import owned_dir
-from infra.wal import base_context, next_segment, wal_context, wal_object_key
+from infra.wal import base_context, base_part_context, next_segment, wal_context, wal_object_key
 from schemas.commands import PointInTimeCommand
 from schemas.envelope import Envelope
 
@@ -147,28 +147,35 @@ class PointInTime:
     async def _recover(self) -> Recovered:
         base = await self._base()
         leave_out = _other_databases(base, self.cmd.source_dbname)
+        archives = [self._stored(base.object_key, base.sha256, base_context(self.host.host_id, base.id))]
+        for oid, part in (base.parts or {}).items():
+            if int(oid) not in leave_out:
+                context = base_part_context(self.host.host_id, base.id, oid)
+                archives.append(self._stored(part["object_key"], part["sha256"], context))
+        await self.cluster.unpack(archives, leave_out=leave_out)
+        self.host.faults.crash_point(f"{self.cmd.KIND.value}.recovering")
+        await self.cluster.recover(self.cmd.point_in_time, left_out=leave_out)
+        return Recovered(databases_left_out=len(leave_out))
+
+    async def _stored(self, key: str, sha256: str, context: str) -> AsyncIterator[bytes]:
+        """One archive of the base backup from the store, authenticated and checked as it streams."""
         hasher = hashlib.sha256()
 
         async def stored() -> AsyncIterator[bytes]:
             try:
-                async for piece in self.host.store.get(base.object_key):
+                async for piece in self.host.store.get(key):
                     hasher.update(piece)
                     yield piece
             except ObjectNotFound:
                 raise PermanentError("the base backup's object is missing from the object store") from None
-            if hasher.hexdigest() != base.sha256:
+            if hasher.hexdigest() != sha256:
                 raise PermanentError("the base backup in the object store failed its checksum")
 
-        context = base_context(self.host.host_id, base.id)
         try:
-            await self.cluster.unpack(
-                decrypt_stream(stored(), keys=self.host.backup_keys, context=context), leave_out=leave_out
-            )
+            async for piece in decrypt_stream(stored(), keys=self.host.backup_keys, context=context):
+                yield piece
         except BackupIntegrityError as exc:
             raise PermanentError("the base backup failed authentication", detail=exc) from None
-        self.host.faults.crash_point(f"{self.cmd.KIND.value}.recovering")
-        await self.cluster.recover(self.cmd.point_in_time, left_out=leave_out)
-        return Recovered(databases_left_out=len(leave_out))
 
     async def extract(self) -> None:
         """The one database, copied out of the temporary cluster into a fresh scratch database."""
