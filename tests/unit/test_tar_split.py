@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import pytest
 
@@ -22,7 +22,7 @@ FILES = {
 }
 
 
-def archive(files: dict[str, bytes | None], fmt: int = tarfile.USTAR_FORMAT) -> bytes:
+def archive(files: Mapping[str, bytes | None], fmt: int = tarfile.USTAR_FORMAT) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
         for name, body in files.items():
