@@ -2,6 +2,9 @@
 SHELL := /bin/bash
 UV := python3 -m uv
 PY := .venv/bin/python
+# Every platform process imports the same few hundred modules: let Python keep their bytecode
+# (some environments switch that off, and each process start then recompiles them all).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: run test lint bench deps system-deps
 

@@ -35,7 +35,8 @@ import sqlalchemy as sa
 from devstack.cluster import Cluster
 from devstack.stack import Stack
 from devstack.state import scratch_root
-from entrypoints.bootstrap import replay, run_projector
+from entrypoints.operator import replay
+from entrypoints.processes.projector import run_projector
 from infra.metadata.engine import make_engine
 from readmodel.tables import CHECKPOINTS, READ_MODEL
 from schemas.commands import OperationKind

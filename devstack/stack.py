@@ -21,7 +21,7 @@ from consumers.agent import ledger_schema
 from devstack.cluster import CONTROL_ROLE, Cluster
 from devstack.faults import InjectedFaults
 from devstack.state import Ports, server_root
-from entrypoints.bootstrap import setup_bus
+from entrypoints.operator import setup_bus
 from infra import bus_permissions
 from infra.bus_permissions import Role
 from infra.metadata import migrate

@@ -72,9 +72,10 @@ def cmd_api(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
 
     from api.http_protocol import JsonErrorsH11Protocol
     from entrypoints import bootstrap
+    from entrypoints.processes import api as api_process
 
     _fail_cleanly(lambda: asyncio.run(bootstrap.check_metadata(settings)))
-    app = bootstrap.api(settings, faults=faults)
+    app = api_process.api(settings, faults=faults)
     uvicorn.run(
         app,
         host=settings.api_host,
@@ -86,49 +87,49 @@ def cmd_api(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
 
 
 def cmd_agent(settings: Settings, args: argparse.Namespace, faults: Faults) -> None:
-    from entrypoints import bootstrap
+    from entrypoints.processes import agent as agent_process
 
     if args.host:
         settings = settings.model_copy(update={"host_id": args.host})
-    _run_until_signal(lambda stop: bootstrap.run_agent(settings, stop, faults=faults))
+    _run_until_signal(lambda stop: agent_process.run_agent(settings, stop, faults=faults))
 
 
 def cmd_projector(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
-    from entrypoints import bootstrap
+    from entrypoints.processes import projector as projector_process
 
-    _run_until_signal(lambda stop: bootstrap.run_projector(settings, stop))
+    _run_until_signal(lambda stop: projector_process.run_projector(settings, stop))
 
 
 def cmd_webhooks(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
-    from entrypoints import bootstrap
+    from entrypoints.processes import webhooks as webhooks_process
 
-    _run_until_signal(lambda stop: bootstrap.run_webhooks(settings, stop, faults=faults))
+    _run_until_signal(lambda stop: webhooks_process.run_webhooks(settings, stop, faults=faults))
 
 
 def cmd_scheduler(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
-    from entrypoints import bootstrap
+    from entrypoints.processes import scheduler as scheduler_process
 
-    _run_until_signal(lambda stop: bootstrap.run_scheduler(settings, stop))
+    _run_until_signal(lambda stop: scheduler_process.run_scheduler(settings, stop))
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
-    from entrypoints import bootstrap
+    from entrypoints import operator
 
     if args.from_sequence is not None or args.since is not None:
         since = datetime.fromisoformat(args.since) if args.since else None
         done = _operator(
-            lambda: asyncio.run(bootstrap.reproject(settings, from_sequence=args.from_sequence, since=since))
+            lambda: asyncio.run(operator.reproject(settings, from_sequence=args.from_sequence, since=since))
         )
         print(json.dumps(asdict(done), indent=2))
         return
-    report = _operator(lambda: asyncio.run(bootstrap.replay(settings, keep=args.keep)))
+    report = _operator(lambda: asyncio.run(operator.replay(settings, keep=args.keep)))
     print(json.dumps(asdict(report) | {"matches": report.matches}, indent=2))
     sys.exit(0 if report.matches else 1)
 
 
 def cmd_ops(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
     from api.models import WebhookReplay
-    from entrypoints import bootstrap
+    from entrypoints import operator
     from entrypoints.ops import Ops
 
     stuck_after = timedelta(seconds=getattr(args, "older_than", 3600))
@@ -158,7 +159,7 @@ def cmd_ops(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
             return {"discarded": _sequence(args)}
         return await ops.dead_letters()
 
-    print(json.dumps(_operator(lambda: asyncio.run(bootstrap.ops(settings, act))), indent=2, default=str))
+    print(json.dumps(_operator(lambda: asyncio.run(operator.ops(settings, act))), indent=2, default=str))
 
 
 def _sequence(args: argparse.Namespace) -> int:
@@ -175,18 +176,18 @@ def _uuid(args: argparse.Namespace, what: str) -> uuid.UUID:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
-    from entrypoints import bootstrap
+    from entrypoints import operator
     from infra.metadata.migrate import head
 
     for target in args.targets:
         if target == "metadata":
-            revision = _operator(lambda: bootstrap.migrate_metadata(settings))
+            revision = _operator(lambda: operator.migrate_metadata(settings))
             print(f"metadata database: revision {revision or 'none'} -> {head()}")
         elif target == "ledger":
-            before, after = _operator(lambda: asyncio.run(bootstrap.migrate_ledger(settings)))
+            before, after = _operator(lambda: asyncio.run(operator.migrate_ledger(settings)))
             print(f"agent ledger: version {before} -> {after}")
         else:
-            made = _operator(lambda: asyncio.run(bootstrap.setup_bus(settings)))
+            made = _operator(lambda: asyncio.run(operator.setup_bus(settings)))
             print(f"bus: streams and consumers in place: {', '.join(made)}")
 
 

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from devstack.stack import Stack
-from entrypoints import bootstrap
+from entrypoints import operator
 
 
 def replay_matches(stack: Stack, *, settle: float = 30) -> None:
@@ -19,7 +19,7 @@ def replay_matches(stack: Stack, *, settle: float = 30) -> None:
     deadline = time.monotonic() + settle
     with ThreadPoolExecutor(1) as thread:  # callers may be inside a running event loop
         while True:
-            report = thread.submit(asyncio.run, bootstrap.replay(settings)).result()
+            report = thread.submit(asyncio.run, operator.replay(settings)).result()
             if report.matches:
                 return
             assert time.monotonic() < deadline, f"replayed projection differs:\n{report}"

@@ -101,7 +101,7 @@ def test_invalid_names(name: str) -> None:
 def test_the_api_refuses_a_short_admin_token() -> None:
     from pydantic import SecretStr
 
-    from entrypoints import bootstrap
+    from entrypoints.processes import api
     from infra.settings import Settings
     from infra.signing import new_signing_key
 
@@ -113,7 +113,7 @@ def test_the_api_refuses_a_short_admin_token() -> None:
         admin_token=SecretStr("too-short"),
     )
     with pytest.raises(SystemExit, match="at least 32 characters"):
-        bootstrap.api(settings)
+        api.api(settings)
 
 
 def test_the_payload_is_parsed_once_and_a_copy_with_other_data_parses_its_own() -> None:
