@@ -39,12 +39,13 @@ class HostPostgres:
         for dbname in ("postgres", "template1"):
             await self._ddl(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(sql.Identifier(dbname)))
 
-    async def ensure_role(self, role: str, *, verifier: str, connection_limit: int) -> None:
-        """A login role that can do nothing but own its database, in the tenants' group, whose failing
-        statements PostgreSQL never writes to its log (they could hold a password)."""
+    async def ensure_role(self, role: str, *, verifier: str, connection_limit: int, login: bool = True) -> None:
+        """A login role (``login=False``: a suspended tenant's) that can do nothing but own its
+        database, in the tenants' group, whose failing statements PostgreSQL never writes to its
+        log (they could hold a password)."""
         verb = "ALTER" if await self.role_exists(role) else "CREATE"
         options = sql.SQL(
-            "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+            ("LOGIN" if login else "NOLOGIN") + " NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
             " CONNECTION LIMIT {limit} PASSWORD {verifier}"
         ).format(limit=sql.Literal(connection_limit), verifier=sql.Literal(verifier))
         await self._ddl(

@@ -1,7 +1,7 @@
 """The reconciler: each data host's state report (``HostStateReported``, kept in ``host_states``)
 compared with the read model.
 
-For every database the read model says is available on the host, the report must show the
+For every database the read model says is available (or suspended) on the host, the report must show the
 database, its role (owning it), its PgBouncer route and pgplane's password; every tenant-named database and
 role on the host must belong to a database pgplane serves. Each difference is a drift, reported
 once while it lasts (``DriftDetected``) and closed when a later report no longer shows it
@@ -72,12 +72,17 @@ class Finding:
         return (self.kind.value, self.object)
 
 
+COMPARED = {DatabaseStatus.AVAILABLE.value, DatabaseStatus.SUSPENDED.value}
+"""A suspended database keeps its role (without login), owner, route and password: a repair puts
+them back the same way, and the agent makes a suspended database's role without login."""
+
+
 def compare(report: Report, served: list[Served]) -> tuple[list[Finding], set[str]]:
     """The drifts the report shows, and the names left out of the comparison (not settled)."""
     unsettled = {name for d in served if not d.settled for name in (d.dbname, d.role)}
     findings = []
     for d in served:
-        if not d.settled or d.status != DatabaseStatus.AVAILABLE.value:
+        if not d.settled or d.status not in COMPARED:
             continue
         checks = [
             (DriftKind.DATABASE_MISSING, d.dbname not in report.databases),

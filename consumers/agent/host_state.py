@@ -77,7 +77,12 @@ async def repair(host: Host, command: Envelope, cmd: RepairDatabase, publish: Pu
         if kind is DriftKind.ROLE_MISSING:
             if await postgres.role_exists(route.role):
                 continue  # put back already (the reconciler asks for every report showing it)
-            await postgres.ensure_role(route.role, verifier=route.verifier, connection_limit=route.max_connections)
+            await postgres.ensure_role(
+                route.role,
+                verifier=route.verifier,
+                connection_limit=route.max_connections,
+                login=not await host.ledger.is_suspended(route.database_id),
+            )
         elif kind is DriftKind.OWNER_CHANGED:
             if await postgres.database_owner(route.dbname) in (None, route.role):
                 continue

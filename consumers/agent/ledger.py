@@ -78,6 +78,18 @@ class Ledger:
                 (deleted, database_id),
             )
 
+    async def set_suspended(self, database_id: uuid.UUID, suspended: bool) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE host_databases SET suspended = %s WHERE database_id = %s", (suspended, database_id)
+            )
+
+    async def is_suspended(self, database_id: uuid.UUID) -> bool:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT suspended FROM host_databases WHERE database_id = %s", (database_id,))
+            row = await cur.fetchone()
+            return row is not None and bool(row[0])
+
     async def set_route(self, database_id: uuid.UUID, *, routed: bool) -> None:
         async with self._pool.connection() as conn:
             await conn.execute("UPDATE host_databases SET routed = %s WHERE database_id = %s", (routed, database_id))

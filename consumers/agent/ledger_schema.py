@@ -67,6 +67,10 @@ ALTER TABLE base_backups ADD COLUMN IF NOT EXISTS database_oids jsonb;
     """
 ALTER TABLE base_backups ADD COLUMN IF NOT EXISTS parts jsonb;
 """,
+    # 4: a suspended database's role must not log in, even when a repair has to make it again
+    """
+ALTER TABLE host_databases ADD COLUMN IF NOT EXISTS suspended boolean NOT NULL DEFAULT false;
+""",
 ]
 
 

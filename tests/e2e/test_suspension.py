@@ -29,7 +29,8 @@ def stack(cluster: Cluster, stripe_api: str) -> Iterator[Stack]:
         "PGPLANE_STRIPE_PRICE_PRO": PRICE,
         "PGPLANE_BILLING_GRACE_DAYS": "0",  # a failed payment suspends at the scheduler's next tick
         "PGPLANE_SCHEDULER_INTERVAL_SECONDS": "1",
-        "PGPLANE_RECONCILE_SECONDS": "3600",
+        "PGPLANE_RECONCILE_SECONDS": "0.5",
+        "PGPLANE_STATE_REPORT_SECONDS": "0.5",
     }
     platform = new_stack(cluster, env, processes=("projector", "agent", "scheduler", "api"))
     try:
@@ -126,6 +127,51 @@ async def test_suspended_organizations_refuse_logins_until_resumed(client: Platf
     operations = (await owner.get(f"/audit-log?project_id={project_id}")).json()["data"]
     kinds = sorted(e["action"] for e in operations if e["action"] in ("database.suspend", "database.resume"))
     assert kinds.count("database.suspend") >= 2 and kinds.count("database.resume") >= 2
+
+
+async def test_a_suspended_databases_role_made_again_by_a_repair_still_refuses_logins(
+    client: PlatformClient, stack: Stack
+) -> None:
+    """Behind pgplane's back the role of a suspended database is dropped; the reconciler makes it
+    again (its drift is repairable), but without login: it is still suspended. Resuming lets it in."""
+    owner = await sign_up(client, "rae@example.com", "Rae")
+    org_id = (await owner.post("/orgs", {"name": "Dropped"})).json()["id"]
+    project_id = (await owner.post("/projects", {"name": "app", "organization_id": org_id})).json()["id"]
+    assert await eventually(lambda: _visible(owner, project_id))
+    created = await owner.post("/databases", {"project_id": project_id, "name": "app"})
+    assert created.status_code == 202, created.text
+    database = created.json()["database"]
+    assert await reaches(owner, database["id"], "available")
+    uri = (await owner.get(f"/databases/{database['id']}/credentials")).json()["uri"]
+    suspended = await client.http.post(
+        f"/admin/organizations/{org_id}/suspend", json={"reason": "abuse report"}, headers=client.admin
+    )
+    assert suspended.status_code == 200, suspended.text
+    assert await reaches(owner, database["id"], "suspended")
+
+    role = database["user"]
+    with psycopg.connect(stack.cluster.superuser_dsn(database["dbname"]), autocommit=True) as conn:
+        conn.execute(f'REASSIGN OWNED BY "{role}" TO CURRENT_USER'.encode())
+        conn.execute(f'DROP OWNED BY "{role}"'.encode())
+        conn.execute(f'DROP ROLE "{role}"'.encode())
+
+    def can_login() -> bool | None:
+        with psycopg.connect(stack.cluster.superuser_dsn()) as conn:
+            row = conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        return None if row is None else bool(row[0])
+
+    async def made_again() -> bool:
+        return can_login() is not None
+
+    assert await eventually(made_again, timeout=60), "the reconciler never made the dropped role again"
+    assert can_login() is False
+    refused = login(uri)
+    assert refused is not None and "not permitted to log in" in refused, refused
+
+    resumed = await client.http.post(f"/admin/organizations/{org_id}/resume", headers=client.admin)
+    assert resumed.status_code == 200, resumed.text
+    assert await reaches(owner, database["id"], "available")
+    assert login(uri) is None
 
 
 async def _visible(user: User, project_id: str) -> bool:

@@ -55,6 +55,12 @@ def test_each_kind_of_drift_about_a_served_database() -> None:
     assert {f.database for f in found} == {a, b, c, d}
 
 
+def test_a_suspended_database_is_compared_too() -> None:
+    a = served(1, status="suspended")
+    found, _ = compare(report([a.dbname], [], [a.dbname]), [a])
+    assert kinds(found) == {(DriftKind.ROLE_MISSING, a.role)}
+
+
 def test_what_pgplane_does_not_serve_is_orphaned_even_when_it_once_did() -> None:
     deleted = served(1, status="deleted")
     unknown = f"db_{'f' * 32}"

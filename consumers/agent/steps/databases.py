@@ -50,10 +50,13 @@ class TenantDatabase:
         await self.host.bouncer.disconnect(self.cmd.dbname)
 
     async def refuse_logins(self) -> None:
+        """Recorded first: a role the reconciler has to make again is made without login too."""
+        await self.host.ledger.set_suspended(self.cmd.database_id, True)
         await self.host.postgres.set_login(self.cmd.role, allowed=False)
 
     async def allow_logins(self) -> None:
         await self.host.postgres.set_login(self.cmd.role, allowed=True)
+        await self.host.ledger.set_suspended(self.cmd.database_id, False)
 
     async def end_sessions(self) -> None:
         """Every session of the database's role ends, in PostgreSQL and in PgBouncer (whose pool
