@@ -5,8 +5,9 @@ data on the host grows.
 The tenant database is small: a ``sentinel`` row and about 10 MB of ``filler``. Another tenant's
 database (created once through the API of a setup platform) holds ``BENCH_PITR_OTHER_MB`` MB of
 table data, one round per listed size (default ``0,200,500``, ascending: it is only ever grown).
-Base backups are of the whole cluster, so the base backup and the recovery grow with the other
-tenants' data while the database restored stays the same.
+Base backups are of the whole cluster. The platform stores each database's directory apart and
+fetches only the restored database's (plus the cluster's own files); the raw side unpacks its
+whole tar, as a DBA's script would. The database restored stays the same size.
 
 Each round starts a fresh platform on the cluster (its own namespace, metadata, ledger, PgBouncer
 and filesystem object store), whose agent takes its base backup when it starts, holding the other
@@ -84,6 +85,8 @@ WATCH_SECONDS = 0.1
 WINDOW_TIMEOUT = 300.0
 MB = 10**6
 RATIO_TARGET = 1.3
+GROWTH_TARGET = 0.2
+"""Seconds our restore may grow per 100 MB of other tenants' data on the host."""
 SLOT = "bench_pitr_raw"
 STARTED = OperationStarted.TYPE
 RECOVERY_MARKERS = {
@@ -679,7 +682,13 @@ async def run(cluster: Cluster, root: Path) -> dict[str, Any]:
             "ours_seconds_per_100_mb": ours_growth,
             "raw_seconds_per_100_mb": raw_growth,
         },
-        "targets": {"ratio_max": RATIO_TARGET, "worst_median_ratio": worst, "ratio_met": worst <= RATIO_TARGET},
+        "targets": {
+            "ratio_max": RATIO_TARGET,
+            "worst_median_ratio": worst,
+            "ratio_met": worst <= RATIO_TARGET,
+            "growth_max_seconds_per_100_mb": GROWTH_TARGET,
+            "growth_met": ours_growth is not None and ours_growth <= GROWTH_TARGET,
+        },
     }
 
 
