@@ -8,7 +8,6 @@ hour, once per hour even when sent again."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,11 +21,11 @@ import stripe
 from devstack.cluster import Cluster
 from devstack.stack import Stack
 from infra.metadata.engine import make_engine
-from infra.processes import free_port, spawn, stop, wait_for_port
 from infra.stripe_api import stripe_client
 from producers.usage_meter import UsageMeter, hour_of
 from tests.e2e.test_accounts import User, eventually, sign_up
 from tests.platform_client import PlatformClient
+from tests.servers import local_server
 from tests.stacks import new_stack
 
 SECRET = "whsec_" + "local0signing0secret0for0tests"
@@ -35,14 +34,8 @@ PRICE = "price_pro_monthly"
 
 @pytest.fixture(scope="module")
 def stripe_api(cluster: Cluster) -> Iterator[str]:
-    port = free_port()
-    log = cluster.root / "logs" / f"stripe-{port}.log"
-    proc = spawn([sys.executable, "-m", "devstack.stripe_server", str(port)], log)
-    try:
-        wait_for_port(port, proc, log, "the local Stripe server")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+    with local_server(cluster, "the local Stripe server", "devstack.stripe_server", "{port}") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

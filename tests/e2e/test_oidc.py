@@ -5,7 +5,6 @@ linked to its account, and an answer that does not belong to the sign-in changes
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -15,8 +14,8 @@ import pytest
 
 from devstack.cluster import Cluster
 from devstack.stack import Stack
-from infra.processes import free_port, spawn, stop, wait_for_port
 from infra.sessions import COOKIE
+from tests.servers import local_server
 from tests.stacks import new_stack
 
 LOGIN_COOKIE = "__Host-pgplane_oidc"
@@ -24,14 +23,9 @@ LOGIN_COOKIE = "__Host-pgplane_oidc"
 
 @pytest.fixture(scope="module")
 def provider(cluster: Cluster) -> Iterator[str]:
-    port = free_port()
-    log = cluster.root / "logs" / f"oidc-provider-{port}.log"
-    proc = spawn([sys.executable, "-m", "oidc_provider_mock", "--port", str(port), "--require-nonce"], log)
-    try:
-        wait_for_port(port, proc, log, "the OpenID Connect provider")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+    args = ("--port", "{port}", "--require-nonce")
+    with local_server(cluster, "the OpenID Connect provider", "oidc_provider_mock", *args) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
