@@ -6,11 +6,11 @@ import asyncio
 
 import nats
 import psycopg
-import pytest
 
 from devstack.stack import Stack
 from schemas.subjects import Subjects
 from tests.platform_client import PlatformClient, new_key
+from tests.stacks import shared_stack
 
 BAD_NAMES = [
     "x'; DROP DATABASE postgres; --",
@@ -27,6 +27,9 @@ BAD_NAMES = [
     "pgbouncer",
     "pg_catalog",
 ]
+
+
+stack = shared_stack({"PGPLANE_DATABASES_PER_PROJECT_FREE": "3"})  # each test works in a project of its own
 
 
 def host_database_count(stack: Stack) -> int:
@@ -76,11 +79,6 @@ async def test_idempotency_key_reused_with_another_body(client: PlatformClient) 
     )
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "idempotency_key_reused"
-
-
-@pytest.fixture
-def stack_env() -> dict[str, str]:
-    return {"PGPLANE_DATABASES_PER_PROJECT_FREE": "3"}
 
 
 async def test_quota_holds_under_concurrent_creates(client: PlatformClient) -> None:

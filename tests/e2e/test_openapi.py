@@ -12,19 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from devstack.stack import Stack
 from tests.platform_client import PlatformClient
+from tests.stacks import shared_stack
 
 HERE = Path(__file__).parent
 
 
-@pytest.fixture
-def stack_env() -> dict[str, str]:
-    """Schemathesis sends wrong tokens on purpose (every route must refuse them): no throttling here,
-    it has its own test."""
-    return {"PGPLANE_AUTH_FAILURES_PER_MINUTE": "100000"}
+# Schemathesis sends wrong tokens on purpose (every route must refuse them): no throttling here,
+# it has its own test. The other tests only read.
+stack = shared_stack({"PGPLANE_AUTH_FAILURES_PER_MINUTE": "100000"})
 
 
 def test_schemathesis_finds_nothing_undocumented(stack: Stack, tmp_path: Path) -> None:

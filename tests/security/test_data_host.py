@@ -14,11 +14,13 @@ import pytest
 
 from devstack.stack import Stack
 from tests.platform_client import PlatformClient, Tenant
+from tests.stacks import WITHOUT_SCHEDULER, shared_stack
 
-
-@pytest.fixture
-def stack_env() -> dict[str, str]:
-    return {"PGPLANE_STATE_REPORT_SECONDS": "0.5", "PGPLANE_RECONCILE_SECONDS": "0.2"}
+# with the reconciler; each test works in a project of its own
+stack = shared_stack(
+    {"PGPLANE_STATE_REPORT_SECONDS": "0.5", "PGPLANE_RECONCILE_SECONDS": "0.2"},
+    processes=(*WITHOUT_SCHEDULER, "scheduler"),
+)
 
 
 async def ready(client: PlatformClient, tenant: Tenant, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -74,7 +76,6 @@ async def test_a_rotation_ends_the_old_passwords_sessions(client: PlatformClient
 async def test_a_password_set_by_the_tenant_is_reported_and_pgplanes_put_back(
     client: PlatformClient, stack: Stack
 ) -> None:
-    stack.start_process("scheduler")  # the reconciler
     tenant = await client.tenant()
     database, credentials = await ready(client, tenant, "app")
     with connect(credentials) as conn:

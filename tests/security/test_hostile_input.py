@@ -12,6 +12,9 @@ import httpx
 
 from devstack.stack import Stack
 from tests.platform_client import PlatformClient, new_key
+from tests.stacks import shared_stack
+
+stack = shared_stack()  # each test works in projects of its own, and restarts what it stops
 
 
 def rss_kb(pid: int) -> int:
