@@ -406,17 +406,20 @@ async def our_restore(stack: Stack, http: httpx.AsyncClient, tenant: Tenant, mom
         )
     ]
     at = dict(events)
-    [(fetched,)] = await ledger_rows(
+    [(fetched, archived)] = await ledger_rows(
         stack,
-        "SELECT count(*) FROM wal_archive WHERE segment >= %s AND archived_at <= to_timestamp(%s)",
-        ((await platform_base_backup(stack))["start_segment"], at["wal_fetched"]),
+        "SELECT (SELECT (envelope->'data'->'outputs'->>'wal_segments_fetched')::int FROM ledger_events"
+        "  WHERE operation_id = %s AND envelope->'data'->>'step' = 'point_in_time_recovered'),"
+        " (SELECT count(*) FROM wal_archive WHERE segment >= %s)",
+        (operation_id, (await platform_base_backup(stack))["start_segment"]),
     )
     return {
         "seconds": round(seconds, 2),
         "steps": [{"name": step["name"], "status": step["status"]} for step in operation["steps"]],
         "phases_seconds": intervals(posted, events, "until_poll_saw_it", reported),
-        "recovery_seconds": recovery_split(at["wal_fetched"], seen, at["point_in_time_recovered"]),
+        "recovery_seconds": recovery_split(at["wal_checked"], seen, at["point_in_time_recovered"]),
         "wal_segments_fetched": fetched,
+        "wal_segments_archived_since_the_base_backup": archived,
     }
 
 

@@ -64,10 +64,16 @@ def service_user() -> pwd.struct_passwd | None:
 def owned_dir(path: Path) -> Path:
     """A directory the service user owns (PostgreSQL wants its data dir 0700 and its own)."""
     path.mkdir(parents=True, exist_ok=True)
+    for p in [path, *path.rglob("*")]:
+        owned_file(p)
+    return path
+
+
+def owned_file(path: Path) -> Path:
+    """A file the service user owns (when we run as root: else it is ours already)."""
     user = service_user()
     if user is not None:
-        for p in [path, *path.rglob("*")]:
-            os.chown(p, user.pw_uid, user.pw_gid)
+        os.chown(path, user.pw_uid, user.pw_gid)
     return path
 
 

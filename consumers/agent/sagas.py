@@ -258,7 +258,7 @@ def _recovered(pitr: PointInTime, swap: Swap) -> list[Step]:
     """A temporary cluster recovered to the target time from a base backup and the archived WAL."""
     return [
         Step("wal_sealed", pitr.seal),
-        Step("wal_fetched", pitr.fetch_wal, swap.remove_work_dir),
+        Step("wal_checked", pitr.check_wal, swap.remove_work_dir),
         Step("point_in_time_recovered", pitr.recover, pitr.remove_cluster),
     ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,8 @@ from infra.errors import PermanentError
 from infra.pg_tools import PgToolError, pg_bindir, run_fed
 from infra.processes import free_port, owned_dir, service_user, spawn
 
+WANTED = ".wanted"
+END = ".end"
 MISSING_PAGE = re.compile(r"page \d+ of relation (\S+) (?:is uninitialized|does not exist)")
 """How PostgreSQL names a page WAL replay could not find (``report_invalid_page``)."""
 
@@ -66,8 +69,28 @@ class TempCluster:
         for oid in leave_out:  # replay may write a left-out database's relation map
             owned_dir(self.data / "base" / str(oid))
 
+    def reset_wal(self) -> None:
+        """Recovery will wait for segments again (an earlier attempt may have ended the WAL)."""
+        owned_dir(self.wal)
+        (self.wal / END).unlink(missing_ok=True)
+
+    def end_wal(self) -> None:
+        """No more segments will come: recovery reads none past what is in ``self.wal``."""
+        (self.wal / END).touch()
+
+    def wanted(self) -> str:
+        """The segment recovery asked for last ('' before it asked)."""
+        try:
+            return (self.wal / WANTED).read_text().strip()
+        except FileNotFoundError:
+            return ""
+
     async def recover(self, target: datetime, *, left_out: Collection[int] = ()) -> None:
         """Replay WAL from ``self.wal`` up to ``target``, then promote; fails loudly if it cannot.
+
+        Segments may arrive while it runs: ``restore_command`` waits for the one PostgreSQL asks
+        for (noting its name in ``WANTED``) until it is there, or until ``end_wal`` says no more
+        will come. History and backup-label files are never archived here: asked for, they are not.
 
         With databases ``left_out`` of the unpack, replay skips WAL records whose pages are not
         there (``ignore_invalid_pages``: a page marked all-visible, for one, is logged without its
@@ -78,7 +101,7 @@ class TempCluster:
         (self.data / "recovery.signal").touch()
         owned_dir(self.data)
         settings = {
-            "restore_command": f"cp {self.wal}/%f %p",
+            "restore_command": _restore_command(self.wal),
             "recovery_target_time": target.isoformat(sep=" "),
             "recovery_target_inclusive": "on",
             "recovery_target_action": "promote",
@@ -172,3 +195,14 @@ class TempCluster:
     async def remove(self) -> None:
         await self.stop()
         await asyncio.to_thread(shutil.rmtree, self.root, True)
+
+
+def _restore_command(wal: Path) -> str:
+    """A shell command for ``restore_command``: the segment ``%f`` once it is in ``wal``."""
+    script = (
+        'case "$1" in *.*) exit 1;; esac; echo "$1" > "$2/' + WANTED + '"; '
+        'while [ ! -f "$2/$1" ]; do '
+        'if [ -f "$2/' + END + '" ]; then [ -f "$2/$1" ] || exit 1; break; fi; sleep 0.05; done; '
+        'exec cp "$2/$1" "$3"'
+    )
+    return f"sh -c {shlex.quote(script)} restore %f {shlex.quote(str(wal))} %p"

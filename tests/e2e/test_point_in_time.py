@@ -128,6 +128,23 @@ def left_out(stack: Stack, operation_id: str) -> int:
     return int(row[0])
 
 
+def wal_read(stack: Stack, operation_id: str, moment: datetime) -> tuple[int, int]:
+    """The WAL segments a restore fetched, and how many were archived from its base backup on."""
+    with psycopg.connect(stack.cluster.superuser_dsn(stack.ledger_db)) as conn:
+        fetched = conn.execute(
+            "SELECT (envelope->'data'->'outputs'->>'wal_segments_fetched')::int FROM ledger_events"
+            " WHERE operation_id = %s AND envelope->'data'->>'step' = 'point_in_time_recovered'",
+            (operation_id,),
+        ).fetchone()
+        archived = conn.execute(
+            "SELECT count(*) FROM wal_archive WHERE segment >="
+            " (SELECT max(start_segment) FROM base_backups WHERE finished_at <= %s)",
+            (moment,),
+        ).fetchone()
+    assert fetched is not None and archived is not None
+    return int(fetched[0]), int(archived[0])
+
+
 def assert_clean(stack: Stack) -> None:
     assert host_databases(stack, "rs_") == [] and host_databases(stack, "ro_") == []
     assert list((stack.work_dir).glob("*")) == []  # no temporary cluster or download left
@@ -142,6 +159,8 @@ async def test_sentinel_values_come_back_for_each_moment(pitr: PlatformClient) -
         conn.execute("CREATE TABLE items AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 5000) g")
     noted = await sentinel_history(client, tenant, database_id, uri)
     await archived_past(client, tenant, database_id, noted[-1][0])
+    with connect(neighbour_uri) as conn:  # ~9 segments of WAL past every noted moment: never fetched
+        conn.execute("CREATE TABLE bulk AS SELECT g AS id, repeat('x', 200) AS body FROM generate_series(1, 600000) g")
     health = await window(client, tenant, database_id)
     assert health["last_archived_segment"] and health["base_backups"] >= 1 and health["archive_lag_seconds"] >= 0
     with connect(neighbour_uri) as conn:
@@ -158,7 +177,7 @@ async def test_sentinel_values_come_back_for_each_moment(pitr: PlatformClient) -
     assert in_place["status"] == "succeeded", in_place
     assert [s["name"] for s in in_place["steps"]] == [
         "wal_sealed",
-        "wal_fetched",
+        "wal_checked",
         "point_in_time_recovered",
         "scratch_restored",
         "temporary_cluster_removed",
@@ -167,6 +186,8 @@ async def test_sentinel_values_come_back_for_each_moment(pitr: PlatformClient) -
         "work_cleaned",
     ]
     assert rows(uri, "sentinel") == [(1, "first")]  # same credentials, the value of that moment
+    fetched, archived = wal_read(stack, in_place["id"], noted[0][0])
+    assert 0 < fetched <= archived - 5, (fetched, archived)  # on demand: not the WAL past the target
     assert rows(neighbour_uri) == neighbour_rows  # the other tenant on the host did not move
     assert_clean(stack)
 
