@@ -366,7 +366,7 @@ async def platform_base_backup(stack: Stack) -> dict[str, Any]:
     [(start_segment, size, started, finished)] = await ledger_rows(
         stack,
         "SELECT start_segment, size_bytes + coalesce((SELECT sum((part->>'size_bytes')::bigint)"
-        " FROM jsonb_each(parts) AS each(oid, part)), 0), started_at, finished_at"
+        " FROM jsonb_each(parts) AS stored(oid, part)), 0), started_at, finished_at"
         " FROM base_backups ORDER BY finished_at DESC LIMIT 1",
     )
     return {
