@@ -365,8 +365,8 @@ async def ledger_rows(stack: Stack, query: str, params: tuple[Any, ...] = ()) ->
 async def platform_base_backup(stack: Stack) -> dict[str, Any]:
     [(start_segment, size, started, finished)] = await ledger_rows(
         stack,
-        "SELECT start_segment, size_bytes + coalesce((SELECT sum((part->>'size_bytes')::bigint)"
-        " FROM jsonb_each(parts) AS stored(oid, part)), 0), started_at, finished_at"
+        "SELECT start_segment, (size_bytes + coalesce((SELECT sum((part->>'size_bytes')::bigint)"
+        " FROM jsonb_each(parts) AS stored(oid, part)), 0))::bigint, started_at, finished_at"
         " FROM base_backups ORDER BY finished_at DESC LIMIT 1",
     )
     return {
