@@ -116,33 +116,34 @@ async def sentinel_history(
     return noted
 
 
-def left_out(stack: Stack, operation_id: str) -> int:
-    """How many other databases' files the restore's recovery did not unpack (from the agent's ledger)."""
+def recovered(stack: Stack, operation_id: str, output: str) -> int:
+    """An output of the restore's recovery step, from the agent's ledger."""
     with psycopg.connect(stack.cluster.superuser_dsn(stack.ledger_db)) as conn:
         row = conn.execute(
-            "SELECT (envelope->'data'->'outputs'->>'databases_left_out')::int FROM ledger_events"
+            "SELECT (envelope->'data'->'outputs'->>%s)::int FROM ledger_events"
             " WHERE operation_id = %s AND envelope->'data'->>'step' = 'point_in_time_recovered'",
-            (operation_id,),
+            (output, operation_id),
         ).fetchone()
     assert row is not None
     return int(row[0])
 
 
+def left_out(stack: Stack, operation_id: str) -> int:
+    """How many other databases' files the restore's recovery did not unpack."""
+    return recovered(stack, operation_id, "databases_left_out")
+
+
 def wal_read(stack: Stack, operation_id: str, moment: datetime) -> tuple[int, int]:
     """The WAL segments a restore fetched, and how many were archived from its base backup on."""
+    fetched = recovered(stack, operation_id, "wal_segments_fetched")
     with psycopg.connect(stack.cluster.superuser_dsn(stack.ledger_db)) as conn:
-        fetched = conn.execute(
-            "SELECT (envelope->'data'->'outputs'->>'wal_segments_fetched')::int FROM ledger_events"
-            " WHERE operation_id = %s AND envelope->'data'->>'step' = 'point_in_time_recovered'",
-            (operation_id,),
-        ).fetchone()
         archived = conn.execute(
             "SELECT count(*) FROM wal_archive WHERE segment >="
             " (SELECT max(start_segment) FROM base_backups WHERE finished_at <= %s)",
             (moment,),
         ).fetchone()
-    assert fetched is not None and archived is not None
-    return int(fetched[0]), int(archived[0])
+    assert archived is not None
+    return fetched, int(archived[0])
 
 
 def assert_clean(stack: Stack) -> None:

@@ -6,6 +6,7 @@ grace period suspends the organization (the scheduler), a payment resumes it at 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import psycopg
 import pytest
@@ -63,16 +64,33 @@ async def _is(owner: User, database_id: str, status: str) -> bool:
     return await status_of(owner, database_id) == status
 
 
-async def test_suspended_organizations_refuse_logins_until_resumed(client: PlatformClient, stripe_api: str) -> None:
-    owner = await sign_up(client, "sam@example.com", "Sam")
-    org_id = (await owner.post("/orgs", {"name": "Suspendable"})).json()["id"]
+class Tenancy(NamedTuple):
+    owner: User
+    org_id: str
+    project_id: str
+    database: dict[str, Any]
+    uri: str
+
+
+async def organization_with_database(client: PlatformClient, email: str, name: str, org: str) -> Tenancy:
+    """A new user whose organization has a project with one available database."""
+    owner = await sign_up(client, email, name)
+    org_id = (await owner.post("/orgs", {"name": org})).json()["id"]
     project_id = (await owner.post("/projects", {"name": "app", "organization_id": org_id})).json()["id"]
     assert await eventually(lambda: _visible(owner, project_id))
     created = await owner.post("/databases", {"project_id": project_id, "name": "app"})
     assert created.status_code == 202, created.text
-    database_id = created.json()["database"]["id"]
-    assert await reaches(owner, database_id, "available")
-    uri = (await owner.get(f"/databases/{database_id}/credentials")).json()["uri"]
+    database = created.json()["database"]
+    assert await reaches(owner, database["id"], "available")
+    uri = (await owner.get(f"/databases/{database['id']}/credentials")).json()["uri"]
+    return Tenancy(owner, org_id, project_id, database, uri)
+
+
+async def test_suspended_organizations_refuse_logins_until_resumed(client: PlatformClient, stripe_api: str) -> None:
+    owner, org_id, project_id, database, uri = await organization_with_database(
+        client, "sam@example.com", "Sam", "Suspendable"
+    )
+    database_id = database["id"]
     assert login(uri) is None
 
     suspended = await client.http.post(
@@ -134,15 +152,7 @@ async def test_a_suspended_databases_role_made_again_by_a_repair_still_refuses_l
 ) -> None:
     """Behind pgplane's back the role of a suspended database is dropped; the reconciler makes it
     again (its drift is repairable), but without login: it is still suspended. Resuming lets it in."""
-    owner = await sign_up(client, "rae@example.com", "Rae")
-    org_id = (await owner.post("/orgs", {"name": "Dropped"})).json()["id"]
-    project_id = (await owner.post("/projects", {"name": "app", "organization_id": org_id})).json()["id"]
-    assert await eventually(lambda: _visible(owner, project_id))
-    created = await owner.post("/databases", {"project_id": project_id, "name": "app"})
-    assert created.status_code == 202, created.text
-    database = created.json()["database"]
-    assert await reaches(owner, database["id"], "available")
-    uri = (await owner.get(f"/databases/{database['id']}/credentials")).json()["uri"]
+    owner, org_id, _, database, uri = await organization_with_database(client, "rae@example.com", "Rae", "Dropped")
     suspended = await client.http.post(
         f"/admin/organizations/{org_id}/suspend", json={"reason": "abuse report"}, headers=client.admin
     )

@@ -27,7 +27,7 @@ from infra.backup_crypto import BackupIntegrityError, decrypt_stream
 from infra.errors import PermanentError, within_deadline
 from infra.object_store import ObjectNotFound
 from infra.pg_tools import PgToolError, pg_dump, pg_restore
-from infra.processes import owned_dir, owned_file
+from infra.processes import owned_file
 from infra.wal import base_context, base_part_context, next_segment, wal_context, wal_object_key
 from schemas.commands import PointInTimeCommand
 from schemas.envelope import Envelope
@@ -139,7 +139,6 @@ class PointInTime:
         WAL directory, at most ``LOOKAHEAD`` segments ahead of the one recovery waits for. So a
         restore downloads the WAL up to its target, not everything archived since the base backup.
         A segment gone from the store ends the WAL there (recovery then says whether it needed it)."""
-        owned_dir(self.cluster.wal)
         for archived in run:
             while archived.segment > _ahead(self.cluster.wanted() or run[0].segment, LOOKAHEAD):
                 await asyncio.sleep(SEAL_POLL)
