@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.data_keys import DataKeys
 from infra.faults import NO_FAULTS, Faults
 from infra.heartbeats import Heartbeats
+from infra.metadata.notifications import Waiters
 from infra.object_store import ObjectStore
 from infra.secrets import SecretBox
 from infra.settings import Settings
@@ -34,6 +35,8 @@ class Platform:
     store: ObjectStore
     data_keys: DataKeys
     webhooks: WebhookSender
+    operation_ends: Waiters
+    """Wakes a request waiting for an operation when the projector commits the operation's end."""
     faults: Faults = NO_FAULTS
 
     @property

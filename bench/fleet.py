@@ -54,12 +54,11 @@ class Api:
         accepted.raise_for_status()
         operation_id = accepted.json()["operation"]["id"]
         while True:
-            status = (await self.http.get(f"/operations/{operation_id}")).json()["status"]
+            status = (await self.http.get(f"/operations/{operation_id}", params={"wait": 60})).json()["status"]
             if status == "succeeded":
                 return
             if status in ("failed", "compensated"):
                 raise RuntimeError(f"operation {operation_id} {status}")
-            await asyncio.sleep(0.005)
 
     async def create(self) -> str:
         body = {"project_id": self.project_id, "name": f"b{uuid.uuid4().hex[:12]}"}
@@ -201,7 +200,7 @@ async def main() -> None:
         namespace="benchfleet",
         meta_db="bench_fleet_meta",
         ledger_db="bench_fleet_ledger",
-        extra_env={"PGPLANE_DATABASES_PER_PROJECT_FREE": "100000", "PGPLANE_HOST_MAX_DATABASES": str(FLEET + N + 10)}
+        extra_env={"PGPLANE_DATABASES_PER_PROJECT_PRO": "100000", "PGPLANE_HOST_MAX_DATABASES": str(FLEET + N + 10)}
         | UNTHROTTLED,
     )
     try:

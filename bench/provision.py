@@ -2,7 +2,7 @@
 
 (a) raw: the same statements the agent runs (role with SCRAM verifier, database, revoke,
     PgBouncer route + RELOAD, a login through PgBouncer) straight through psycopg;
-(b) ours: POST /databases → poll GET /operations/{id} until ``succeeded``.
+(b) ours: POST /databases → GET /operations/{id}?wait=60, which answers once it has ended, ``succeeded``.
 Each sequentially (N times), 50 at once, then sustained: ``BENCH_CLIENTS`` clients (default
 20) creating one database after another for ``BENCH_SUSTAIN_SECONDS`` (default 60), counted as
 creates finished per second (``BENCH_AGENT_CONCURRENCY`` sets the agent's concurrency). Same
@@ -17,6 +17,7 @@ import os
 import statistics
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -67,6 +68,7 @@ async def measure(fn: Callable[[], Awaitable[None]]) -> dict[str, Any]:
 async def sustained(fn: Callable[[], Awaitable[None]]) -> dict[str, Any]:
     """``CLIENTS`` clients, each creating until the time is up; creates finished per second."""
     finished, failed = 0, 0
+    errors: Counter[str] = Counter()
     deadline = time.perf_counter() + SUSTAIN_SECONDS
 
     async def client() -> None:
@@ -75,14 +77,19 @@ async def sustained(fn: Callable[[], Awaitable[None]]) -> dict[str, Any]:
             try:
                 await fn()
                 finished += 1
-            except Exception:
+            except Exception as exc:
                 failed += 1
+                errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
 
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(CLIENTS)))
     elapsed = time.perf_counter() - start
-    return {"clients": CLIENTS, "seconds": round(elapsed, 1), "creates_per_second": round(finished / elapsed, 2)} | {
-        "failed": failed
+    return {
+        "clients": CLIENTS,
+        "seconds": round(elapsed, 1),
+        "creates_per_second": round(finished / elapsed, 2),
+        "failed": failed,
+        "errors": dict(errors.most_common(3)),
     }
 
 
@@ -125,12 +132,12 @@ async def our_path(stack: Stack) -> dict[str, Any]:
             accepted.raise_for_status()
             operation_id = accepted.json()["operation"]["id"]
             while True:
-                status = (await http.get(f"/operations/{operation_id}", headers=admin)).json()["status"]
+                waited = await http.get(f"/operations/{operation_id}", params={"wait": 60}, headers=admin)
+                status = waited.json()["status"]
                 if status == "succeeded":
                     return
                 if status in ("failed", "compensated"):
                     raise RuntimeError(f"operation {operation_id} {status}")
-                await asyncio.sleep(0.005)
 
         return await measure(provision)
 
@@ -148,7 +155,7 @@ async def main() -> None:
         namespace="bench",
         meta_db="bench_meta",
         ledger_db="bench_ledger",
-        extra_env={"PGPLANE_DATABASES_PER_PROJECT_FREE": "100000"}
+        extra_env={"PGPLANE_DATABASES_PER_PROJECT_PRO": "100000"}
         | UNTHROTTLED
         | ({"PGPLANE_AGENT_CONCURRENCY": CONCURRENCY} if CONCURRENCY else {}),
     )

@@ -8,6 +8,10 @@ of updates or one multi-row ``INSERT``. Writes to different rows commute (the re
 foreign keys and no statement reads another row), so only the order per row is kept; when two
 writes to one row cannot be merged, the second waits for a later round.
 
+Operations that reach an end (succeeded, failed, compensated) are announced with ``pg_notify``
+on ``OPERATION_ENDED_CHANNEL``, which PostgreSQL delivers when the batch commits, so a caller
+waiting on one (``GET /operations/{id}?wait=``) wakes without polling.
+
 The one thing projections read is the operation they advance: ``load_operations`` fetches them
 for the whole batch at once, and projections keep that state current as they go. Nothing else
 writes an existing operation row meanwhile: the API only inserts new ones, in the transaction
@@ -22,10 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from readmodel.tables import EVENT_SEQUENCES, EVENTS, OPERATIONS
+from readmodel.tables import EVENT_SEQUENCES, EVENTS, IN_FLIGHT, OPERATION_ENDED_CHANNEL, OPERATIONS
+
+NOTIFY_ENDED = sa.text("SELECT pg_notify(:channel, id) FROM unnest(:ids) AS id").bindparams(
+    sa.bindparam("ids", type_=ARRAY(sa.Text))
+)
 
 
 @dataclass
@@ -81,6 +89,7 @@ class Batch:
         self._operations: dict[uuid.UUID, OperationState | None] = {}
         self._event_sequences: dict[uuid.UUID, int] = {}
         self._published: set[uuid.UUID] = set()
+        self._ended: set[uuid.UUID] = set()
 
     async def load_operations(self, ids: Iterable[uuid.UUID]) -> None:
         wanted = list({i for i in ids if i not in self._operations})
@@ -137,6 +146,12 @@ class Batch:
         self.insert(OPERATIONS, {"id": operation_id, **values}, on_conflict=())
         self._operations[operation_id] = state
 
+    def advance_operation(self, operation_id: uuid.UUID, values: dict[str, Any]) -> None:
+        """Update the operation's row; one whose status ends it is announced at the commit."""
+        self.update(OPERATIONS, operation_id, values)
+        if values.get("status", IN_FLIGHT[0]) not in IN_FLIGHT:
+            self._ended.add(operation_id)
+
     def insert(self, table: sa.Table, values: dict[str, Any], *, on_conflict: Collection[str] | None = None) -> None:
         """Insert a row; with ``on_conflict``, an existing row takes those columns (none: left alone)."""
         key = tuple(values[column.name] for column in table.primary_key.columns)
@@ -176,6 +191,9 @@ class Batch:
                     await self._insert(table, conflict, [write.values for _, write in keyed])
                 else:
                     await self._update(table, columns, keyed)
+        ended, self._ended = self._ended, set()
+        if ended:
+            await self.conn.execute(NOTIFY_ENDED, {"channel": OPERATION_ENDED_CHANNEL, "ids": sorted(map(str, ended))})
 
     async def _insert(self, table: sa.Table, conflict: frozenset[str] | None, rows: list[dict[str, Any]]) -> None:
         statement = insert(table)

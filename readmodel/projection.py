@@ -25,7 +25,6 @@ from readmodel.tables import (
     DRIFTS,
     EVENTS,
     HOST_STATES,
-    OPERATIONS,
     POLICIES,
     PROJECTS,
     STEPS,
@@ -665,8 +664,8 @@ def _advance(batch: Batch, env: Envelope, **values: Any) -> bool:
         return False
     operation.last_sequence = env.sequence
     values = {k: v.value if isinstance(v, OperationStatus) else v for k, v in values.items()}
-    batch.update(
-        OPERATIONS, env.correlation_id, {"last_sequence": env.sequence, "updated_at": env.occurred_at, **values}
+    batch.advance_operation(
+        env.correlation_id, {"last_sequence": env.sequence, "updated_at": env.occurred_at, **values}
     )
     return True
 

@@ -54,6 +54,8 @@ class OperationStatus(StrEnum):
 
 GONE = (DatabaseStatus.DELETED.value, DatabaseStatus.FAILED.value)
 IN_FLIGHT = (OperationStatus.ACCEPTED.value, OperationStatus.RUNNING.value)
+OPERATION_ENDED_CHANNEL = "pgplane_operation_ended"
+"""The projector notifies an operation's id here (``pg_notify``, sent at its commit) when it ends."""
 
 
 class Project(SQLModel, table=True):

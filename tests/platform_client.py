@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -57,7 +56,10 @@ class PlatformClient:
     async def wait(self, tenant: Tenant, operation_id: str, *, timeout: float = 90) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
-            response = await self.http.get(f"/operations/{operation_id}", headers=tenant.headers)
+            wait = max(0.0, min(deadline - time.monotonic(), 10.0))
+            response = await self.http.get(
+                f"/operations/{operation_id}", params={"wait": round(wait, 3)}, headers=tenant.headers
+            )
             assert response.status_code == 200, response.text
             operation: dict[str, Any] = response.json()
             if operation["status"] in TERMINAL:
@@ -66,7 +68,6 @@ class PlatformClient:
                 f"operation still {operation['status']}: {operation}\n"
                 f"agent log:\n{self.stack.log_tail('agent')}\nprojector log:\n{self.stack.log_tail('projector')}"
             )
-            await asyncio.sleep(0.1)
 
     async def wait_steps(self, tenant: Tenant, operation_id: str) -> list[dict[str, Any]]:
         """The steps an operation has completed so far."""

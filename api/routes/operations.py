@@ -2,26 +2,51 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from api.deps import CurrentPrincipal, MutationDep, PlatformDep
 from api.errors import errors
 from api.models import OperationPublic
 from api.usecases.loading import load_operation
 from api.usecases.operations import cancel_operation as cancel
+from readmodel.tables import IN_FLIGHT
 
 router = APIRouter(prefix="/operations", tags=["operations"], responses=errors(401, 403, 422, 429))
+MAX_WAIT_SECONDS = 60
+LOOK_AGAIN_SECONDS = 1.0
+"""A waiting request reads the operation again this often, even without a notification."""
 
 
 @router.get("/{operation_id}", response_model=OperationPublic, responses=errors(404))
 async def read_operation(
-    *, platform: PlatformDep, principal: CurrentPrincipal, operation_id: uuid.UUID
+    *,
+    platform: PlatformDep,
+    principal: CurrentPrincipal,
+    operation_id: uuid.UUID,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="Seconds to wait for the operation to end (succeeded, failed or compensated) before"
+            " answering; it answers as soon as it ends, or with the operation as it stands when the time is up.",
+        ),
+    ] = 0,
 ) -> OperationPublic:
-    """Status, steps and error of one operation."""
-    async with platform.engine.connect() as conn:
-        return await load_operation(conn, operation_id, principal)
+    """Status, steps and error of one operation; with ``wait``, once it has ended (no polling needed)."""
+    deadline = time.monotonic() + wait
+    with platform.operation_ends.watch(str(operation_id)) as ended:  # before reading: no end is missed
+        while True:
+            async with platform.engine.connect() as conn:
+                operation = await load_operation(conn, operation_id, principal)
+            remaining = deadline - time.monotonic()
+            if operation.status not in IN_FLIGHT or remaining <= 0:
+                return operation
+            await ended.wait(min(remaining, LOOK_AGAIN_SECONDS))
 
 
 @router.post(

@@ -15,10 +15,12 @@ from entrypoints.bootstrap import bus, heartbeats, metadata, object_store, outbo
 from infra import tracing
 from infra.address_guard import system_resolver
 from infra.faults import NO_FAULTS, Faults
+from infra.metadata.notifications import Waiters
 from infra.object_store import ObjectStore
 from infra.secrets import SecretBox
 from infra.settings import Settings
 from infra.webhook_sender import WebhookSender, http_client
+from readmodel.tables import OPERATION_ENDED_CHANNEL
 
 MIN_ADMIN_TOKEN = 32
 
@@ -42,6 +44,7 @@ def api(settings: Settings, *, faults: Faults = NO_FAULTS, store: ObjectStore | 
             stack.push_async_callback(backups.close)
             outgoing = relay(settings, engine, nc)
             client = await stack.enter_async_context(http_client(settings))
+            operation_ends = Waiters()
             app.state.platform = Platform(
                 settings=settings,
                 engine=engine,
@@ -53,14 +56,16 @@ def api(settings: Settings, *, faults: Faults = NO_FAULTS, store: ObjectStore | 
                 store=backups,
                 data_keys=DataKeys(nc, commands.subjects, commands.signer),
                 webhooks=WebhookSender(client, settings, system_resolver),
+                operation_ends=operation_ends,
                 faults=faults,
             )
             stop = asyncio.Event()
             relaying = asyncio.create_task(outgoing.run(stop))
+            listening = asyncio.create_task(operation_ends.listen(engine, OPERATION_ENDED_CHANNEL, stop))
             try:
                 yield
             finally:
                 stop.set()
-                await relaying
+                await asyncio.gather(relaying, listening)
 
     return create_app(lifespan, max_body_bytes=settings.max_body_bytes)

@@ -86,3 +86,20 @@ async def test_second_operation_waits_for_the_first(client: PlatformClient) -> N
     else:
         assert response.json()["error"]["code"] == "operation_in_progress"
     await client.wait(tenant, accepted["operation"]["id"])
+
+
+async def test_a_wait_answers_once_the_operation_has_ended(client: PlatformClient) -> None:
+    tenant = await client.tenant()
+    accepted = await client.create_database(tenant, "waited")
+    url = f"/operations/{accepted['operation']['id']}"
+    ended = await client.http.get(url, params={"wait": 60}, headers=tenant.headers)
+    assert ended.status_code == 200 and ended.json()["status"] == "succeeded", ended.text
+    assert [s["status"] for s in ended.json()["steps"]] == ["completed"] * 5
+
+    again = await client.http.get(url, params={"wait": 60}, headers=tenant.headers)
+    assert again.json() == ended.json()
+    too_long = await client.http.get(url, params={"wait": 61}, headers=tenant.headers)
+    assert too_long.status_code == 422 and "wait" in too_long.text, too_long.text
+    other = await client.tenant()
+    hidden = await client.http.get(url, params={"wait": 5}, headers=other.headers)
+    assert hidden.status_code == 404, hidden.text
