@@ -6,7 +6,8 @@
 Each sequentially (N times), 50 at once, then sustained: ``BENCH_CLIENTS`` clients (default
 20) creating one database after another for ``BENCH_SUSTAIN_SECONDS`` (default 60), counted as
 creates finished per second (``BENCH_AGENT_CONCURRENCY`` sets the agent's concurrency). Same
-cluster. Prints JSON.
+cluster: the raw path runs first and drops what it made before ours starts (PostgreSQL's DDL
+slows down as the catalog grows, so neither path runs on the other's databases). Prints JSON.
 """
 
 from __future__ import annotations
@@ -118,7 +119,12 @@ async def raw_path(stack: Stack) -> dict[str, Any]:
             await bouncer.apply(list(routes))
             await check_login(host="127.0.0.1", port=stack.pgbouncer_port, dbname=dbname, user=role, password=password)
 
-        return await measure(provision)
+        measured = await measure(provision)
+        for route in routes:  # our path then starts from the same catalog size as this one did
+            await host.drop_database(route.dbname)
+            await host.drop_role(route.role)
+        await bouncer.apply([])
+        return measured
 
 
 async def our_path(stack: Stack) -> dict[str, Any]:

@@ -246,9 +246,18 @@ def stop_stale_postmaster(data: Path) -> None:
 def wait_until_nats_accepts(url: str, user: str, password: str, *, timeout: float = 10.0) -> None:
     """A reloaded NATS takes a moment to know its new users: try until one can connect."""
 
+    async def refused(_: Exception) -> None:
+        pass
+
     async def attempt() -> None:
         nc = await nats.connect(
-            url, user=user, password=password, connect_timeout=1, max_reconnect_attempts=1, allow_reconnect=False
+            url,
+            user=user,
+            password=password,
+            connect_timeout=1,
+            max_reconnect_attempts=1,
+            allow_reconnect=False,
+            error_cb=refused,  # expected until the reload is done: not printed
         )
         await nc.close()
 
