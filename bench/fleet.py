@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import time
 import uuid
@@ -210,6 +211,7 @@ async def main() -> None:
     finally:
         stack.stop()
         cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(result, indent=2))
 
 

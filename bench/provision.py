@@ -5,9 +5,9 @@
 (b) ours: POST /databases → GET /operations/{id}?wait=60, which answers once it has ended, ``succeeded``.
 Each sequentially (N times), 50 at once, then sustained: ``BENCH_CLIENTS`` clients (default
 20) creating one database after another for ``BENCH_SUSTAIN_SECONDS`` (default 60), counted as
-creates finished per second (``BENCH_AGENT_CONCURRENCY`` sets the agent's concurrency). Same
-cluster: the raw path runs first and drops what it made before ours starts (PostgreSQL's DDL
-slows down as the catalog grows, so neither path runs on the other's databases). Prints JSON.
+creates finished per second (``BENCH_AGENT_CONCURRENCY`` sets the agent's concurrency). The same
+settings, a fresh cluster for each path, one after the other (PostgreSQL's DDL slows down as the
+catalog grows, so neither path runs on the other's databases). Prints JSON.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,6 +38,8 @@ N = int(os.environ.get("BENCH_N", "50"))
 CONCURRENT = int(os.environ.get("BENCH_CONCURRENT", "50"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "20"))
 SUSTAIN_SECONDS = float(os.environ.get("BENCH_SUSTAIN_SECONDS", "60"))
+WARMUP = 5
+"""Creates made and not counted before each path's measurements (first connections, cold caches)."""
 CONCURRENCY = os.environ.get("BENCH_AGENT_CONCURRENCY", "")
 """The agent's ``PGPLANE_AGENT_CONCURRENCY`` for our side (default: the setting's default)."""
 
@@ -56,6 +60,8 @@ async def timed(fn: Callable[[], Awaitable[None]]) -> float:
 
 
 async def measure(fn: Callable[[], Awaitable[None]]) -> dict[str, Any]:
+    for _ in range(WARMUP):
+        await fn()
     sequential = [await timed(fn) for _ in range(N)]
     concurrent = await asyncio.gather(*(timed(fn) for _ in range(CONCURRENT)), return_exceptions=True)
     failures = [c for c in concurrent if isinstance(c, BaseException)]
@@ -106,6 +112,7 @@ async def raw_path(stack: Stack) -> dict[str, Any]:
     routes: list[Route] = []
     async with AsyncConnectionPool(cluster.superuser_dsn(), min_size=2, max_size=12, open=False) as pool:
         host = HostPostgres(pool)
+        await host.lock_down()  # the tenants' group role, as the agent makes it when it starts
 
         async def provision() -> None:
             ident, password = uuid.uuid4().hex, new_password()
@@ -119,12 +126,7 @@ async def raw_path(stack: Stack) -> dict[str, Any]:
             await bouncer.apply(list(routes))
             await check_login(host="127.0.0.1", port=stack.pgbouncer_port, dbname=dbname, user=role, password=password)
 
-        measured = await measure(provision)
-        for route in routes:  # our path then starts from the same catalog size as this one did
-            await host.drop_database(route.dbname)
-            await host.drop_role(route.role)
-        await bouncer.apply([])
-        return measured
+        return await measure(provision)
 
 
 async def our_path(stack: Stack) -> dict[str, Any]:
@@ -148,14 +150,23 @@ async def our_path(stack: Stack) -> dict[str, Any]:
         return await measure(provision)
 
 
-async def main() -> None:
-    root = scratch_root("pgplane-bench-")
+async def raw_on_fresh_cluster(root: Path) -> dict[str, Any]:
     cluster = Cluster(root, wal_archive=False)
     cluster.start()
-    raw_stack = Stack(
-        cluster, root / "raw", namespace="benchraw", meta_db="bench_raw_meta", ledger_db="bench_raw_ledger"
-    )
-    ours = Stack(
+    stack = Stack(cluster, root / "raw", namespace="benchraw", meta_db="bench_raw_meta", ledger_db="bench_raw_ledger")
+    try:
+        stack.start_servers()
+        await asyncio.sleep(2)  # as long as our side gives its processes
+        return await raw_path(stack)
+    finally:
+        stack.stop()
+        cluster.stop()
+
+
+async def ours_on_fresh_cluster(root: Path) -> dict[str, Any]:
+    cluster = Cluster(root, wal_archive=False)
+    cluster.start()
+    stack = Stack(
         cluster,
         root / "ours",
         namespace="bench",
@@ -166,15 +177,21 @@ async def main() -> None:
         | ({"PGPLANE_AGENT_CONCURRENCY": CONCURRENCY} if CONCURRENCY else {}),
     )
     try:
-        raw_stack.start_servers()
-        ours.start()
+        stack.start()
         await asyncio.sleep(2)
-        raw = await raw_path(raw_stack)
-        our = await our_path(ours)
+        return await our_path(stack)
     finally:
-        ours.stop()
-        raw_stack.stop()
+        stack.stop()
         cluster.stop()
+
+
+async def main() -> None:
+    root = scratch_root("pgplane-bench-")
+    try:
+        raw = await raw_on_fresh_cluster(root / "raw")
+        our = await ours_on_fresh_cluster(root / "ours")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     print(
         json.dumps(
             {

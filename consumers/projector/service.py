@@ -88,12 +88,11 @@ async def project_batch(
 
     With ``read_between``, events missing between the checkpoint and a message are read first.
     """
-    await conn.execute(insert(CHECKPOINTS).values(name=checkpoint_name, last_sequence=0).on_conflict_do_nothing())
-    last = (
-        await conn.execute(
-            sa.select(CHECKPOINTS.c.last_sequence).where(CHECKPOINTS.c.name == checkpoint_name).with_for_update()
-        )
-    ).scalar_one()
+    first = insert(CHECKPOINTS).values(name=checkpoint_name, last_sequence=0)
+    locked = first.on_conflict_do_update(  # the row, made if need be, and locked: one round trip
+        index_elements=[CHECKPOINTS.c.name], set_={"last_sequence": CHECKPOINTS.c.last_sequence}
+    )
+    last = (await conn.execute(locked.returning(CHECKPOINTS.c.last_sequence))).scalar_one()
     events = []
     for sequence, data in sorted(msgs):
         if sequence <= last:

@@ -44,7 +44,8 @@ async def run_agent(
             AsyncConnectionPool(settings.host_admin_dsn, min_size=1, max_size=size, open=False)
         )
         ledger_pool = await stack.enter_async_context(
-            AsyncConnectionPool(settings.ledger_dsn, min_size=1, max_size=size, open=False)
+            # each ledger call is one statement: autocommit saves a BEGIN and a COMMIT round trip
+            AsyncConnectionPool(settings.ledger_dsn, min_size=1, max_size=size, open=False, kwargs={"autocommit": True})
         )
         async with ledger_pool.connection() as conn:
             await ledger_schema.check(conn)
