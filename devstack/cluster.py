@@ -109,9 +109,13 @@ class Cluster:
         self.procs[name] = proc
         return proc
 
-    def stop(self) -> None:
+    def stop(self, *, discard: bool = False) -> None:
+        """SIGINT: PostgreSQL's fast shutdown, a checkpoint first. ``discard``: its immediate
+        shutdown (SIGQUIT), for a cluster that is deleted next and would only flush pages to be
+        thrown away (the test cluster's thousands of databases)."""
         for name in ("nats", "postgres"):
-            stop(self.procs.pop(name, None), sig=signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
+            quit_now = discard and name == "postgres"
+            stop(self.procs.pop(name, None), sig=signal.SIGQUIT if quit_now else signal.SIGINT)
 
     def _start_postgres(self) -> subprocess.Popen[bytes]:
         bindir = pg_bindir()

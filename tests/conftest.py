@@ -29,7 +29,7 @@ def cluster() -> Iterator[Cluster]:
         servers.start()
         yield servers
     finally:
-        servers.stop()
+        servers.stop(discard=True)
         shutil.rmtree(root, ignore_errors=True)
 
 
