@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from devstack.cluster import CONTROL_ROLE, Cluster
-from infra.metadata import migrate
+from devstack.cluster import Cluster
 from infra.metadata.engine import make_engine
 from infra.metadata.notifications import Waiters
 from readmodel.projection import apply_events
@@ -24,15 +23,6 @@ from schemas.events import DatabaseCreated, OperationRequested, OperationStarted
 
 WOKEN = 10.0
 """How long a test waits for a wakeup that must come (a generous bound, not a measurement)."""
-
-
-@pytest.fixture(scope="module")
-def metadata_dsn(cluster: Cluster) -> Iterator[str]:
-    name = f"ends_{uuid.uuid4().hex[:10]}"
-    cluster.create_database(name, owner=CONTROL_ROLE)
-    dsn = cluster.control_dsn(name)
-    migrate.upgrade(dsn)
-    yield dsn
 
 
 @pytest.fixture

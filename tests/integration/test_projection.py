@@ -4,7 +4,7 @@ does to the read model, and that applying it twice does nothing more."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,8 +12,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from devstack.cluster import CONTROL_ROLE, Cluster
-from infra.metadata import migrate
 from infra.metadata.engine import make_engine
 from readmodel.projection import PROJECTIONS, apply, apply_events
 from readmodel.tables import (
@@ -86,15 +84,6 @@ from schemas.events import (
 )
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def metadata_dsn(cluster: Cluster) -> Iterator[str]:
-    name = f"proj_{uuid.uuid4().hex[:10]}"
-    cluster.create_database(name, owner=CONTROL_ROLE)
-    dsn = cluster.control_dsn(name)
-    migrate.upgrade(dsn)
-    yield dsn
 
 
 @pytest.fixture

@@ -42,9 +42,9 @@ from schemas.events import (
     ProjectDeleted,
     WalSegmentArchived,
 )
-from tests.integration.test_projection import T0, Operation, conn, metadata_dsn, outside_operation
+from tests.integration.test_projection import T0, Operation, conn, outside_operation
 
-__all__ = ["conn", "metadata_dsn"]  # the fixtures, shared with the per-event tests
+__all__ = ["conn"]  # the fixture, shared with the per-event tests
 
 
 def history(rng: random.Random) -> list[Envelope]:
