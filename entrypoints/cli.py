@@ -82,6 +82,7 @@ def cmd_api(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
         port=settings.api_port,
         log_level="warning",
         http=JsonErrorsH11Protocol,
+        timeout_keep_alive=settings.api_keep_alive_seconds,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,  # event streams never end by themselves
     )
 

@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_keep_alive_seconds: int = Field(
+        default=75,
+        ge=1,
+        description="An idle client connection stays open this long; keep it above a load balancer's idle timeout.",
+    )
     admin_token: SecretStr | None = None
     secret_key: SecretStr | None = Field(
         default=None, description="Base64 32-byte key that encrypts tenant passwords at rest."
