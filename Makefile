@@ -12,7 +12,7 @@ run: deps
 	$(PY) -m entrypoints.cli dev
 
 test: deps lint
-	.venv/bin/pytest -q -p no:cacheprovider tests
+	.venv/bin/pytest -q -p no:cacheprovider --durations=30 tests
 
 lint: deps
 	.venv/bin/ruff check .
