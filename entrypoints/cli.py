@@ -71,10 +71,10 @@ def cmd_api(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
     import uvicorn
 
     from api.http_protocol import JsonErrorsH11Protocol
-    from entrypoints import bootstrap
+    from entrypoints import control_plane
     from entrypoints.processes import api as api_process
 
-    _fail_cleanly(lambda: asyncio.run(bootstrap.check_metadata(settings)))
+    _fail_cleanly(lambda: asyncio.run(control_plane.check_metadata(settings)))
     app = api_process.api(settings, faults=faults)
     uvicorn.run(
         app,

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from consumers.agent import ledger_schema
 from consumers.projector.replay import ReplayReport, Reprojected, replay_projection
 from consumers.projector.replay import reproject as reproject_events
-from entrypoints.bootstrap import bus, metadata, outbox
+from entrypoints.bootstrap import bus
+from entrypoints.control_plane import metadata, outbox
 from entrypoints.ops import Ops
 from infra.errors import Unreachable
 from infra.metadata import migrate

@@ -1,6 +1,7 @@
 """The internal bus as an AsyncAPI 3.0 document, generated with FastStream's own tooling from
 the message contract (``schemas.commands``, ``schemas.events``) and the subjects
-(``schemas.subjects``). Committed as ``schemas/asyncapi.json``; a test keeps the two the same.
+(``schemas.subjects``). Committed as ``schemas/asyncapi.json`` (``schemas.export``); a test keeps
+the two the same.
 
 The broker here is never connected: it only describes who sends what where. Every message is an
 ``Envelope`` whose ``data`` is the type's body.
@@ -18,9 +19,9 @@ from pydantic import create_model
 
 from schemas.commands import DatabaseCommand
 from schemas.envelope import Envelope, Payload
+from schemas.export import ASYNCAPI_DOCUMENT
 from schemas.subjects import Subjects
 
-COMMITTED = Path(__file__).parent / "asyncapi.json"
 HOST = "{host_id}"
 
 
@@ -54,12 +55,7 @@ def bus_specification(namespace: str = "pgplane") -> dict[str, Any]:
     return result
 
 
-def committed_specification() -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(COMMITTED.read_text())
-    return result
-
-
 def write_specification(directory: Path) -> Path:
-    path = directory / COMMITTED.name
+    path = directory / ASYNCAPI_DOCUMENT.name
     path.write_text(json.dumps(bus_specification(), indent=2, sort_keys=True) + "\n")
     return path

@@ -1,5 +1,7 @@
 """JSON Schema of the envelope and of every command and event body (the bus), and of the public
-events subscribers receive (committed in ``schemas/public/``; a test keeps the two the same)."""
+events subscribers receive (committed in ``schemas/public/``; a test keeps the two the same); and
+the committed AsyncAPI document of the bus (made by ``schemas.asyncapi``, which the API does not
+load: it needs FastStream, and the API only serves the file)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from schemas.envelope import Envelope, Payload
 from schemas.public_events import PublicData, PublicEvent
 
 PUBLIC_DIRECTORY = Path(__file__).parent / "public"
+ASYNCAPI_DOCUMENT = Path(__file__).parent / "asyncapi.json"
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
@@ -35,6 +38,12 @@ def committed_public_schemas() -> dict[str, dict[str, Any]]:
         path.name.removesuffix(".schema.json"): json.loads(path.read_text())
         for path in sorted(PUBLIC_DIRECTORY.glob("*.schema.json"))
     }
+
+
+def committed_specification() -> dict[str, Any]:
+    """The bus's AsyncAPI document as committed (``pgplane schemas export-asyncapi schemas``)."""
+    result: dict[str, Any] = json.loads(ASYNCAPI_DOCUMENT.read_text())
+    return result
 
 
 def write_json_schemas(directory: Path, schemas: dict[str, dict[str, Any]]) -> list[Path]:

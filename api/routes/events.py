@@ -14,8 +14,7 @@ from api.deps import AdminPrincipal, CurrentPrincipal, PlatformDep
 from api.errors import ApiError, errors
 from api.usecases.events import event_stream, events_after
 from api.usecases.projects import load_project
-from schemas.asyncapi import committed_specification
-from schemas.export import committed_public_schemas
+from schemas.export import committed_public_schemas, committed_specification
 from schemas.public_events import EventType, PublicEvent
 
 router = APIRouter(prefix="/events", tags=["events"], responses=errors(401, 403, 422, 429))

@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from api.app import create_app
 from api.data_keys import DataKeys
 from api.platform import Platform
-from entrypoints.bootstrap import bus, heartbeats, metadata, object_store, outbox, relay
+from entrypoints.bootstrap import bus, heartbeats, object_store
+from entrypoints.control_plane import metadata, outbox, relay
 from infra import tracing
 from infra.address_guard import system_resolver
 from infra.faults import NO_FAULTS, Faults

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from consumers.projector.service import Projector, StreamReader
-from entrypoints.bootstrap import bus, heartbeats, metadata
+from entrypoints.bootstrap import bus, heartbeats
+from entrypoints.control_plane import metadata
 from infra import metrics, tracing
 from infra.settings import Settings
 from schemas.subjects import Subjects

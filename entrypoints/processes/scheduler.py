@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from entrypoints.bootstrap import bus, metadata, outbox, relay
+from entrypoints.bootstrap import bus
+from entrypoints.control_plane import metadata, outbox, relay
 from infra import metrics, tracing
 from infra.settings import Settings
 from infra.stripe_api import stripe_client

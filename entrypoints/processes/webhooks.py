@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from consumers.webhooks.dispatcher import Dispatcher
-from entrypoints.bootstrap import metadata
+from entrypoints.control_plane import metadata
 from infra import metrics, tracing
 from infra.address_guard import system_resolver
 from infra.faults import NO_FAULTS, Faults

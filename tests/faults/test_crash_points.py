@@ -17,7 +17,10 @@ from tests.platform_client import PlatformClient, Tenant
 from tests.replay import replay_matches
 from tests.stacks import shared_stack
 
-stack = shared_stack()  # each test restarts the agent it crashed, in a project of its own
+# Each test restarts the agent it crashed, in a project of its own. The command the dead agent held
+# comes back when its ack wait runs out: 2 s here (the agent tells the server it is still at work
+# every third of it).
+stack = shared_stack({"PGPLANE_ACK_WAIT_SECONDS": "2"})
 
 CREATE_STEPS = ["role_created", "database_created", "public_revoked", "route_added", "login_verified"]
 FORWARD_POINTS = [f"create.{step}.{when}" for step in CREATE_STEPS for when in ("done", "recorded")]

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from devstack.stack import PROCESSES, Stack
-from entrypoints import bootstrap
+from entrypoints import control_plane
 from infra.metadata.engine import make_engine
 from infra.processes import spawn, stop
 from producers.backup_schedule import check_schedule, slots_between
@@ -113,7 +113,7 @@ async def test_retention_deletes_expired_backups_but_keeps_the_newest(client: Pl
 
     settings = stack.settings("scheduler")
     engine = make_engine(settings.metadata_dsn, pool_size=1)
-    scheduler = BackupScheduler(engine, settings, bootstrap.outbox(settings))
+    scheduler = BackupScheduler(engine, settings, control_plane.outbox(settings))
     await scheduler.tick(datetime.now(UTC) + timedelta(hours=23))  # nothing has expired yet
     assert [b["status"] for b in await settled(client, tenant, database_id)] == ["completed"] * 3
     await scheduler.tick(datetime.now(UTC) + timedelta(days=2))  # the API's outbox relay publishes the deletions

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import nats
 
 from devstack.stack import Stack
-from entrypoints import bootstrap
+from entrypoints import control_plane
 from infra.metadata.engine import make_engine
 from infra.secrets import new_host_key
 from producers.scheduler import BackupScheduler
@@ -59,7 +59,7 @@ async def test_a_deleted_databases_backups_are_purged_after_the_retention(client
 
     settings = stack.settings("scheduler")
     engine = make_engine(settings.metadata_dsn, pool_size=1)
-    scheduler = BackupScheduler(engine, settings, bootstrap.outbox(settings))
+    scheduler = BackupScheduler(engine, settings, control_plane.outbox(settings))
     await scheduler.tick(datetime.now(UTC) + timedelta(days=6))
     assert (await client.http.get(f"/backups/{taken['id']}", headers=tenant.headers)).json()["status"] == "completed"
     await scheduler.tick(datetime.now(UTC) + timedelta(days=8))  # the API's outbox relay publishes the deletion

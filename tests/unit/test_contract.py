@@ -9,11 +9,11 @@ from pydantic import ValidationError
 
 from api.models import DatabaseCreate
 from infra.secrets import SecretBox, new_host_key, new_secret_key, scram_verifier, seal, unseal
-from schemas.asyncapi import bus_specification, committed_specification
+from schemas.asyncapi import bus_specification
 from schemas.commands import SCRAM_VERIFIER, DeleteDatabase
 from schemas.envelope import Envelope
 from schemas.events import OperationStarted, ProjectCreated
-from schemas.export import committed_public_schemas, json_schemas, public_json_schemas
+from schemas.export import committed_public_schemas, committed_specification, json_schemas, public_json_schemas
 from schemas.public_events import EventType, PublicData
 
 
