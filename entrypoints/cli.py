@@ -130,8 +130,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
 
 def cmd_ops(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
     from api.models import WebhookReplay
-    from entrypoints import operator
-    from entrypoints.ops import Ops
+    from entrypoints.ops import Ops, run_ops
 
     stuck_after = timedelta(seconds=getattr(args, "older_than", 3600))
 
@@ -160,7 +159,7 @@ def cmd_ops(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
             return {"discarded": _sequence(args)}
         return await ops.dead_letters()
 
-    print(json.dumps(_operator(lambda: asyncio.run(operator.ops(settings, act))), indent=2, default=str))
+    print(json.dumps(_operator(lambda: asyncio.run(run_ops(settings, act))), indent=2, default=str))
 
 
 def _sequence(args: argparse.Namespace) -> int:

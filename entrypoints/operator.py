@@ -1,12 +1,9 @@
-"""Operator actions: migrations, bus topology, replay and ``pgplane ops``, each with the
-metadata database and the bus as the operator."""
+"""Operator actions: migrations, bus topology and replay, each with the metadata database and the
+bus as the operator (``pgplane ops`` runs through ``entrypoints.ops.run_ops``)."""
 
 from __future__ import annotations
 
-import getpass
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TypeVar
 
 import psycopg
 import sqlalchemy as sa
@@ -15,16 +12,13 @@ from consumers.agent import ledger_schema
 from consumers.projector.replay import ReplayReport, Reprojected, replay_projection
 from consumers.projector.replay import reproject as reproject_events
 from entrypoints.bootstrap import bus
-from entrypoints.control_plane import metadata, outbox
-from entrypoints.ops import Ops
+from entrypoints.control_plane import metadata
 from infra.errors import Unreachable
 from infra.metadata import migrate
 from infra.metadata.engine import where
 from infra.settings import Settings
 from infra.topology import ensure_topology
 from schemas.subjects import Subjects
-
-T = TypeVar("T")
 
 
 async def setup_bus(settings: Settings) -> list[str]:
@@ -60,11 +54,3 @@ async def reproject(settings: Settings, *, from_sequence: int | None, since: dat
     async with metadata(settings, pool_size=1) as engine, bus(settings, fail_fast=True) as nc:
         subjects = Subjects(namespace=settings.namespace)
         return await reproject_events(engine, nc.jetstream(), subjects, from_sequence=from_sequence, since=since)
-
-
-async def ops(settings: Settings, action: Callable[[Ops], Awaitable[T]]) -> T:
-    """Run an operator action with the metadata database and the bus (as the operator user)."""
-    signing = outbox(settings) if settings.command_signing_key is not None else None
-    actor = f"operator:{getpass.getuser()}"
-    async with metadata(settings, pool_size=1) as engine, bus(settings, fail_fast=True) as nc:
-        return await action(Ops(engine, nc.jetstream(), Subjects(namespace=settings.namespace), actor, signing))

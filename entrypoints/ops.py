@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from nats.js import JetStreamContext
@@ -25,7 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.models import WebhookReplay
 from api.principal import Principal
 from api.usecases.webhooks import replay as replay_webhook
+from entrypoints.bootstrap import bus
+from entrypoints.control_plane import metadata, outbox
 from infra.metadata.tables import USERS, WEBHOOK_DELIVERIES
+from infra.settings import Settings
 from producers import recovery
 from producers.commands import Outbox, OutboxRelay
 from readmodel.tables import CHECKPOINTS, DRIFTS, IN_FLIGHT, OPERATIONS, DriftStatus
@@ -296,3 +301,14 @@ class Ops:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [{k: str(v) for k, v in row._mapping.items()} for row in rows]
+
+
+T = TypeVar("T")
+
+
+async def run_ops(settings: Settings, action: Callable[[Ops], Awaitable[T]]) -> T:
+    """Run an operator action with the metadata database and the bus (as the operator user)."""
+    signing = outbox(settings) if settings.command_signing_key is not None else None
+    actor = f"operator:{getpass.getuser()}"
+    async with metadata(settings, pool_size=1) as engine, bus(settings, fail_fast=True) as nc:
+        return await action(Ops(engine, nc.jetstream(), Subjects(namespace=settings.namespace), actor, signing))
