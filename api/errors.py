@@ -8,6 +8,7 @@ import logging
 import re
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -79,6 +80,9 @@ def _describe(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+CHARACTER_NOT_IN_REPERTOIRE = "22021"
+"""What PostgreSQL answers to a NUL character in text: it can store none."""
+
 HTTP_CODES = {404: "route_not_found", 405: "method_not_allowed"}
 
 
@@ -122,3 +126,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(request, 500, "internal_error", "something went wrong on our side")
+
+    @app.exception_handler(sa.exc.DBAPIError)
+    async def _database(request: Request, exc: sa.exc.DBAPIError) -> JSONResponse:
+        if getattr(exc.orig, "sqlstate", None) == CHARACTER_NOT_IN_REPERTOIRE:  # a NUL in some text
+            return error_response(request, 422, "invalid_text", "text may not contain NUL characters")
+        return await _unexpected(request, exc)

@@ -117,6 +117,7 @@ async def read_mail(
     return MailboxPublic(data=data, count=len(data))
 
 
+NUL = "\x00"
 Search = Annotated[str | None, Query(max_length=100, description="Part of a name or an email, or a whole id.")]
 Limit = Annotated[int, Query(ge=1, le=500)]
 
@@ -125,6 +126,8 @@ def _matches(query: str | None, *columns: Any) -> Any:
     """Whether any column holds ``query`` (ignoring case), or the id is it."""
     if not query:
         return sa.true()
+    if NUL in query:  # PostgreSQL text never holds one (and refuses it as a parameter)
+        return sa.false()
     found = [sa.func.strpos(sa.func.lower(sa.cast(c, sa.String)), query.lower()) > 0 for c in columns]
     return sa.or_(*found)
 
@@ -200,7 +203,7 @@ async def search_databases(
     if project_id is not None:
         query = query.where(DATABASES.c.project_id == project_id)
     if status is not None:
-        query = query.where(DATABASES.c.status == status)
+        query = query.where(DATABASES.c.status == status if NUL not in status else sa.false())
     async with platform.engine.connect() as conn:
         rows = (await conn.execute(query.order_by(DATABASES.c.created_at).limit(limit))).all()
     return DatabasesPublic(data=[database_public(platform, row) for row in rows], count=len(rows))

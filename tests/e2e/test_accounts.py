@@ -250,6 +250,13 @@ async def test_the_admin_api_searches_across_tenants_and_an_operator_makes_a_pla
     assert [u["email"] for u in users["data"]] == ["frank@example.com"]
     projects = await client.http.get("/admin/projects", params={"organization_id": org_id}, headers=client.admin)
     assert [p["id"] for p in projects.json()["data"]] == [project_id]
+    for path, params in [
+        ("organizations", {"q": "Frank\x00"}),
+        ("projects", {"q": "\x00"}),
+        ("databases", {"status": "\x00"}),
+    ]:
+        nul = await client.http.get(f"/admin/{path}", params=params, headers=client.admin)  # no text holds a NUL
+        assert (nul.status_code, nul.json()["data"]) == (200, []), nul.text
     usage = (await frank.get(f"/orgs/{org_id}/usage")).json()
     assert (usage["projects"], usage["databases"], usage["storage_bytes"]) == (1, 0, 0)
 
