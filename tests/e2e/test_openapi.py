@@ -38,7 +38,7 @@ def test_schemathesis_finds_nothing_undocumented(stack: Stack, tmp_path: Path) -
             "--max-examples",
             "25",
             "--workers",
-            "1",
+            "2",
         ],
         env=os.environ | {"SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks", "PYTHONPATH": str(HERE.parent.parent)},
         cwd=tmp_path,  # its cache of failures stays out of the checkout
