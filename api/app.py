@@ -1,5 +1,6 @@
 """The FastAPI application: routers and error handlers. Its adapters come from the composition
-root (``entrypoints.bootstrap`` and ``entrypoints.control_plane``), which hands them over in the lifespan."""
+root (``entrypoints.bootstrap``, ``entrypoints.control_plane``), which hands them over in the
+lifespan."""
 
 from __future__ import annotations
 
