@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from devstack.secrets import load_secrets
-from devstack.state import Ports, Process, server_root, terminate
+from devstack.state import Ports, Process, server_root, set_aside_orphaned_servers, terminate
 from infra.bus_permissions import Role
 from infra.host_postgres import TENANTS
 from infra.pg_tools import pg_bindir
@@ -59,7 +59,14 @@ class Cluster:
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "logs").mkdir(mode=0o700, exist_ok=True)
+        new_state = not (self.root / "secrets.json").exists()
         self.secrets = load_secrets(self.root / "secrets.json")
+        if new_state and (aside := set_aside_orphaned_servers(self.root, service_user())):
+            print(
+                f"the servers of an earlier {self.root} (deleted since, with their passwords) were moved to"
+                f" {aside}; delete them when you no longer need their data",
+                flush=True,
+            )
         ports = Ports(self.root / "ports.json")
         self.pg_port = self.pg_port or ports.take("postgres")
         self.nats_port = self.nats_port or ports.take("nats")

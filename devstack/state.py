@@ -65,13 +65,32 @@ def server_root(state: Path, user: pwd.struct_passwd | None) -> Path:
     under ``/var/lib/pgplane``, named after the state directory so each checkout keeps its own."""
     if user is None or reachable_by(user, state):
         return state
-    root = SHARED_ROOT / hashlib.sha256(str(state).encode()).hexdigest()[:16]
+    root = _shared_root(state)
     root.mkdir(parents=True, exist_ok=True)
     for directory in (SHARED_ROOT, root):
         directory.chmod(0o755)
     (state / "servers").unlink(missing_ok=True)
     (state / "servers").symlink_to(root)  # so a user looking at the state directory finds them
     return root
+
+
+def set_aside_orphaned_servers(state: Path, user: pwd.struct_passwd | None) -> Path | None:
+    """Call with a state directory just made. When an earlier one at the same path was deleted (a
+    checkout removed and cloned again), its servers are still under ``/var/lib/pgplane``, and their
+    passwords went with it: they are moved aside, never deleted (their databases may hold data),
+    so that fresh ones are made. Returns where they went, if anywhere."""
+    if user is None or reachable_by(user, state):
+        return None  # the servers lived inside the state directory and were deleted with it
+    root = _shared_root(state)
+    if not root.is_dir() or not any(root.iterdir()):
+        return None
+    aside = root.with_name(f"{root.name}-orphaned-{time.strftime('%Y%m%d-%H%M%S')}")
+    root.rename(aside)
+    return aside
+
+
+def _shared_root(state: Path) -> Path:
+    return SHARED_ROOT / hashlib.sha256(str(state).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""The dev stack's bookkeeping: restart delays, saved ports, and whether the servers' user can
-reach a directory."""
+"""The dev stack's bookkeeping: restart delays, saved ports, whether the servers' user can reach a
+directory, and the servers a deleted state directory left behind."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import socket
 import tempfile
 from pathlib import Path
 
-from devstack.state import Ports, reachable_by
+import pytest
+
+from devstack import state
+from devstack.state import Ports, reachable_by, server_root, set_aside_orphaned_servers
 from devstack.supervisor import FIRST_DELAY, MAX_DELAY, STABLE_SECONDS, Restarts
 
 
@@ -45,3 +48,22 @@ def test_a_private_parent_is_not_reachable() -> None:
         assert reachable_by(nobody, private / "checkout")
     finally:
         shutil.rmtree(root)
+
+
+def test_servers_a_deleted_state_directory_left_are_set_aside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nobody = pwd.getpwnam("nobody")
+    monkeypatch.setattr(state, "SHARED_ROOT", tmp_path / "shared")
+    private = tmp_path / "home"
+    checkout_state = private / "pgplane" / ".pgplane"
+    checkout_state.mkdir(parents=True)
+    private.chmod(0o700)  # as root's home: the servers' user cannot enter, so they live in SHARED_ROOT
+    assert set_aside_orphaned_servers(checkout_state, nobody) is None  # nothing there yet
+    servers = server_root(checkout_state, nobody)
+    (servers / "postgres").mkdir()
+    (servers / "postgres" / "PG_VERSION").write_text("15\n")
+
+    shutil.rmtree(checkout_state)  # the checkout is deleted and cloned again at the same path
+    checkout_state.mkdir()
+    aside = set_aside_orphaned_servers(checkout_state, nobody)
+    assert aside is not None and (aside / "postgres" / "PG_VERSION").read_text() == "15\n"
+    assert server_root(checkout_state, nobody) == servers and not any(servers.iterdir())
