@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from devstack.secrets import load_secrets
-from devstack.state import Ports, Process, server_root, set_aside_orphaned_servers, terminate
+from devstack.state import Ports, Process, orphaned_servers, server_root, set_aside, terminate
 from infra.bus_permissions import Role
 from infra.host_postgres import TENANTS
 from infra.pg_tools import pg_bindir
@@ -61,10 +61,11 @@ class Cluster:
         (self.root / "logs").mkdir(mode=0o700, exist_ok=True)
         new_state = not (self.root / "secrets.json").exists()
         self.secrets = load_secrets(self.root / "secrets.json")
-        if new_state and (aside := set_aside_orphaned_servers(self.root, service_user())):
+        if new_state and (orphaned := orphaned_servers(self.root, service_user())):
+            stop_stale_postmaster(orphaned / "postgres")
             print(
                 f"the servers of an earlier {self.root} (deleted since, with their passwords) were moved to"
-                f" {aside}; delete them when you no longer need their data",
+                f" {set_aside(orphaned)}; delete them when you no longer need their data",
                 flush=True,
             )
         ports = Ports(self.root / "ports.json")
@@ -150,13 +151,27 @@ class Cluster:
         for option in options:
             args += ["-c", option]
         proc = spawn(args, log, as_service_user=True)
-        wait_for_port(self.pg_port, proc, log, "PostgreSQL")
+        try:
+            wait_for_port(self.pg_port, proc, log, "PostgreSQL")
+            self._wait_until_accepting(data)
+        except BaseException:
+            stop(proc)  # a PostgreSQL we cannot use is not left running
+            raise
+        return proc
+
+    def _wait_until_accepting(self, data: Path) -> None:
+        """Listening is not accepting: wait out recovery and start-up, but not a wrong password."""
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:  # listening is not accepting: wait out recovery/start-up
+        while True:
             try:
                 psycopg.connect(self.superuser_dsn(), connect_timeout=2).close()
-                return proc
-            except psycopg.OperationalError:
+                return
+            except psycopg.OperationalError as exc:
+                if "password authentication failed" in str(exc):
+                    raise SystemExit(
+                        f"the PostgreSQL in {data} was made with other secrets than {self.root}'s:"
+                        " move it away to start afresh"
+                    ) from exc
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)

@@ -74,18 +74,21 @@ def server_root(state: Path, user: pwd.struct_passwd | None) -> Path:
     return root
 
 
-def set_aside_orphaned_servers(state: Path, user: pwd.struct_passwd | None) -> Path | None:
+def orphaned_servers(state: Path, user: pwd.struct_passwd | None) -> Path | None:
     """Call with a state directory just made. When an earlier one at the same path was deleted (a
     checkout removed and cloned again), its servers are still under ``/var/lib/pgplane``, and their
-    passwords went with it: they are moved aside, never deleted (their databases may hold data),
-    so that fresh ones are made. Returns where they went, if anywhere."""
+    passwords went with it: returns their directory, to be set aside (``set_aside``)."""
     if user is None or reachable_by(user, state):
         return None  # the servers lived inside the state directory and were deleted with it
     root = _shared_root(state)
-    if not root.is_dir() or not any(root.iterdir()):
-        return None
-    aside = root.with_name(f"{root.name}-orphaned-{time.strftime('%Y%m%d-%H%M%S')}")
-    root.rename(aside)
+    return root if root.is_dir() and any(root.iterdir()) else None
+
+
+def set_aside(servers: Path) -> Path:
+    """Move servers nobody can log in to out of the way, never deleting them (their databases may
+    hold data); returns where they went."""
+    aside = servers.with_name(f"{servers.name}-orphaned-{time.strftime('%Y%m%d-%H%M%S')}")
+    servers.rename(aside)
     return aside
 
 

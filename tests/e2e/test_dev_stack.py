@@ -109,7 +109,8 @@ def dev(tmp_path: Path) -> Iterator[DevStack]:
             stack.stop(signal.SIGTERM)
         shared = server_root(stack.state, service_user()) if stack.state.exists() else None
         if shared is not None and shared.is_relative_to(SHARED_ROOT):
-            shutil.rmtree(shared, ignore_errors=True)
+            for servers in [shared, *shared.parent.glob(f"{shared.name}-orphaned-*")]:
+                shutil.rmtree(servers, ignore_errors=True)
 
 
 def new_database(api: str, admin: str) -> str:
@@ -189,3 +190,9 @@ def test_make_run_supervises_itself(dev: DevStack) -> None:
     down = dev.pgplane("replay", "projection")
     assert down.returncode == 2 and "pgplane: cannot reach" in down.stderr, down.stderr
     assert "Traceback" not in down.stderr and time.monotonic() - started < 15
+
+    shutil.rmtree(dev.state)  # the checkout is deleted, and cloned again where it was
+    console = dev.start()
+    assert "were moved to" in console, console  # the old servers: their passwords went with the state
+    query(new_database(f"{api_url}/api/v1", dev.printed("admin token")))
+    assert dev.stop(signal.SIGTERM) == 0

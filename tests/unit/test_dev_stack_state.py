@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from devstack import state
-from devstack.state import Ports, reachable_by, server_root, set_aside_orphaned_servers
+from devstack.state import Ports, orphaned_servers, reachable_by, server_root, set_aside
 from devstack.supervisor import FIRST_DELAY, MAX_DELAY, STABLE_SECONDS, Restarts
 
 
@@ -57,13 +57,15 @@ def test_servers_a_deleted_state_directory_left_are_set_aside(tmp_path: Path, mo
     checkout_state = private / "pgplane" / ".pgplane"
     checkout_state.mkdir(parents=True)
     private.chmod(0o700)  # as root's home: the servers' user cannot enter, so they live in SHARED_ROOT
-    assert set_aside_orphaned_servers(checkout_state, nobody) is None  # nothing there yet
+    assert orphaned_servers(checkout_state, nobody) is None  # nothing there yet
     servers = server_root(checkout_state, nobody)
     (servers / "postgres").mkdir()
     (servers / "postgres" / "PG_VERSION").write_text("15\n")
 
     shutil.rmtree(checkout_state)  # the checkout is deleted and cloned again at the same path
     checkout_state.mkdir()
-    aside = set_aside_orphaned_servers(checkout_state, nobody)
-    assert aside is not None and (aside / "postgres" / "PG_VERSION").read_text() == "15\n"
+    orphaned = orphaned_servers(checkout_state, nobody)
+    assert orphaned == servers
+    aside = set_aside(orphaned)
+    assert (aside / "postgres" / "PG_VERSION").read_text() == "15\n"
     assert server_root(checkout_state, nobody) == servers and not any(servers.iterdir())
