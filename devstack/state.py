@@ -63,9 +63,9 @@ def server_root(state: Path, user: pwd.struct_passwd | None) -> Path:
     """Where files the servers' unprivileged user must reach live: the state directory itself, or
     when it sits in a directory that user cannot enter (root's home is 0700) a directory of its own
     under ``/var/lib/pgplane``, named after the state directory so each checkout keeps its own."""
-    if user is None or reachable_by(user, state):
+    root = _shared_root(state, user)
+    if root is None:
         return state
-    root = _shared_root(state)
     root.mkdir(parents=True, exist_ok=True)
     for directory in (SHARED_ROOT, root):
         directory.chmod(0o755)
@@ -78,10 +78,8 @@ def orphaned_servers(state: Path, user: pwd.struct_passwd | None) -> Path | None
     """Call with a state directory just made. When an earlier one at the same path was deleted (a
     checkout removed and cloned again), its servers are still under ``/var/lib/pgplane``, and their
     passwords went with it: returns their directory, to be set aside (``set_aside``)."""
-    if user is None or reachable_by(user, state):
-        return None  # the servers lived inside the state directory and were deleted with it
-    root = _shared_root(state)
-    return root if root.is_dir() and any(root.iterdir()) else None
+    root = _shared_root(state, user)  # None: they lived inside the state directory, deleted with it
+    return root if root is not None and root.is_dir() and any(root.iterdir()) else None
 
 
 def set_aside(servers: Path) -> Path:
@@ -92,7 +90,10 @@ def set_aside(servers: Path) -> Path:
     return aside
 
 
-def _shared_root(state: Path) -> Path:
+def _shared_root(state: Path, user: pwd.struct_passwd | None) -> Path | None:
+    """The servers' directory under ``SHARED_ROOT``; ``None`` when they live in the state directory."""
+    if user is None or reachable_by(user, state):
+        return None
     return SHARED_ROOT / hashlib.sha256(str(state).encode()).hexdigest()[:16]
 
 
