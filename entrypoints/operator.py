@@ -47,10 +47,10 @@ async def migrate_ledger(settings: Settings) -> tuple[int, int]:
 
 async def replay(settings: Settings, *, keep: bool = False) -> ReplayReport:
     async with metadata(settings, pool_size=1) as engine, bus(settings, fail_fast=True) as nc:
-        return await replay_projection(engine, nc.jetstream(), Subjects(namespace=settings.namespace), keep=keep)
+        return await replay_projection(engine, nc, Subjects(namespace=settings.namespace), keep=keep)
 
 
 async def reproject(settings: Settings, *, from_sequence: int | None, since: datetime | None) -> Reprojected:
     async with metadata(settings, pool_size=1) as engine, bus(settings, fail_fast=True) as nc:
         subjects = Subjects(namespace=settings.namespace)
-        return await reproject_events(engine, nc.jetstream(), subjects, from_sequence=from_sequence, since=since)
+        return await reproject_events(engine, nc, subjects, from_sequence=from_sequence, since=since)

@@ -3,8 +3,10 @@
 Projection functions state what an event does to a row — insert it, upsert it, update these
 columns — and ``Batch`` keeps one statement per row, merged from all the batch's writes to that
 row (``_merge`` says when two writes are one statement, exactly). ``flush`` then writes every
-row: the statements of the same shape on the same table go out together, an ``executemany``
-of updates or one multi-row ``INSERT``. Writes to different rows commute (the read model has no
+row: the statements of the same shape on the same table go out as one ``INSERT ... SELECT FROM
+unnest(...)`` or ``UPDATE ... FROM unnest(...)``, the rows' values one array per column. Its text
+is the same for any number of rows, so the server plans it once per connection (a multi-row
+``VALUES`` is a new statement, parsed and planned again, at every row count). Writes to different rows commute (the read model has no
 foreign keys and no statement reads another row), so only the order per row is kept; when two
 writes to one row cannot be merged, the second waits for a later round.
 
@@ -20,13 +22,15 @@ that also queues their first event, and projector batches are serialised by the 
 
 from __future__ import annotations
 
+import functools
+import json
 import uuid
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from readmodel.tables import EVENT_SEQUENCES, EVENTS, IN_FLIGHT, OPERATION_ENDED_CHANNEL, OPERATIONS
@@ -85,6 +89,7 @@ class Batch:
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
+        self._schema = _schema(conn)
         self._rows: dict[tuple[sa.Table, tuple[Any, ...]], list[_Write]] = {}
         self._operations: dict[uuid.UUID, OperationState | None] = {}
         self._event_sequences: dict[uuid.UUID, int] = {}
@@ -154,7 +159,7 @@ class Batch:
 
     def insert(self, table: sa.Table, values: dict[str, Any], *, on_conflict: Collection[str] | None = None) -> None:
         """Insert a row; with ``on_conflict``, an existing row takes those columns (none: left alone)."""
-        key = tuple(values[column.name] for column in table.primary_key.columns)
+        key = tuple(values[name] for name in _key_names(table))
         self._write(table, key, _Insert(values, None if on_conflict is None else frozenset(on_conflict)))
 
     def update(self, table: sa.Table, key: Any, values: dict[str, Any]) -> None:
@@ -196,29 +201,97 @@ class Batch:
             await self.conn.execute(NOTIFY_ENDED, {"channel": OPERATION_ENDED_CHANNEL, "ids": sorted(map(str, ended))})
 
     async def _insert(self, table: sa.Table, conflict: frozenset[str] | None, rows: list[dict[str, Any]]) -> None:
-        statement = insert(table)
-        if conflict is not None:
-            keys = [column.name for column in table.primary_key.columns]
-            if conflict:
-                statement = statement.on_conflict_do_update(
-                    index_elements=keys, set_={name: statement.excluded[name] for name in conflict}
-                )
-            else:
-                statement = statement.on_conflict_do_nothing(index_elements=keys)
-        await self.conn.execute(statement, rows)
+        defaulted = [column for column in table.columns if column.default is not None and column.name not in rows[0]]
+        if defaulted:
+            rows = [{column.name: _default(column) for column in defaulted} | row for row in rows]
+        fields = [(name, table.c[name]) for name in sorted(rows[0])]
+        statement = _insert_sql(self.conn.dialect, self._schema, table, tuple(name for name, _ in fields), conflict)
+        await self.conn.exec_driver_sql(statement, _arrays(fields, rows))
 
     async def _update(
         self, table: sa.Table, columns: frozenset[str], writes: list[tuple[tuple[Any, ...], _Write]]
     ) -> None:
-        keys = list(table.primary_key.columns)
-        statement = (
-            sa.update(table)
-            .where(*(column == sa.bindparam(f"k_{column.name}") for column in keys))
-            .values({name: sa.bindparam(f"v_{name}") for name in columns})
-        )
-        params = [
-            {f"k_{column.name}": part for column, part in zip(keys, key, strict=True)}
-            | {f"v_{name}": value for name, value in write.values.items()}
+        keys = _key_names(table)
+        names = tuple(sorted(columns))
+        fields = [(f"k_{name}", table.c[name]) for name in keys] + [(f"v_{name}", table.c[name]) for name in names]
+        rows = [
+            dict(zip((f"k_{name}" for name in keys), key, strict=True))
+            | {f"v_{name}": write.values[name] for name in names}
             for key, write in writes
         ]
-        await self.conn.execute(statement, params)
+        await self.conn.exec_driver_sql(
+            _update_sql(self.conn.dialect, self._schema, table, keys, names), _arrays(fields, rows)
+        )
+
+
+def _arrays(fields: list[tuple[str, sa.Column[Any]]], rows: list[dict[str, Any]]) -> tuple[list[Any], ...]:
+    """Per field, the array of the rows' values for its column; JSON as text, which is what the
+    driver's codec for JSON takes."""
+    arrays = []
+    for field, column in fields:
+        values = [row[field] for row in rows]
+        arrays.append([json.dumps(value) for value in values] if isinstance(column.type, sa.JSON) else values)
+    return tuple(arrays)
+
+
+@functools.cache
+def _key_names(table: sa.Table) -> tuple[str, ...]:
+    return tuple(column.name for column in table.primary_key.columns)
+
+
+def _default(column: sa.Column[Any]) -> Any:
+    """The value a column's Python-side default gives a row that leaves it out."""
+    default = column.default
+    if isinstance(default, sa.ColumnDefault) and default.is_scalar:
+        return default.arg
+    if isinstance(default, sa.ColumnDefault) and default.is_callable:
+        return default.arg(None)
+    raise TypeError(f"{column} has a default batches cannot compute: {default!r}")
+
+
+def _schema(conn: AsyncConnection) -> str | None:
+    """The schema the connection's statements go to (``schema_translate_map``; replays use one)."""
+    options = conn.sync_connection.get_execution_options() if conn.sync_connection else {}
+    schema: str | None = options.get("schema_translate_map", {}).get(None)
+    return schema
+
+
+def _array_type(dialect: sa.Dialect, column: sa.Column[Any]) -> str:
+    return f"{column.type.compile(dialect=dialect)}[]"
+
+
+def _qualified(schema: str | None, table: sa.Table) -> str:
+    return f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
+
+
+@functools.cache
+def _insert_sql(
+    dialect: sa.Dialect, schema: str | None, table: sa.Table, columns: tuple[str, ...], conflict: frozenset[str] | None
+) -> str:
+    """``INSERT`` of rows given as one array per column: one statement text for any number of rows."""
+    arrays = ", ".join(f"${n}::{_array_type(dialect, table.c[name])}" for n, name in enumerate(columns, 1))
+    names = ", ".join(f'"{name}"' for name in columns)
+    statement = f"INSERT INTO {_qualified(schema, table)} ({names}) SELECT * FROM unnest({arrays})"
+    if conflict is None:
+        return statement
+    keys = ", ".join(f'"{name}"' for name in _key_names(table))
+    if not conflict:
+        return f"{statement} ON CONFLICT ({keys}) DO NOTHING"
+    taken = ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in sorted(conflict))
+    return f"{statement} ON CONFLICT ({keys}) DO UPDATE SET {taken}"
+
+
+@functools.cache
+def _update_sql(
+    dialect: sa.Dialect, schema: str | None, table: sa.Table, keys: tuple[str, ...], names: tuple[str, ...]
+) -> str:
+    """``UPDATE`` of rows by primary key, keys and values given as one array per column."""
+    fields = [(f"k_{name}", table.c[name]) for name in keys] + [(f"v_{name}", table.c[name]) for name in names]
+    arrays = ", ".join(f"${n}::{_array_type(dialect, column)}" for n, (_, column) in enumerate(fields, 1))
+    aliases = ", ".join(f'"{field}"' for field, _ in fields)
+    assignments = ", ".join(f'"{name}" = v."v_{name}"' for name in names)
+    matches = " AND ".join(f't."{name}" = v."k_{name}"' for name in keys)
+    return (
+        f"UPDATE {_qualified(schema, table)} AS t SET {assignments} "
+        f"FROM unnest({arrays}) AS v({aliases}) WHERE {matches}"
+    )

@@ -611,7 +611,7 @@ PROJECTIONS: dict[type[Payload], Projection] = {
     BackupDeleted: backup_deleted,
 }
 """Every event type that changes the read model; any other type (WAL alerts) changes nothing."""
-PUBLISHING = (
+PUBLISHING = {
     WebhookEndpointDisabled,
     OperationFailed,
     OperationCompensated,
@@ -627,8 +627,11 @@ PUBLISHING = (
     BackupCompleted,
     BackupVerified,
     BackupDeleted,
-)
+}
 """The event types whose projections may publish public events."""
+OPERATION_EVENTS = {event for event in PROJECTIONS if issubclass(event, OperationEvent)}
+"""The event types that advance an operation (checked by exact type: ``isinstance`` on a model
+class is slow, and every event's type is one of these classes, never a subclass)."""
 
 
 async def apply(conn: AsyncConnection, env: Envelope) -> None:
@@ -640,12 +643,12 @@ async def apply_events(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> 
     """Apply events, in order, inside the caller's transaction: a few statements for all of them."""
     batch = Batch(conn)
     events = [(env, env.payload()) for env in envelopes]
-    await batch.load_operations(env.correlation_id for env, event in events if isinstance(event, OperationEvent))
-    await batch.load_event_sequences(env.project_id for env, event in events if isinstance(event, PUBLISHING))
+    await batch.load_operations(env.correlation_id for env, event in events if type(event) in OPERATION_EVENTS)
+    await batch.load_event_sequences(env.project_id for env, event in events if type(event) in PUBLISHING)
     await batch.load_published(
         _public_id(env, public.WebhookEndpointDisabled)
         for env, event in events
-        if isinstance(event, WebhookEndpointDisabled)
+        if type(event) is WebhookEndpointDisabled
     )
     for env, event in events:
         projection = PROJECTIONS.get(type(event))
@@ -663,7 +666,7 @@ def _advance(batch: Batch, env: Envelope, **values: Any) -> bool:
     if operation is None or operation.last_sequence >= env.sequence:
         return False
     operation.last_sequence = env.sequence
-    values = {k: v.value if isinstance(v, OperationStatus) else v for k, v in values.items()}
+    values = {k: v.value if type(v) is OperationStatus else v for k, v in values.items()}
     batch.advance_operation(
         env.correlation_id, {"last_sequence": env.sequence, "updated_at": env.occurred_at, **values}
     )

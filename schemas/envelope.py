@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
 SOURCE = "pgplane"
@@ -37,6 +37,10 @@ class Envelope(BaseModel):
     event carries exactly the id it had the first time.
     """
 
+    __slots__ = ("_parsed_data",)
+    """``data`` and its payload, parsed once (a plain slot: a pydantic private attribute costs more
+    than the parse; copies do not carry it, and a copy with other ``data`` parses its own)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     specversion: str = "1.0"
@@ -59,19 +63,17 @@ class Envelope(BaseModel):
     """The W3C trace context of the span that made the message. Absent when not traced, so an
     untraced message is byte for byte what releases before tracing wrote (and they accept)."""
 
-    _parsed_data: tuple[dict[str, Any], Payload] | None = PrivateAttr(default=None)
-    """``data`` and its payload, parsed once (a copy with other ``data`` parses its own)."""
-
     @model_validator(mode="after")
     def _data_fits_type(self) -> Self:
-        self.payload()
+        object.__setattr__(self, "_parsed_data", (self.data, self._parsed()))
         return self
 
     def payload(self) -> Payload:
         """The typed body; unknown types and malformed bodies raise ``ValueError``."""
-        parsed = self._parsed_data
+        parsed: tuple[dict[str, Any], Payload] | None = getattr(self, "_parsed_data", None)
         if parsed is None or parsed[0] is not self.data:
-            parsed = self._parsed_data = (self.data, self._parsed())
+            parsed = (self.data, self._parsed())
+            object.__setattr__(self, "_parsed_data", parsed)
         return parsed[1]
 
     def _parsed(self) -> Payload:

@@ -4,18 +4,21 @@ sequence or a time, apply the events again to the live read model (``reproject``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js import JetStreamContext
+from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumers.projector.service import BATCH, LIVE, Stored, project_batch, stored
+from infra.batch_pull import BatchPull
 from readmodel.projection import apply_events
 from readmodel.tables import CHECKPOINTS, READ_MODEL, create_tables
 from schemas.envelope import Envelope
@@ -51,9 +54,7 @@ async def table_hashes(conn: AsyncConnection, schema: str) -> dict[str, str]:
     return hashes
 
 
-async def replay_projection(
-    engine: AsyncEngine, js: JetStreamContext, subjects: Subjects, *, keep: bool = False
-) -> ReplayReport:
+async def replay_projection(engine: AsyncEngine, nc: Client, subjects: Subjects, *, keep: bool = False) -> ReplayReport:
     """Replays up to the live checkpoint, so the comparison is of the same prefix of events: the
     live tables are hashed in the snapshot that reads the checkpoint (events keep arriving)."""
     schema = f"replay_{uuid.uuid4().hex[:12]}"
@@ -66,23 +67,17 @@ async def replay_projection(
             live = await table_hashes(conn, "public")
     async with engine.begin() as conn:
         await create_tables(conn, schema)
-    sub = await js.pull_subscribe(
-        subjects.all_events(),
-        stream=subjects.events_stream,
-        config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60.0),
-    )
+    everything = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
     reached = 0
-    while reached < live_position:
-        try:
-            msgs = [m for m in await sub.fetch(BATCH, timeout=2.0) if m.metadata.sequence.stream <= live_position]
-        except (NatsTimeout, TimeoutError):
-            break
-        if not msgs:
-            break
-        async with engine.begin() as conn:
-            conn = await conn.execution_options(schema_translate_map={None: schema})
-            reached = (await project_batch(conn, stored(msgs))).checkpoint
-    await sub.unsubscribe()
+    async with reading(nc, subjects, everything) as pull:
+        while reached < live_position:
+            fetched = stored(await pull.fetch(BATCH, timeout=2.0))
+            batch = [(sequence, data) for sequence, data in fetched if sequence <= live_position]
+            if not batch:
+                break
+            async with engine.begin() as conn:
+                conn = await conn.execution_options(schema_translate_map={None: schema})
+                reached = (await project_batch(conn, batch)).checkpoint
     async with engine.begin() as conn:
         report = ReplayReport(schema, live_position, live, await table_hashes(conn, schema))
         if not keep:
@@ -99,7 +94,7 @@ class Reprojected:
 
 async def reproject(
     engine: AsyncEngine,
-    js: JetStreamContext,
+    nc: Client,
     subjects: Subjects,
     *,
     from_sequence: int | None = None,
@@ -120,16 +115,11 @@ async def reproject(
         if from_sequence is not None
         else ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
     )
-    start.ack_policy, start.inactive_threshold = AckPolicy.NONE, 60.0
-    sub = await js.pull_subscribe(subjects.all_events(), stream=subjects.events_stream, config=start)
     first, reached, applied = 0, 0, 0
-    try:
+    async with reading(nc, subjects, start) as pull:
         while reached < live_position:
-            try:
-                msgs = await sub.fetch(BATCH, timeout=2.0)
-            except (NatsTimeout, TimeoutError):
-                break
-            batch = [(m.metadata.sequence.stream, m.data) for m in msgs if m.metadata.sequence.stream <= live_position]
+            fetched = stored(await pull.fetch(BATCH, timeout=2.0))
+            batch = [(sequence, data) for sequence, data in fetched if sequence <= live_position]
             if not batch:
                 break
             first = first or batch[0][0]
@@ -139,9 +129,23 @@ async def reproject(
                 )
                 await apply_events(conn, readable(batch))
             reached, applied = batch[-1][0], applied + len(batch)
-    finally:
-        await sub.unsubscribe()
     return Reprojected(first, reached, applied)
+
+
+@contextlib.asynccontextmanager
+async def reading(nc: Client, subjects: Subjects, start: ConsumerConfig) -> AsyncIterator[BatchPull]:
+    """The events stream from ``start``, through a consumer of its own that acks nothing (deleted
+    after; the server also drops it a minute after this process is gone)."""
+    start.filter_subject, start.ack_policy, start.inactive_threshold = subjects.all_events(), AckPolicy.NONE, 60.0
+    js = nc.jetstream()
+    consumer = (await js.add_consumer(subjects.events_stream, start)).name
+    pull = await BatchPull(nc, subjects.events_stream, consumer).start()
+    try:
+        yield pull
+    finally:
+        await pull.stop()
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(subjects.events_stream, consumer)
 
 
 def readable(batch: list[Stored]) -> list[Envelope]:

@@ -25,7 +25,6 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import SpanKind
@@ -34,6 +33,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from infra import tracing
+from infra.batch_pull import BatchPull, stream_sequence
 from infra.metrics import CONSUMER_PENDING, EVENTS_PROJECTED, PROJECTOR_BATCH_SECONDS
 from readmodel.projection import apply_events
 from readmodel.tables import CHECKPOINTS
@@ -112,17 +112,15 @@ async def project_batch(
 
 
 def stored(msgs: list[Msg]) -> list[Stored]:
-    return [(msg.metadata.sequence.stream, msg.data) for msg in msgs]
+    return [(stream_sequence(msg), msg.data) for msg in msgs]
 
 
 class Projector:
-    """Consumes the events stream through its durable pull subscription."""
+    """Consumes the events stream through its durable pull consumer."""
 
-    def __init__(
-        self, engine: AsyncEngine, subscription: JetStreamContext.PullSubscription, reader: StreamReader
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, pull: BatchPull, reader: StreamReader) -> None:
         self._engine = engine
-        self._sub = subscription
+        self._pull = pull
         self._reader = reader
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -138,10 +136,7 @@ class Projector:
             fetching.cancel()  # a batch fetched but not applied comes back after its ack wait
 
     async def _fetch(self) -> list[Msg]:
-        try:
-            return await self._sub.fetch(BATCH, timeout=1.0)
-        except (NatsTimeout, TimeoutError):  # nats-py raises either on an empty fetch
-            return []
+        return await self._pull.fetch(BATCH, timeout=1.0)
 
     async def _apply_until_committed(self, msgs: list[Msg], stop: asyncio.Event) -> None:
         """Retry the same batch: fetching past it could move the checkpoint over unapplied events."""

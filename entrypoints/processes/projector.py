@@ -8,6 +8,7 @@ from consumers.projector.service import Projector, StreamReader
 from entrypoints.bootstrap import bus, heartbeats
 from entrypoints.control_plane import metadata
 from infra import metrics, tracing
+from infra.batch_pull import BatchPull
 from infra.settings import Settings
 from schemas.subjects import Subjects
 
@@ -19,7 +20,7 @@ async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
     subjects = Subjects(namespace=settings.namespace)
     async with metadata(settings, pool_size=2) as engine, bus(settings) as nc:
         js = nc.jetstream()
-        subscription = await js.pull_subscribe_bind(durable=subjects.projector_durable, stream=subjects.events_stream)
+        pull = await BatchPull(nc, subjects.events_stream, subjects.projector_durable).start()
         reader = StreamReader(js, subjects.events_stream, subjects.all_events())
         beating = heartbeats(settings, nc).run("projector", stop)
-        await asyncio.gather(Projector(engine, subscription, reader).run(stop), beating)
+        await asyncio.gather(Projector(engine, pull, reader).run(stop), beating)
