@@ -6,9 +6,10 @@ row (``_merge`` says when two writes are one statement, exactly). ``flush`` then
 row: the statements of the same shape on the same table go out as one ``INSERT ... SELECT FROM
 unnest(...)`` or ``UPDATE ... FROM unnest(...)``, the rows' values one array per column. Its text
 is the same for any number of rows, so the server plans it once per connection (a multi-row
-``VALUES`` is a new statement, parsed and planned again, at every row count). Writes to different rows commute (the read model has no
-foreign keys and no statement reads another row), so only the order per row is kept; when two
-writes to one row cannot be merged, the second waits for a later round.
+``VALUES`` is a new statement, parsed and planned again, at every row count). Writes to
+different rows commute (the read model has no foreign keys and no statement reads another
+row), so only the order per row is kept; when two writes to one row cannot be merged, the
+second waits for a later round.
 
 Operations that reach an end (succeeded, failed, compensated) are announced with ``pg_notify``
 on ``OPERATION_ENDED_CHANNEL``, which PostgreSQL delivers when the batch commits, so a caller

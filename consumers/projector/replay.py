@@ -5,7 +5,6 @@ sequence or a time, apply the events again to the live read model (``reproject``
 from __future__ import annotations
 
 import contextlib
-import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,14 +16,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumers.projector.service import BATCH, LIVE, Stored, project_batch, stored
+from consumers.projector.service import BATCH, LIVE, project_batch, read, stored
 from infra.batch_pull import BatchPull
 from readmodel.projection import apply_events
 from readmodel.tables import CHECKPOINTS, READ_MODEL, create_tables
-from schemas.envelope import Envelope
 from schemas.subjects import Subjects
-
-log = logging.getLogger("pgplane.replay")
 
 
 @dataclass(frozen=True)
@@ -77,7 +73,7 @@ async def replay_projection(engine: AsyncEngine, nc: Client, subjects: Subjects,
                 break
             async with engine.begin() as conn:
                 conn = await conn.execution_options(schema_translate_map={None: schema})
-                reached = (await project_batch(conn, batch)).checkpoint
+                reached = (await project_batch(conn, read(batch))).checkpoint
     async with engine.begin() as conn:
         report = ReplayReport(schema, live_position, live, await table_hashes(conn, schema))
         if not keep:
@@ -127,7 +123,7 @@ async def reproject(
                 await conn.execute(
                     sa.select(CHECKPOINTS.c.last_sequence).where(CHECKPOINTS.c.name == LIVE).with_for_update()
                 )
-                await apply_events(conn, readable(batch))
+                await apply_events(conn, [envelope for _, envelope in read(batch) if envelope is not None])
             reached, applied = batch[-1][0], applied + len(batch)
     return Reprojected(first, reached, applied)
 
@@ -146,14 +142,3 @@ async def reading(nc: Client, subjects: Subjects, start: ConsumerConfig) -> Asyn
         await pull.stop()
         with contextlib.suppress(NotFoundError):
             await js.delete_consumer(subjects.events_stream, consumer)
-
-
-def readable(batch: list[Stored]) -> list[Envelope]:
-    """The events of ``batch`` (an unreadable one is skipped, as the live projector skipped it)."""
-    events = []
-    for sequence, data in batch:
-        try:
-            events.append(Envelope.model_validate_json(data))
-        except ValueError as exc:
-            log.error("skipping unreadable event at stream sequence %d: %s", sequence, exc)
-    return events

@@ -9,7 +9,7 @@ batch a dead projector held comes back only when its ack wait runs out, after th
 it. So a batch that starts past the event after the checkpoint first reads the events in between
 straight from the stream (``StreamReader``); the late redelivery is then below the checkpoint.
 
-While one batch commits, the next is already being fetched.
+While one batch commits, the next is already being fetched and parsed.
 
 When this process records traces, each applied event that carries a ``traceparent`` gets a span
 in its trace, from the start of its batch to the commit; when it does not, batches skip this.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import sqlalchemy as sa
@@ -45,6 +45,8 @@ LIVE = "live"
 
 Stored = tuple[int, bytes]
 """An event as the stream holds it: its stream sequence and its body."""
+Read = tuple[int, Envelope | None]
+"""An event as parsed: its stream sequence and its envelope (``None``: unreadable, and logged)."""
 ReadBetween = Callable[[int, int], Awaitable[list[Stored]]]
 """The stored events with sequences strictly between two sequences, in order."""
 
@@ -78,37 +80,47 @@ class StreamReader:
 
 async def project_batch(
     conn: AsyncConnection,
-    msgs: list[Stored],
+    events: list[Read],
     *,
     checkpoint_name: str = LIVE,
     read_between: ReadBetween | None = None,
 ) -> Projected:
-    """Apply the messages above the checkpoint; returns the new checkpoint and the events applied
+    """Apply the events above the checkpoint; returns the new checkpoint and the events applied
     (caller commits).
 
-    With ``read_between``, events missing between the checkpoint and a message are read first.
+    With ``read_between``, events missing between the checkpoint and an event are read first.
     """
     first = insert(CHECKPOINTS).values(name=checkpoint_name, last_sequence=0)
     locked = first.on_conflict_do_update(  # the row, made if need be, and locked: one round trip
         index_elements=[CHECKPOINTS.c.name], set_={"last_sequence": CHECKPOINTS.c.last_sequence}
     )
     last = (await conn.execute(locked.returning(CHECKPOINTS.c.last_sequence))).scalar_one()
-    events = []
-    for sequence, data in sorted(msgs):
+    applied = []
+    for sequence, envelope in sorted(events, key=lambda event: event[0]):
         if sequence <= last:
             continue
-        missing = await read_between(last, sequence) if read_between and sequence > last + 1 else []
+        missing = read(await read_between(last, sequence)) if read_between and sequence > last + 1 else []
         if missing:
             log.warning("events %d to %d came out of order; read them from the stream", missing[0][0], missing[-1][0])
-        for stored_sequence, stored_data in [*missing, (sequence, data)]:
-            try:
-                events.append(Envelope.model_validate_json(stored_data))
-            except (ValidationError, ValueError) as exc:
-                log.error("skipping unreadable event at stream sequence %d: %s", stored_sequence, exc)
-            last = stored_sequence
-    await apply_events(conn, events)
+        for read_sequence, read_envelope in [*missing, (sequence, envelope)]:
+            if read_envelope is not None:
+                applied.append(read_envelope)
+            last = read_sequence
+    await apply_events(conn, applied)
     await conn.execute(sa.update(CHECKPOINTS).where(CHECKPOINTS.c.name == checkpoint_name).values(last_sequence=last))
-    return Projected(int(last), events)
+    return Projected(int(last), applied)
+
+
+def read(stored: Iterable[Stored]) -> list[Read]:
+    """Parse stored events; an unreadable one is logged, and skipped when its turn comes."""
+    events: list[Read] = []
+    for sequence, data in stored:
+        try:
+            events.append((sequence, Envelope.model_validate_json(data)))
+        except (ValidationError, ValueError) as exc:
+            log.error("skipping unreadable event at stream sequence %d: %s", sequence, exc)
+            events.append((sequence, None))
+    return events
 
 
 def stored(msgs: list[Msg]) -> list[Stored]:
@@ -128,24 +140,26 @@ class Projector:
         fetching = asyncio.ensure_future(self._fetch())
         try:
             while not stop.is_set():
-                msgs = await fetching
+                msgs, events = await fetching
                 fetching = asyncio.ensure_future(self._fetch())
                 if msgs:
-                    await self._apply_until_committed(msgs, stop)
+                    await self._apply_until_committed(msgs, events, stop)
         finally:
             fetching.cancel()  # a batch fetched but not applied comes back after its ack wait
 
-    async def _fetch(self) -> list[Msg]:
-        return await self._pull.fetch(BATCH, timeout=1.0)
+    async def _fetch(self) -> tuple[list[Msg], list[Read]]:
+        """The next batch, parsed here: while the batch before it waits on PostgreSQL."""
+        msgs = await self._pull.fetch(BATCH, timeout=1.0)
+        return msgs, read(stored(msgs))
 
-    async def _apply_until_committed(self, msgs: list[Msg], stop: asyncio.Event) -> None:
+    async def _apply_until_committed(self, msgs: list[Msg], events: list[Read], stop: asyncio.Event) -> None:
         """Retry the same batch: fetching past it could move the checkpoint over unapplied events."""
         while not stop.is_set():
             try:
                 started = time.time_ns()
                 with PROJECTOR_BATCH_SECONDS.time():
                     async with self._engine.begin() as conn:
-                        projected = await project_batch(conn, stored(msgs), read_between=self._reader.between)
+                        projected = await project_batch(conn, events, read_between=self._reader.between)
                 for msg in msgs:
                     await msg.ack()
                 EVENTS_PROJECTED.inc(len(msgs))
