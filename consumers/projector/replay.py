@@ -5,6 +5,7 @@ sequence or a time, apply the events again to the live read model (``reproject``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -132,9 +133,11 @@ async def reproject(
 async def reading(nc: Client, subjects: Subjects, start: ConsumerConfig) -> AsyncIterator[BatchPull]:
     """The events stream from ``start``, through a consumer of its own that acks nothing (deleted
     after; the server also drops it a minute after this process is gone)."""
-    start.filter_subject, start.ack_policy, start.inactive_threshold = subjects.all_events(), AckPolicy.NONE, 60.0
+    config = dataclasses.replace(
+        start, filter_subject=subjects.all_events(), ack_policy=AckPolicy.NONE, inactive_threshold=60.0
+    )
     js = nc.jetstream()
-    consumer = (await js.add_consumer(subjects.events_stream, start)).name
+    consumer = (await js.add_consumer(subjects.events_stream, config)).name
     pull = await BatchPull(nc, subjects.events_stream, consumer).start()
     try:
         yield pull
