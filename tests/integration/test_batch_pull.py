@@ -63,7 +63,7 @@ async def test_what_is_there_comes_at_once_in_batches(consumer: Consumer) -> Non
     assert [stream_sequence(m) for m in [*first, *rest]] == sequences
     assert [stream_sequence(m) for m in rest] == [m.metadata.sequence.stream for m in rest]
     for msg in [*first, *rest]:
-        await msg.ack()
+        await msg.ack_sync()  # the server confirms each ack before the count below is read
     info = await consumer.nc.jetstream().consumer_info(consumer.stream, consumer.name)
     assert info.num_ack_pending == 0 and info.num_pending == 0
     await pull.stop()
