@@ -17,7 +17,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumers.projector.service import BATCH, LIVE, project_batch, read, stored
+from consumers.projector.service import BATCH, LIVE, Stored, project_batch, read, stored
 from infra.batch_pull import BatchPull
 from readmodel.projection import apply_events
 from readmodel.tables import CHECKPOINTS, READ_MODEL, create_tables
@@ -65,16 +65,11 @@ async def replay_projection(engine: AsyncEngine, nc: Client, subjects: Subjects,
     async with engine.begin() as conn:
         await create_tables(conn, schema)
     everything = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-    reached = 0
     async with reading(nc, subjects, everything) as pull:
-        while reached < live_position:
-            fetched = stored(await pull.fetch(BATCH, timeout=2.0))
-            batch = [(sequence, data) for sequence, data in fetched if sequence <= live_position]
-            if not batch:
-                break
+        async for batch in batches(pull, up_to=live_position):
             async with engine.begin() as conn:
                 conn = await conn.execution_options(schema_translate_map={None: schema})
-                reached = (await project_batch(conn, read(batch))).checkpoint
+                await project_batch(conn, read(batch))
     async with engine.begin() as conn:
         report = ReplayReport(schema, live_position, live, await table_hashes(conn, schema))
         if not keep:
@@ -114,11 +109,7 @@ async def reproject(
     )
     first, reached, applied = 0, 0, 0
     async with reading(nc, subjects, start) as pull:
-        while reached < live_position:
-            fetched = stored(await pull.fetch(BATCH, timeout=2.0))
-            batch = [(sequence, data) for sequence, data in fetched if sequence <= live_position]
-            if not batch:
-                break
+        async for batch in batches(pull, up_to=live_position):
             first = first or batch[0][0]
             async with engine.begin() as conn:
                 await conn.execute(
@@ -145,3 +136,16 @@ async def reading(nc: Client, subjects: Subjects, start: ConsumerConfig) -> Asyn
         await pull.stop()
         with contextlib.suppress(NotFoundError):
             await js.delete_consumer(subjects.events_stream, consumer)
+
+
+async def batches(pull: BatchPull, *, up_to: int) -> AsyncIterator[list[Stored]]:
+    """The stream's events in batches, up to stream sequence ``up_to`` (fewer when no more come)."""
+    reached = 0
+    while reached < up_to:
+        batch = [
+            (sequence, data) for sequence, data in stored(await pull.fetch(BATCH, timeout=2.0)) if sequence <= up_to
+        ]
+        if not batch:
+            return
+        yield batch
+        reached = batch[-1][0]
