@@ -13,7 +13,7 @@ import pytest
 from devstack.stack import Stack
 from infra.pgbouncer import SERVER_IDLE_TIMEOUT
 from tests.backup_helpers import ready_database
-from tests.e2e.test_bad_input import commands_on_bus, host_database_count
+from tests.e2e.test_bad_input import commands_published, host_database_count
 from tests.platform_client import PlatformClient
 
 CAPACITY = 3
@@ -26,7 +26,7 @@ def stack_env() -> dict[str, str]:
 
 async def test_a_full_host_refuses_new_databases_at_once(client: PlatformClient, stack: Stack) -> None:
     tenants = [await client.tenant(), await client.tenant()]
-    before_commands, before_databases = await commands_on_bus(stack), host_database_count(stack)
+    before_commands, before_databases = await commands_published(stack), host_database_count(stack)
     responses = await asyncio.gather(
         *(
             client.http.post("/databases", json={"project_id": t.project_id, "name": f"db{i}"}, headers=t.headers)
@@ -40,7 +40,7 @@ async def test_a_full_host_refuses_new_databases_at_once(client: PlatformClient,
     assert {e["code"] for e in refused} == {"capacity_exhausted"}
     assert all("the data host is full" in e["message"] for e in refused)
     accepted = [r.json() for r in responses if r.status_code == 202]
-    assert await commands_on_bus(stack) == before_commands + CAPACITY  # the refused ones published nothing
+    assert await commands_published(stack) == before_commands + CAPACITY  # the refused ones published nothing
     owners = {t.project_id: t for t in tenants}
     for body in accepted:
         await client.succeeded(owners[body["database"]["project_id"]], body["operation"]["id"])
