@@ -83,7 +83,17 @@ class ToolOutput:
         await _finish(self._proc, self._stderr, self._what)
 
     async def close(self) -> None:
+        """Kill the tool if it still runs, and collect its exit.
+
+        What it wrote and nobody read is drained first. A reader that stopped early (a backup
+        over its limit) may have left the stream's buffer full, which pauses the pipe; and
+        asyncio's ``wait()`` returns only once every pipe has reached its end, so without the
+        drain it would wait forever for a process that is already gone.
+        """
         _kill(self._proc)
+        assert self._proc.stdout is not None
+        while await self._proc.stdout.read(READ_SIZE):
+            pass
         await self._proc.wait()
         self._stderr.cancel()
 
