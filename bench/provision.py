@@ -126,7 +126,10 @@ async def raw_path(stack: Stack) -> dict[str, Any]:
             await bouncer.apply(list(routes))
             await check_login(host="127.0.0.1", port=stack.pgbouncer_port, dbname=dbname, user=role, password=password)
 
-        return await measure(provision)
+        try:
+            return await measure(provision)
+        finally:
+            await bouncer.close()
 
 
 async def our_path(stack: Stack) -> dict[str, Any]:

@@ -52,15 +52,17 @@ async def run_agent(
         ledger = Ledger(ledger_pool)
         backups = store or object_store(settings)
         stack.push_async_callback(backups.close)
+        bouncer = PgBouncer(
+            directory=settings.pgbouncer_dir,
+            port=settings.pgbouncer_port,
+            admin_password=required(settings.pgbouncer_admin_password, "PGPLANE_PGBOUNCER_ADMIN_PASSWORD"),
+            server_host=settings.host_pg_host,
+            server_port=settings.host_pg_port,
+        )
+        stack.push_async_callback(bouncer.close)
         host = Host(
             postgres=HostPostgres(admin_pool),
-            bouncer=PgBouncer(
-                directory=settings.pgbouncer_dir,
-                port=settings.pgbouncer_port,
-                admin_password=required(settings.pgbouncer_admin_password, "PGPLANE_PGBOUNCER_ADMIN_PASSWORD"),
-                server_host=settings.host_pg_host,
-                server_port=settings.host_pg_port,
-            ),
+            bouncer=bouncer,
             ledger=ledger,
             bouncer_host="127.0.0.1",
             bouncer_port=settings.pgbouncer_port,
