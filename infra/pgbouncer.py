@@ -155,6 +155,7 @@ class PgBouncer:
             password=self._admin_password,
             autocommit=True,
             connect_timeout=5,
+            prepare_threshold=None,  # the console speaks only the simple query protocol
         )
 
 
