@@ -37,7 +37,6 @@ from devstack.cluster import Cluster
 from devstack.stack import UNTHROTTLED, Stack
 from devstack.state import scratch_root
 from infra.host_postgres import HostPostgres
-from infra.pgbouncer import PgBouncer
 from infra.secrets import new_password, scram_verifier
 
 FLEET = int(os.environ.get("BENCH_FLEET", "1000"))
@@ -107,20 +106,16 @@ async def raw_ddl(cluster: Cluster) -> dict[str, dict[str, float]]:
 
 
 async def reload_seconds(stack: Stack) -> float:
-    bouncer = PgBouncer(
-        directory=stack.pgbouncer_dir,
-        port=stack.pgbouncer_port,
-        admin_password=stack.cluster.secrets["pgbouncer_admin_password"],
-        server_host=str(stack.cluster.socket_dir),
-        server_port=stack.cluster.pg_port,
-    )
-    await bouncer.admin("SHOW VERSION")  # the console connection, opened once as the agent keeps it
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        await bouncer.admin("RELOAD")
-        times.append(time.perf_counter() - start)
-    await bouncer.close()
+    bouncer = stack.bouncer()
+    try:
+        await bouncer.admin("SHOW VERSION")  # the console connection, opened once as the agent keeps it
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            await bouncer.admin("RELOAD")
+            times.append(time.perf_counter() - start)
+    finally:
+        await bouncer.close()
     return statistics.median(times)
 
 

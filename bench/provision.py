@@ -31,7 +31,7 @@ from devstack.cluster import Cluster
 from devstack.stack import UNTHROTTLED, Stack
 from devstack.state import scratch_root
 from infra.host_postgres import HostPostgres, check_login
-from infra.pgbouncer import PgBouncer, Route
+from infra.pgbouncer import Route
 from infra.secrets import new_password, scram_verifier
 
 N = int(os.environ.get("BENCH_N", "50"))
@@ -102,13 +102,7 @@ async def sustained(fn: Callable[[], Awaitable[None]]) -> dict[str, Any]:
 
 async def raw_path(stack: Stack) -> dict[str, Any]:
     cluster = stack.cluster
-    bouncer = PgBouncer(
-        directory=stack.pgbouncer_dir,
-        port=stack.pgbouncer_port,
-        admin_password=cluster.secrets["pgbouncer_admin_password"],
-        server_host=str(cluster.socket_dir),  # tenant roles come in only through PgBouncer's socket
-        server_port=cluster.pg_port,
-    )
+    bouncer = stack.bouncer()
     routes: list[Route] = []
     async with AsyncConnectionPool(cluster.superuser_dsn(), min_size=2, max_size=12, open=False) as pool:
         host = HostPostgres(pool)

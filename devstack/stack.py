@@ -69,6 +69,16 @@ class Stack:
     def pgbouncer_dir(self) -> Path:
         return self.servers / "pgbouncer"
 
+    def bouncer(self) -> PgBouncer:
+        """This platform's PgBouncer as the agent drives it (its files, its admin console)."""
+        return PgBouncer(
+            directory=self.pgbouncer_dir,
+            port=self.pgbouncer_port,
+            admin_password=self.cluster.secrets["pgbouncer_admin_password"],
+            server_host=str(self.cluster.socket_dir),  # tenant roles come in only through the socket
+            server_port=self.cluster.pg_port,
+        )
+
     @property
     def work_dir(self) -> Path:
         return self.servers / "agent-work"
@@ -251,15 +261,8 @@ class Stack:
     def _start_pgbouncer(self, log: Path) -> subprocess.Popen[bytes]:
         directory = owned_dir(self.pgbouncer_dir)
         (directory / "pgbouncer.ini").write_text(pgbouncer_ini(port=self.pgbouncer_port, directory=directory))
-        bouncer = PgBouncer(
-            directory=directory,
-            port=self.pgbouncer_port,
-            admin_password=self.cluster.secrets["pgbouncer_admin_password"],
-            server_host=str(self.cluster.socket_dir),
-            server_port=self.cluster.pg_port,
-        )
         if not (directory / "databases.ini").exists():
-            bouncer.write_files([])  # the agent rewrites both files from its ledger when it starts
+            self.bouncer().write_files([])  # the agent rewrites both files from its ledger when it starts
         owned_dir(directory)
         binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
         proc = spawn([binary, str(directory / "pgbouncer.ini")], log, as_service_user=True)

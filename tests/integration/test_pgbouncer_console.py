@@ -23,13 +23,7 @@ async def console_ports(bouncer: PgBouncer) -> list[object]:
 
 
 async def test_one_console_connection_survives_errors_and_restarts(stack: Stack) -> None:
-    bouncer = PgBouncer(
-        directory=stack.pgbouncer_dir,
-        port=stack.pgbouncer_port,
-        admin_password=stack.cluster.secrets["pgbouncer_admin_password"],
-        server_host=str(stack.cluster.socket_dir),
-        server_port=stack.cluster.pg_port,
-    )
+    bouncer = stack.bouncer()
     try:
         first = await console_ports(bouncer)
         assert len(first) == 1
