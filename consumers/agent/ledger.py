@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypedDict
 
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -121,12 +121,12 @@ class Ledger:
             return row[0] if row else None
 
     async def routes(self) -> list[Route]:
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
                 "SELECT database_id, dbname, role, verifier, max_connections FROM host_databases"
                 " WHERE routed AND deleted_at IS NULL AND verifier IS NOT NULL"
             )
-            return [Route(**row) for row in await cur.fetchall()]
+            return [Route._make(row) for row in await cur.fetchall()]
 
     # --- WAL archive and base backups (point-in-time restore) -------------------------------
 
