@@ -7,9 +7,13 @@ a batch waits once: for the server's end of the request (the batch is full, or i
 there are no more) or for the first message when none were waiting.
 
 The pull requests are what ``fetch`` sends: first ``no_wait`` (what is there now), then, when
-nothing was, one that waits up to ``timeout`` for the first message. A waiting request may
-still deliver after a batch was taken; those messages stay in the buffer for the next batch
-(unacknowledged, so they come back after the ack wait if this process dies first).
+nothing was, one that waits up to ``timeout`` for the first message. A waiting request stays
+open after its first message: the server delivers to it, up to its batch, whatever comes until
+it expires. While it is open, a fetch sends no request at all; it takes what the open request
+has delivered, or waits for its next message. So a consumer fed one event at a time (the normal
+case) costs the server one request per ``timeout``, not two per event. Delivered messages wait
+in the buffer for the next batch (unacknowledged, so they come back after the ack wait if this
+process dies first).
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ _V2_STREAM_SEQ = 7
 _ENDS_REQUEST = {StatusCode.NO_MESSAGES.value, StatusCode.REQUEST_TIMEOUT.value, StatusCode.CONFLICT.value}
 """No more messages now; the wait ran out; a limit or a leader change cut the request short
 (nats-py's ``fetch`` takes these as an empty end too)."""
+
+
+GRACE = 1.0
+"""Seconds past its expiry after which a waiting request is taken as gone without the server's
+word (a lost connection drops it silently)."""
 
 
 class PullFailed(Exception):
@@ -51,6 +60,10 @@ class BatchPull:
         self._inbox = nc.new_inbox()
         self._buffer: list[Msg] = []
         self._wanted = 0
+        self._open_left = 0
+        """Messages the open waiting request may still deliver (0: none is open)."""
+        self._open_until = 0.0
+        """The loop time after which the open waiting request is taken as gone."""
         self._ended: asyncio.Future[None] | None = None
         self._failed: PullFailed | None = None
         self._sub: Subscription | None = None
@@ -66,22 +79,38 @@ class BatchPull:
     async def fetch(self, batch: int, timeout: float) -> list[Msg]:
         """Up to ``batch`` messages: those there now, or (when none are) the first to come within
         ``timeout``, with any that came along; ``[]`` when none came."""
-        if len(self._buffer) < batch:
-            await self._request({"batch": batch - len(self._buffer), "no_wait": True}, until=batch, timeout=timeout)
-        if not self._buffer:
-            expires = int(timeout * 1_000_000_000)
-            await self._request({"batch": batch, "expires": expires}, until=1, timeout=timeout)
+        now = asyncio.get_running_loop().time
+        if self._open_left > 0 and now() < self._open_until:
+            if not self._buffer:
+                await self._wait(until=1, seconds=self._open_until - now())
+        else:
+            if len(self._buffer) < batch:
+                await self._request({"batch": batch - len(self._buffer), "no_wait": True}, until=batch, timeout=timeout)
+            if not self._buffer:
+                self._open_left, self._open_until = batch, now() + timeout + GRACE
+                await self._request({"batch": batch, "expires": int(timeout * 1e9)}, until=1, timeout=timeout)
         taken, self._buffer = self._buffer[:batch], self._buffer[batch:]
         return taken
 
     async def _request(self, request: dict[str, object], *, until: int, timeout: float) -> None:
-        """Send a pull request; return when the buffer holds ``until`` messages, the request ended,
-        or (a lost connection) ``timeout`` passed plus a second of grace."""
+        """Send a pull request and wait for it: see ``_wait``."""
+        ended = self._waiting(until)
+        await self._nc.publish(self._next, json.dumps(request).encode(), reply=self._inbox)
+        await self._wait_for(ended, timeout + GRACE)
+
+    async def _wait(self, *, until: int, seconds: float) -> None:
+        await self._wait_for(self._waiting(until), seconds)
+
+    def _waiting(self, until: int) -> asyncio.Future[None]:
         self._wanted = until
         self._ended = asyncio.get_running_loop().create_future()
-        await self._nc.publish(self._next, json.dumps(request).encode(), reply=self._inbox)
+        return self._ended
+
+    async def _wait_for(self, ended: asyncio.Future[None], seconds: float) -> None:
+        """Return when the buffer holds ``until`` messages, the request ended, or (a lost
+        connection) ``seconds`` passed; raise what the server refused."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ended, timeout + 1)
+            await asyncio.wait_for(ended, seconds)
         self._ended = None
         if self._failed is not None:
             failed, self._failed = self._failed, None
@@ -91,14 +120,15 @@ class BatchPull:
         status = msg.headers.get(Header.STATUS) if msg.headers else None
         if status is None:
             self._buffer.append(msg)
+            self._open_left = max(self._open_left - 1, 0)
             if len(self._buffer) >= self._wanted:
                 self._end()
-        elif status in _ENDS_REQUEST:
-            self._end()
-        elif status != StatusCode.CONTROL_MESSAGE.value and self._ended is not None:
-            description = (msg.headers or {}).get(Header.DESCRIPTION, "").strip()
-            answer = f"{status} {description}" if description else status
-            self._failed = PullFailed(f"the pull request to {self._next} was answered {answer}")
+        elif status != StatusCode.CONTROL_MESSAGE.value:
+            self._open_left = 0  # any other status ends the request it answers
+            if status not in _ENDS_REQUEST and self._ended is not None:
+                description = (msg.headers or {}).get(Header.DESCRIPTION, "").strip()
+                answer = f"{status} {description}" if description else status
+                self._failed = PullFailed(f"the pull request to {self._next} was answered {answer}")
             self._end()
 
     def _end(self) -> None:

@@ -1,10 +1,12 @@
 """Batches from a pull consumer on a real NATS server: what is there now comes at once, a batch
-that finds nothing waits for the first message, the server's refusal is an error, and the
-sequences read from the ack subject are the stream's."""
+that finds nothing waits for the first message, messages that come one at a time share one
+waiting request, the server's refusal is an error, and the sequences read from the ack subject
+are the stream's."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from devstack.stack import Stack
@@ -78,6 +81,29 @@ async def test_an_empty_batch_waits_for_the_first_message(consumer: Consumer) ->
     [sequence] = await consumer.publish(1)
     batch = await asyncio.wait_for(waiting, SETTLED)
     assert [stream_sequence(m) for m in batch] == [sequence]
+    await pull.stop()
+
+
+async def test_messages_that_come_one_at_a_time_share_one_waiting_request(consumer: Consumer) -> None:
+    """The projector's normal case: each event is fetched alone, and the server sees two pull
+    requests in all (what is there now, then one that waits), not two per event."""
+    requests: list[object] = []
+
+    async def seen(msg: Msg) -> None:
+        requests.append(json.loads(msg.data))
+
+    snoop = await consumer.nc.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{consumer.stream}.{consumer.name}", cb=seen)
+    pull = await BatchPull(consumer.nc, consumer.stream, consumer.name).start()
+    for _ in range(5):
+        waiting = asyncio.create_task(pull.fetch(10, timeout=LONG))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        [sequence] = await consumer.publish(1)
+        batch = await asyncio.wait_for(waiting, SETTLED)
+        assert [stream_sequence(m) for m in batch] == [sequence]
+    await consumer.nc.flush()
+    assert requests == [{"batch": 10, "no_wait": True}, {"batch": 10, "expires": int(LONG * 1e9)}]
+    await snoop.unsubscribe()
     await pull.stop()
 
 
