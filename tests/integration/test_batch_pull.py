@@ -107,6 +107,22 @@ async def test_messages_that_come_one_at_a_time_share_one_waiting_request(consum
     await pull.stop()
 
 
+async def test_a_waiting_request_that_expired_is_replaced(consumer: Consumer) -> None:
+    """The server ends an expired request with a status even after it delivered some of its
+    batch; the next fetch sends a new one instead of waiting on the dead one."""
+    pull = await BatchPull(consumer.nc, consumer.stream, consumer.name).start()
+    waiting = asyncio.create_task(pull.fetch(10, timeout=0.5))
+    await asyncio.sleep(0.1)
+    [first] = await consumer.publish(1)
+    assert [stream_sequence(m) for m in await asyncio.wait_for(waiting, SETTLED)] == [first]
+    await asyncio.sleep(1.0)  # past the request's expiry, within its grace
+    waiting = asyncio.create_task(pull.fetch(10, timeout=LONG))
+    await asyncio.sleep(0.1)
+    [second] = await consumer.publish(1)
+    assert [stream_sequence(m) for m in await asyncio.wait_for(waiting, SETTLED)] == [second]
+    await pull.stop()
+
+
 async def test_a_consumer_that_is_not_there_is_an_error(consumer: Consumer) -> None:
     pull = await BatchPull(consumer.nc, consumer.stream, "no_such_consumer").start()
     with pytest.raises(PullFailed, match="503"):
