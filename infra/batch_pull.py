@@ -82,7 +82,7 @@ class BatchPull:
         now = asyncio.get_running_loop().time
         if self._open_left > 0 and now() < self._open_until:
             if not self._buffer:
-                await self._wait(until=1, seconds=self._open_until - now())
+                await self._wait_for(self._waiting(until=1), self._open_until - now())
         else:
             if len(self._buffer) < batch:
                 await self._request({"batch": batch - len(self._buffer), "no_wait": True}, until=batch, timeout=timeout)
@@ -93,22 +93,20 @@ class BatchPull:
         return taken
 
     async def _request(self, request: dict[str, object], *, until: int, timeout: float) -> None:
-        """Send a pull request and wait for it: see ``_wait``."""
+        """Send a pull request and wait for it (the wait is set up first: the answer may come
+        before ``publish`` returns)."""
         ended = self._waiting(until)
         await self._nc.publish(self._next, json.dumps(request).encode(), reply=self._inbox)
         await self._wait_for(ended, timeout + GRACE)
 
-    async def _wait(self, *, until: int, seconds: float) -> None:
-        await self._wait_for(self._waiting(until), seconds)
-
     def _waiting(self, until: int) -> asyncio.Future[None]:
+        """A future done when the buffer holds ``until`` messages or the request ends."""
         self._wanted = until
         self._ended = asyncio.get_running_loop().create_future()
         return self._ended
 
     async def _wait_for(self, ended: asyncio.Future[None], seconds: float) -> None:
-        """Return when the buffer holds ``until`` messages, the request ended, or (a lost
-        connection) ``seconds`` passed; raise what the server refused."""
+        """Wait for ``ended``, or (a lost connection) ``seconds``; raise what the server refused."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended, seconds)
         self._ended = None
