@@ -17,8 +17,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumers.projector.service import BATCH, LIVE, Stored, project_batch, read, stored
+from consumers.projector.service import BATCH, LIVE, YOUNG_OBJECTS, Stored, project_batch, read, stored
 from infra.batch_pull import BatchPull
+from infra.collector import holding_batches
 from readmodel.projection import apply_events
 from readmodel.tables import CHECKPOINTS, READ_MODEL, create_tables
 from schemas.subjects import Subjects
@@ -66,10 +67,11 @@ async def replay_projection(engine: AsyncEngine, nc: Client, subjects: Subjects,
         await create_tables(conn, schema)
     everything = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
     async with reading(nc, subjects, everything) as pull:
-        async for batch in batches(pull, up_to=live_position):
-            async with engine.begin() as conn:
-                conn = await conn.execution_options(schema_translate_map={None: schema})
-                await project_batch(conn, read(batch))
+        with holding_batches(YOUNG_OBJECTS):
+            async for batch in batches(pull, up_to=live_position):
+                async with engine.begin() as conn:
+                    conn = await conn.execution_options(schema_translate_map={None: schema})
+                    await project_batch(conn, read(batch))
     async with engine.begin() as conn:
         report = ReplayReport(schema, live_position, live, await table_hashes(conn, schema))
         if not keep:
@@ -109,14 +111,15 @@ async def reproject(
     )
     first, reached, applied = 0, 0, 0
     async with reading(nc, subjects, start) as pull:
-        async for batch in batches(pull, up_to=live_position):
-            first = first or batch[0][0]
-            async with engine.begin() as conn:
-                await conn.execute(
-                    sa.select(CHECKPOINTS.c.last_sequence).where(CHECKPOINTS.c.name == LIVE).with_for_update()
-                )
-                await apply_events(conn, [envelope for _, envelope in read(batch) if envelope is not None])
-            reached, applied = batch[-1][0], applied + len(batch)
+        with holding_batches(YOUNG_OBJECTS):
+            async for batch in batches(pull, up_to=live_position):
+                first = first or batch[0][0]
+                async with engine.begin() as conn:
+                    await conn.execute(
+                        sa.select(CHECKPOINTS.c.last_sequence).where(CHECKPOINTS.c.name == LIVE).with_for_update()
+                    )
+                    await apply_events(conn, [envelope for _, envelope in read(batch) if envelope is not None])
+                reached, applied = batch[-1][0], applied + len(batch)
     return Reprojected(first, reached, applied)
 
 

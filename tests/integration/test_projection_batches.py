@@ -6,6 +6,7 @@ three fresh schemas, then compared table by table."""
 
 from __future__ import annotations
 
+import gc
 import random
 import uuid
 from collections.abc import Generator, Iterator
@@ -14,6 +15,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumers.projector.replay import table_hashes
+from consumers.projector.service import BATCH, YOUNG_OBJECTS, project_batch, read
+from infra.collector import holding_batches
 from readmodel.projection import apply, apply_events
 from readmodel.tables import create_tables
 from schemas.commands import OperationKind
@@ -203,3 +206,30 @@ async def test_batches_leave_what_single_events_leave(conn: AsyncConnection, see
     assert await table_hashes(conn, schemas["whole"]) == single
     empty = await table_hashes(conn, "public")  # the fixture's tables stay untouched
     assert single != empty
+
+
+async def test_a_batch_and_the_next_are_held_without_a_collection(conn: AsyncConnection) -> None:
+    """What the projector holds at its peak (a batch being applied, the next one parsed) stays
+    under the collector's young threshold it runs with: no collection scans a batch in use, and
+    none promotes it to the oldest generation (whose full collections would scan every object)."""
+    rng = random.Random(7)
+    events: list[Envelope] = []
+    while len(events) < 2 * BATCH:
+        events += history(rng)
+    bodies = [(sequence, event.model_dump_json().encode()) for sequence, event in enumerate(events[: 2 * BATCH], 1)]
+    collections: list[int] = []
+
+    def counted(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.collect()
+    with holding_batches(YOUNG_OBJECTS):  # its exit may collect what the batches left: not counted
+        gc.callbacks.append(counted)
+        try:
+            applied, parsed_next = read(bodies[:BATCH]), read(bodies[BATCH:])
+            projected = await project_batch(conn, applied)
+        finally:
+            gc.callbacks.remove(counted)
+    assert collections == []
+    assert len(projected.events) == BATCH and len(parsed_next) == BATCH
