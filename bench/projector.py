@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -226,6 +227,7 @@ async def main() -> None:
     finally:
         stack.stop()
         cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
     print(
         json.dumps(
             {

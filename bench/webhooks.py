@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import time
 import uuid
@@ -190,6 +191,7 @@ async def main() -> None:
         stack.stop()
         cluster.stop()
         server.close()
+        shutil.rmtree(root, ignore_errors=True)
     print(
         json.dumps(
             {
