@@ -5,9 +5,14 @@
 (b) ours: POST /databases → GET /operations/{id}?wait=60, which answers once it has ended, ``succeeded``.
 Each sequentially (N times), 50 at once, then sustained: ``BENCH_CLIENTS`` clients (default
 20) creating one database after another for ``BENCH_SUSTAIN_SECONDS`` (default 60), counted as
-creates finished per second (``BENCH_AGENT_CONCURRENCY`` sets the agent's concurrency). The same
-settings, a fresh cluster for each path, one after the other (PostgreSQL's DDL slows down as the
-catalog grows, so neither path runs on the other's databases). Prints JSON.
+creates finished per second (``BENCH_AGENT_CONCURRENCY`` sets the agent's concurrency).
+
+Each path has its own fresh cluster (PostgreSQL's DDL slows down as the catalog grows, so
+neither path runs on the other's databases), both up at once, and the two take turns: the
+sequential creates alternate one by one, 50 at once runs raw then ours, and the sustained time
+is cut in four quarters, raw, ours, ours, raw. What the machine does meanwhile (the disk's
+fsync time, the file system's inode allocation, which slows for a minute after many files are
+deleted) then weighs on both sides alike. Prints JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +51,10 @@ CONCURRENCY = os.environ.get("BENCH_AGENT_CONCURRENCY", "")
 """The agent's ``PGPLANE_AGENT_CONCURRENCY`` for our side (default: the setting's default)."""
 
 
+Provision = Callable[[], Awaitable[None]]
+"""One create on one path, returning when the database is usable."""
+
+
 def summary(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {
@@ -53,114 +64,130 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def timed(fn: Callable[[], Awaitable[None]]) -> float:
+async def timed(fn: Provision) -> float:
     start = time.perf_counter()
     await fn()
     return time.perf_counter() - start
 
 
-async def measure(fn: Callable[[], Awaitable[None]]) -> dict[str, Any]:
-    for _ in range(WARMUP):
-        await fn()
-    sequential = [await timed(fn) for _ in range(N)]
-    concurrent = await asyncio.gather(*(timed(fn) for _ in range(CONCURRENT)), return_exceptions=True)
-    failures = [c for c in concurrent if isinstance(c, BaseException)]
-    return {
-        "sequential": summary(sequential),
-        "concurrent": summary([c for c in concurrent if isinstance(c, float)]) | {"failed": len(failures)},
-        "sustained": await sustained(fn),
-    }
+async def at_once(fn: Provision) -> dict[str, Any]:
+    results = await asyncio.gather(*(timed(fn) for _ in range(CONCURRENT)), return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    return summary([r for r in results if isinstance(r, float)]) | {"failed": len(failures)}
 
 
-async def sustained(fn: Callable[[], Awaitable[None]]) -> dict[str, Any]:
-    """``CLIENTS`` clients, each creating until the time is up; creates finished per second."""
-    finished, failed = 0, 0
-    errors: Counter[str] = Counter()
-    deadline = time.perf_counter() + SUSTAIN_SECONDS
+@dataclass
+class Sustained:
+    """Creates finished (and failed) by ``CLIENTS`` clients over some seconds."""
+
+    finished: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def __add__(self, other: Sustained) -> Sustained:
+        return Sustained(
+            self.finished + other.finished,
+            self.failed + other.failed,
+            self.seconds + other.seconds,
+            self.errors + other.errors,
+        )
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "clients": CLIENTS,
+            "seconds": round(self.seconds, 1),
+            "creates_per_second": round(self.finished / self.seconds, 2),
+            "failed": self.failed,
+            "errors": dict(self.errors.most_common(3)),
+        }
+
+
+async def sustained(fn: Provision, seconds: float) -> Sustained:
+    """``CLIENTS`` clients, each creating until ``seconds`` are up (its last create is counted:
+    the time runs until every client has finished)."""
+    result = Sustained()
+    deadline = time.perf_counter() + seconds
 
     async def client() -> None:
-        nonlocal finished, failed
         while time.perf_counter() < deadline:
             try:
                 await fn()
-                finished += 1
+                result.finished += 1
             except Exception as exc:
-                failed += 1
-                errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
+                result.failed += 1
+                result.errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
 
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(CLIENTS)))
-    elapsed = time.perf_counter() - start
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+async def compare(raw: Provision, ours: Provision) -> dict[str, dict[str, Any]]:
+    """Both paths, taking turns (see the module's docstring)."""
+    paths = {"raw": raw, "ours": ours}
+    for _ in range(WARMUP):
+        for fn in paths.values():
+            await fn()
+    sequential: dict[str, list[float]] = {name: [] for name in paths}
+    for i in range(N):
+        turns = list(paths.items())
+        for name, fn in turns if i % 2 == 0 else reversed(turns):
+            sequential[name].append(await timed(fn))
+    concurrent = {name: await at_once(fn) for name, fn in paths.items()}
+    quarter = SUSTAIN_SECONDS / 4
+    raw_first = await sustained(raw, quarter)
+    ours_both = await sustained(ours, quarter) + await sustained(ours, quarter)
+    load = {"raw": raw_first + await sustained(raw, quarter), "ours": ours_both}
     return {
-        "clients": CLIENTS,
-        "seconds": round(elapsed, 1),
-        "creates_per_second": round(finished / elapsed, 2),
-        "failed": failed,
-        "errors": dict(errors.most_common(3)),
+        name: {
+            "sequential": summary(sequential[name]),
+            "concurrent": concurrent[name],
+            "sustained": load[name].report(),
+        }
+        for name in paths
     }
 
 
-async def raw_path(stack: Stack) -> dict[str, Any]:
-    cluster = stack.cluster
-    bouncer = stack.bouncer()
-    routes: list[Route] = []
-    async with AsyncConnectionPool(cluster.superuser_dsn(), min_size=2, max_size=12, open=False) as pool:
-        host = HostPostgres(pool)
-        await host.lock_down()  # the tenants' group role, as the agent makes it when it starts
-
-        async def provision() -> None:
-            ident, password = uuid.uuid4().hex, new_password()
-            dbname, role, verifier = f"db_{ident}", f"u_{ident}", scram_verifier(password)
-            await host.ensure_role(role, verifier=verifier, connection_limit=20)
-            await host.ensure_database(dbname, owner=role)
-            await host.revoke_public(dbname, owner=role)
-            routes.append(
-                Route(database_id=uuid.uuid4(), dbname=dbname, role=role, verifier=verifier, max_connections=20)
-            )
-            await bouncer.apply(list(routes))
-            await check_login(host="127.0.0.1", port=stack.pgbouncer_port, dbname=dbname, user=role, password=password)
-
-        try:
-            return await measure(provision)
-        finally:
-            await bouncer.close()
-
-
-async def our_path(stack: Stack) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=f"{stack.api_url}/api/v1", timeout=120) as http:
-        admin = {"Authorization": f"Bearer {stack.admin_token}"}
-        project = (await http.post("/projects", json={"name": "bench", "plan": "pro"}, headers=admin)).json()
-
-        async def provision() -> None:
-            body = {"project_id": project["id"], "name": f"b{uuid.uuid4().hex[:12]}"}
-            accepted = await http.post("/databases", json=body, headers=admin)
-            accepted.raise_for_status()
-            operation_id = accepted.json()["operation"]["id"]
-            while True:
-                waited = await http.get(f"/operations/{operation_id}", params={"wait": 60}, headers=admin)
-                status = waited.json()["status"]
-                if status == "succeeded":
-                    return
-                if status in ("failed", "compensated"):
-                    raise RuntimeError(f"operation {operation_id} {status}")
-
-        return await measure(provision)
-
-
-async def raw_on_fresh_cluster(root: Path) -> dict[str, Any]:
+@asynccontextmanager
+async def raw_path(root: Path) -> AsyncIterator[Provision]:
     cluster = Cluster(root, wal_archive=False)
     cluster.start()
     stack = Stack(cluster, root / "raw", namespace="benchraw", meta_db="bench_raw_meta", ledger_db="bench_raw_ledger")
     try:
         stack.start_servers()
-        await asyncio.sleep(2)  # as long as our side gives its processes
-        return await raw_path(stack)
+        bouncer = stack.bouncer()
+        routes: list[Route] = []
+        async with AsyncConnectionPool(cluster.superuser_dsn(), min_size=2, max_size=12, open=False) as pool:
+            host = HostPostgres(pool)
+            await host.lock_down()  # the tenants' group role, as the agent makes it when it starts
+
+            async def provision() -> None:
+                ident, password = uuid.uuid4().hex, new_password()
+                dbname, role, verifier = f"db_{ident}", f"u_{ident}", scram_verifier(password)
+                await host.ensure_role(role, verifier=verifier, connection_limit=20)
+                await host.ensure_database(dbname, owner=role)
+                await host.revoke_public(dbname, owner=role)
+                routes.append(
+                    Route(database_id=uuid.uuid4(), dbname=dbname, role=role, verifier=verifier, max_connections=20)
+                )
+                await bouncer.apply(list(routes))
+                await check_login(
+                    host="127.0.0.1", port=stack.pgbouncer_port, dbname=dbname, user=role, password=password
+                )
+
+            try:
+                yield provision
+            finally:
+                await bouncer.close()
     finally:
         stack.stop()
         cluster.stop()
 
 
-async def ours_on_fresh_cluster(root: Path) -> dict[str, Any]:
+@asynccontextmanager
+async def our_path(root: Path) -> AsyncIterator[Provision]:
     cluster = Cluster(root, wal_archive=False)
     cluster.start()
     stack = Stack(
@@ -175,8 +202,25 @@ async def ours_on_fresh_cluster(root: Path) -> dict[str, Any]:
     )
     try:
         stack.start()
-        await asyncio.sleep(2)
-        return await our_path(stack)
+        async with httpx.AsyncClient(base_url=f"{stack.api_url}/api/v1", timeout=120) as http:
+            admin = {"Authorization": f"Bearer {stack.admin_token}"}
+            created = await http.post("/projects", json={"name": "bench", "plan": "pro"}, headers=admin)
+            project_id = created.raise_for_status().json()["id"]
+
+            async def provision() -> None:
+                body = {"project_id": project_id, "name": f"b{uuid.uuid4().hex[:12]}"}
+                accepted = await http.post("/databases", json=body, headers=admin)
+                accepted.raise_for_status()
+                operation_id = accepted.json()["operation"]["id"]
+                while True:
+                    waited = await http.get(f"/operations/{operation_id}", params={"wait": 60}, headers=admin)
+                    status = waited.json()["status"]
+                    if status == "succeeded":
+                        return
+                    if status in ("failed", "compensated"):
+                        raise RuntimeError(f"operation {operation_id} {status}")
+
+            yield provision
     finally:
         stack.stop()
         cluster.stop()
@@ -185,20 +229,22 @@ async def ours_on_fresh_cluster(root: Path) -> dict[str, Any]:
 async def main() -> None:
     root = scratch_root("pgplane-bench-")
     try:
-        raw = await raw_on_fresh_cluster(root / "raw")
-        our = await ours_on_fresh_cluster(root / "ours")
+        async with raw_path(root / "raw") as raw, our_path(root / "ours") as ours:
+            await asyncio.sleep(2)  # our processes connect and subscribe
+            result = await compare(raw, ours)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    raw_result, our = result["raw"], result["ours"]
     print(
         json.dumps(
             {
                 "benchmark": "provision",
-                "raw": raw,
+                "raw": raw_result,
                 "ours": our,
-                "ratio_p50_sequential": round(our["sequential"]["p50_ms"] / raw["sequential"]["p50_ms"], 2),
-                "ratio_p50_concurrent": round(our["concurrent"]["p50_ms"] / raw["concurrent"]["p50_ms"], 2),
+                "ratio_p50_sequential": round(our["sequential"]["p50_ms"] / raw_result["sequential"]["p50_ms"], 2),
+                "ratio_p50_concurrent": round(our["concurrent"]["p50_ms"] / raw_result["concurrent"]["p50_ms"], 2),
                 "ratio_sustained_creates": round(
-                    our["sustained"]["creates_per_second"] / raw["sustained"]["creates_per_second"], 2
+                    our["sustained"]["creates_per_second"] / raw_result["sustained"]["creates_per_second"], 2
                 ),
             },
             indent=2,
