@@ -1,11 +1,14 @@
 """Provisioning latency: raw DDL + PgBouncer reload vs our end-to-end path, in one run.
 
-(a) raw: the same statements the agent runs (role with SCRAM verifier, database, revoke,
-    PgBouncer route + RELOAD, a login through PgBouncer) straight through psycopg;
-(b) ours: POST /databases → GET /operations/{id}?wait=60, which answers once it has ended, ``succeeded``.
+(a) raw: the statements of a create with nothing made ahead (role with SCRAM verifier,
+    ``CREATE DATABASE``, revoke, PgBouncer route + RELOAD, a login through PgBouncer) straight
+    through psycopg;
+(b) ours: POST /databases → GET /operations/{id}?wait=60, which answers once it has ended,
+    ``succeeded`` (the agent renames a warm database when it has one, and makes another meanwhile).
 Each sequentially (N times), 50 at once, then sustained: ``BENCH_CLIENTS`` clients (default
 20) creating one database after another for ``BENCH_SUSTAIN_SECONDS`` (default 60), counted as
-creates finished per second (``BENCH_AGENT_CONCURRENCY`` sets the agent's concurrency).
+creates finished per second (``BENCH_AGENT_CONCURRENCY`` and ``BENCH_AGENT_WARM_DATABASES`` set the
+agent's concurrency and its warm databases).
 
 Each path has its own fresh cluster (PostgreSQL's DDL slows down as the catalog grows, so
 neither path runs on the other's databases), both up at once, and the two take turns: the
@@ -51,6 +54,8 @@ WARMUP = 5
 """Creates made and not counted before each path's measurements (first connections, cold caches)."""
 CONCURRENCY = os.environ.get("BENCH_AGENT_CONCURRENCY", "")
 """The agent's ``PGPLANE_AGENT_CONCURRENCY`` for our side (default: the setting's default)."""
+WARM = os.environ.get("BENCH_AGENT_WARM_DATABASES", "")
+"""The agent's ``PGPLANE_AGENT_WARM_DATABASES`` for our side (default: the setting's default)."""
 
 
 Provision = Callable[[], Awaitable[None]]
@@ -200,7 +205,8 @@ async def our_path(root: Path) -> AsyncIterator[Provision]:
         ledger_db="bench_ledger",
         extra_env={"PGPLANE_DATABASES_PER_PROJECT_PRO": "100000"}
         | UNTHROTTLED
-        | ({"PGPLANE_AGENT_CONCURRENCY": CONCURRENCY} if CONCURRENCY else {}),
+        | ({"PGPLANE_AGENT_CONCURRENCY": CONCURRENCY} if CONCURRENCY else {})
+        | ({"PGPLANE_AGENT_WARM_DATABASES": WARM} if WARM else {}),
     )
     try:
         stack.start()

@@ -6,6 +6,7 @@ Each function checks reality first, so running it twice does nothing twice.
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import psycopg
 from psycopg import sql
@@ -13,6 +14,8 @@ from psycopg_pool import AsyncConnectionPool
 
 TENANTS = "pgplane_tenants"
 """The group role of every tenant role: pg_hba refuses it anywhere but PgBouncer's socket."""
+WARM_PREFIX = "warm_"
+"""Databases made ahead of the creates that take them (``take_warm_database``)."""
 
 
 class HostPostgres:
@@ -92,6 +95,41 @@ class HostPostgres:
                     db=sql.Identifier(dbname), owner=sql.Identifier(owner)
                 )
             )
+
+    async def take_warm_database(self, dbname: str, *, owner: str) -> bool:
+        """``dbname`` made from a warm database, renamed and given ``owner`` in one transaction (a
+        catalog update, against ``CREATE DATABASE``'s copy of the template's files); ``True`` also
+        when ``dbname`` is there already, ``False`` when no warm database could be taken."""
+        async with self._pool.connection() as conn:
+            try:
+                async with conn.transaction():
+                    if await (await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))).fetchone():
+                        return True
+                    cur = await conn.execute(
+                        "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY datname LIMIT 1",
+                        (WARM_PREFIX,),
+                    )
+                    row = await cur.fetchone()
+                    if row is None:
+                        return False
+                    warm, db, role = sql.Identifier(row[0]), sql.Identifier(dbname), sql.Identifier(owner)
+                    await conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(warm, db))
+                    await conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, role))
+                    await conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(db))
+                    return True
+            except (psycopg.errors.InvalidCatalogName, psycopg.errors.ObjectInUse):
+                return False  # another create took it first, or something is connected to it
+
+    async def warm_databases(self) -> int:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT count(*) FROM pg_database WHERE starts_with(datname, %s)", (WARM_PREFIX,))
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+    async def make_warm_database(self) -> None:
+        """One more warm database, which no one may connect to until it is taken."""
+        name = sql.Identifier(f"{WARM_PREFIX}{uuid.uuid4().hex}")
+        await self._ddl(sql.SQL("CREATE DATABASE {} WITH ALLOW_CONNECTIONS false").format(name))
 
     async def revoke_public(self, dbname: str, *, owner: str) -> None:
         """Only the owner may connect; PUBLIC keeps nothing (both are no-ops when already so)."""

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="How often the reconciler looks for new host reports to compare."
     )
     agent_concurrency: int = 8
+    agent_warm_databases: int = Field(
+        default=2,
+        ge=0,
+        description="Empty databases the agent keeps made ahead, so that a create renames one instead of"
+        " copying the template (0: every create makes its own).",
+    )
     log_format: Literal["json", "text"] = Field(
         default="json", description="Processes log JSON lines (with operation_id); `pgplane dev` logs text."
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 
 from consumers.agent.ledger import Ledger
+from consumers.agent.warm_databases import WarmDatabases
 from infra.backup_crypto import BackupKeys
 from infra.errors import PermanentError
 from infra.faults import NO_FAULTS, Faults
@@ -45,6 +46,8 @@ class Host:
     login_attempts: int = 5
     dump_compression: int | None = None
     """pg_dump's compression level for backups (``None``: pg_dump's default)."""
+    warm_databases: WarmDatabases | None = None
+    """Databases made ahead for creates (``None``: each create makes its own)."""
 
     async def reroute(self) -> None:
         await self.bouncer.apply(await self.ledger.routes())

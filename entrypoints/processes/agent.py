@@ -18,6 +18,7 @@ from consumers.agent.key_service import KeyService
 from consumers.agent.ledger import Ledger
 from consumers.agent.service import Agent, BackgroundJob
 from consumers.agent.wal_archiver import WalArchiver
+from consumers.agent.warm_databases import WarmDatabases
 from entrypoints.bootstrap import heartbeats, nats_credentials, object_store, required
 from infra import metrics, tracing
 from infra.faults import NO_FAULTS, Faults
@@ -60,8 +61,10 @@ async def run_agent(
             server_port=settings.host_pg_port,
         )
         stack.push_async_callback(bouncer.close)
+        postgres = HostPostgres(admin_pool)
+        warm = WarmDatabases(postgres, settings.agent_warm_databases)
         host = Host(
-            postgres=HostPostgres(admin_pool),
+            postgres=postgres,
             bouncer=bouncer,
             ledger=ledger,
             bouncer_host="127.0.0.1",
@@ -76,6 +79,7 @@ async def run_agent(
             host_id=settings.host_id,
             wal_spool=settings.wal_spool_dir,
             faults=faults,
+            warm_databases=warm,
         )
         credentials = nats_credentials(settings)
         login = credentials and SASLPlaintext(username=credentials["user"], password=credentials["password"])
@@ -97,7 +101,7 @@ async def run_agent(
         )
         beating = partial(heartbeats(settings, nc).run, f"agent.{settings.host_id}")
         reporting = partial(StateReporter(host, agent.publish_event).run, interval=settings.state_report_seconds)
-        await agent.serve(stop, [beating, reporting, *_pitr_jobs(settings, host, agent)])
+        await agent.serve(stop, [beating, reporting, warm.run, *_pitr_jobs(settings, host, agent)])
 
 
 def _pitr_jobs(settings: Settings, host: Host, agent: Agent) -> list[BackgroundJob]:

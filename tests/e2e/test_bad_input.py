@@ -8,6 +8,7 @@ import nats
 import psycopg
 
 from devstack.stack import Stack
+from infra.host_postgres import WARM_PREFIX
 from schemas.subjects import Subjects
 from tests.platform_client import PlatformClient, new_key
 from tests.stacks import shared_stack
@@ -33,8 +34,11 @@ stack = shared_stack({"PGPLANE_DATABASES_PER_PROJECT_FREE": "3"})  # each test w
 
 
 def host_database_count(stack: Stack) -> int:
+    """Databases on the host but the warm ones, which the agent makes again after any create."""
     with psycopg.connect(stack.cluster.superuser_dsn()) as conn:
-        row = conn.execute("SELECT count(*) FROM pg_database").fetchone()
+        row = conn.execute(
+            "SELECT count(*) FROM pg_database WHERE NOT starts_with(datname, %s)", (WARM_PREFIX,)
+        ).fetchone()
     assert row is not None
     return int(row[0])
 

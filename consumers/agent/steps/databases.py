@@ -25,7 +25,10 @@ class TenantDatabase:
         self.cmd = cmd
 
     async def create_database(self) -> None:
-        await self.host.postgres.ensure_database(self.cmd.dbname, owner=self.cmd.role)
+        """A warm database taken when one is left (``consumers.agent.warm_databases``), else made."""
+        warm = self.host.warm_databases
+        if warm is None or not await warm.take(self.cmd.dbname, owner=self.cmd.role):
+            await self.host.postgres.ensure_database(self.cmd.dbname, owner=self.cmd.role)
 
     async def drop_database(self) -> None:
         await self.host.postgres.drop_database(self.cmd.dbname)
