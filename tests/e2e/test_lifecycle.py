@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import psycopg
 import pytest
 
+from infra.host_postgres import WARM_PREFIX
 from tests.platform_client import PlatformClient, new_key
 from tests.replay import replay_matches
 from tests.stacks import shared_stack
@@ -103,3 +106,32 @@ async def test_a_wait_answers_once_the_operation_has_ended(client: PlatformClien
     other = await client.tenant()
     hidden = await client.http.get(url, params={"wait": 5}, headers=other.headers)
     assert hidden.status_code == 404, hidden.text
+
+
+def warm_databases(client: PlatformClient) -> dict[int, str]:
+    """The host's warm databases by OID (a rename keeps the OID)."""
+    with psycopg.connect(client.stack.cluster.superuser_dsn()) as conn:
+        rows = conn.execute("SELECT oid, datname FROM pg_database WHERE starts_with(datname, %s)", (WARM_PREFIX,))
+        return {int(oid): str(name) for oid, name in rows.fetchall()}
+
+
+async def until_warm(client: PlatformClient, count: int) -> dict[int, str]:
+    async with asyncio.timeout(60):
+        while len(warm := warm_databases(client)) < count:
+            await asyncio.sleep(0.1)
+    return warm
+
+
+async def test_a_create_takes_a_warm_database_and_the_agent_makes_the_next(client: PlatformClient) -> None:
+    tenant = await client.tenant()
+    warm = await until_warm(client, 2)  # the setting's default
+    accepted = await client.create_database(tenant, "warm")
+    await client.succeeded(tenant, accepted["operation"]["id"])
+    database = (await client.http.get(f"/databases/{accepted['database']['id']}", headers=tenant.headers)).json()
+    with psycopg.connect(client.stack.cluster.superuser_dsn()) as conn:
+        row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (database["dbname"],)).fetchone()
+    assert row is not None and int(row[0]) in warm  # renamed, not copied from the template
+    with connect((await client.credentials(tenant, database["id"]))["uri"]) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == (database["dbname"],)
+    again = await until_warm(client, 2)
+    assert int(row[0]) not in again
