@@ -52,7 +52,8 @@ def _other_databases(base: BaseBackup, dbname: str) -> list[int]:
 
     Only live tenant databases (``db_<id>``) are left out: no rename ever gives one of them another
     live tenant database's name, while a scratch (``rs_``) or kept (``ro_``) database of a restore
-    may become the restored database by the target time. System and platform databases are small.
+    may become the restored database by the target time, and so may a warm one (``warm_``, renamed by
+    a create). System, platform and warm databases are small.
     """
     oids = base.database_oids or {}
     return [oid for name, oid in oids.items() if name.startswith(TENANT_DATABASE_PREFIX) and name != dbname]
