@@ -99,12 +99,13 @@ class HostPostgres:
     async def take_warm_database(self, dbname: str, *, owner: str) -> bool:
         """``dbname`` made from a warm database, renamed and given ``owner`` in one transaction (a
         catalog update, against ``CREATE DATABASE``'s copy of the template's files); ``True`` also
-        when ``dbname`` is there already, ``False`` when no warm database could be taken."""
+        when ``dbname`` is there already (one database's commands run one at a time, so nothing
+        makes it meanwhile), ``False`` when no warm database could be taken."""
+        if await self.database_exists(dbname):
+            return True
         async with self._pool.connection() as conn:
             try:
                 async with conn.transaction():
-                    if await (await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))).fetchone():
-                        return True
                     cur = await conn.execute(
                         "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY datname LIMIT 1",
                         (WARM_PREFIX,),

@@ -33,9 +33,12 @@ async def postgres(cluster: Cluster) -> AsyncIterator[HostPostgres]:
         yield host
 
 
-def names() -> tuple[str, str]:
+async def tenant(postgres: HostPostgres) -> tuple[str, str]:
+    """A new tenant's database name and its role (made)."""
     ident = uuid.uuid4().hex
-    return f"db_{ident}", f"u_{ident}"
+    dbname, role = f"db_{ident}", f"u_{ident}"
+    await postgres.ensure_role(role, verifier=scram_verifier(new_password()), connection_limit=5)
+    return dbname, role
 
 
 async def database(cluster: Cluster, dbname: str) -> tuple[str, bool] | None:
@@ -49,8 +52,7 @@ async def database(cluster: Cluster, dbname: str) -> tuple[str, bool] | None:
 
 
 async def test_a_create_takes_a_warm_database_once(postgres: HostPostgres, cluster: Cluster) -> None:
-    dbname, role = names()
-    await postgres.ensure_role(role, verifier=scram_verifier(new_password()), connection_limit=5)
+    dbname, role = await tenant(postgres)
     assert not await postgres.take_warm_database(dbname, owner=role)  # none yet: the create makes its own
     assert await database(cluster, dbname) is None
 
@@ -79,9 +81,7 @@ async def test_no_one_connects_to_a_warm_database(postgres: HostPostgres, cluste
 
 async def test_two_creates_never_take_the_same_warm_database(postgres: HostPostgres, cluster: Cluster) -> None:
     await postgres.make_warm_database()
-    (first, first_role), (second, second_role) = names(), names()
-    for role in (first_role, second_role):
-        await postgres.ensure_role(role, verifier=scram_verifier(new_password()), connection_limit=5)
+    (first, first_role), (second, second_role) = await tenant(postgres), await tenant(postgres)
     taken = await asyncio.gather(
         postgres.take_warm_database(first, owner=first_role), postgres.take_warm_database(second, owner=second_role)
     )
@@ -102,8 +102,7 @@ async def test_the_job_makes_one_again_after_each_take(postgres: HostPostgres) -
             async with asyncio.timeout(30):
                 while await postgres.warm_databases() < 2:
                     await asyncio.sleep(0.05)
-            dbname, role = names()
-            await postgres.ensure_role(role, verifier=scram_verifier(new_password()), connection_limit=5)
+            dbname, role = await tenant(postgres)
             assert await warm.take(dbname, owner=role)
         async with asyncio.timeout(30):
             while await postgres.warm_databases() < 2:
@@ -119,6 +118,6 @@ async def test_none_are_made_or_taken_when_the_setting_is_zero(postgres: HostPos
     await postgres.make_warm_database()
     warm = WarmDatabases(postgres, size=0)
     await warm.run(asyncio.Event())  # returns at once
-    dbname, role = names()
+    dbname, role = await tenant(postgres)
     assert not await warm.take(dbname, owner=role)
     assert await postgres.warm_databases() == 1
