@@ -25,20 +25,19 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import uuid
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from readmodel.tables import EVENT_SEQUENCES, EVENTS, IN_FLIGHT, OPERATION_ENDED_CHANNEL, OPERATIONS
 
-NOTIFY_ENDED = sa.text("SELECT pg_notify(:channel, id) FROM unnest(:ids) AS id").bindparams(
-    sa.bindparam("ids", type_=ARRAY(sa.Text))
-)
+_PARAMETER = re.compile(r"\$(\d+)")
+NOTIFY_ENDED = "SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id"
 
 
 @dataclass
@@ -63,6 +62,15 @@ class _Update:
 
 
 _Write = _Insert | _Update
+
+
+@dataclass(frozen=True)
+class _Statement:
+    table: sa.Table | None
+    """The table it writes (``None``: it writes none)."""
+    sql: str
+    """Its text, parameters numbered from ``$1``."""
+    parameters: tuple[Any, ...]
 
 
 def _merge(first: _Write, then: _Write) -> _Write | None:
@@ -101,11 +109,7 @@ class Batch:
         wanted = list({i for i in ids if i not in self._operations})
         if not wanted:
             return
-        rows = await self.conn.execute(
-            sa.select(OPERATIONS.c.id, OPERATIONS.c.last_sequence, OPERATIONS.c.backup_id).where(
-                OPERATIONS.c.id.in_(wanted)
-            )
-        )
+        rows = await self._select(OPERATIONS, "id, last_sequence, backup_id", "id", wanted)
         found = {row.id: OperationState(row.last_sequence, row.backup_id) for row in rows}
         self._operations.update({i: found.get(i) for i in wanted})
 
@@ -114,11 +118,7 @@ class Batch:
         wanted = list({i for i in project_ids if i not in self._event_sequences})
         if not wanted:
             return
-        rows = await self.conn.execute(
-            sa.select(EVENT_SEQUENCES.c.project_id, EVENT_SEQUENCES.c.last_sequence)
-            .where(EVENT_SEQUENCES.c.project_id.in_(wanted))
-            .with_for_update()
-        )
+        rows = await self._select(EVENT_SEQUENCES, "project_id, last_sequence", "project_id", wanted, lock=True)
         found = {row.project_id: row.last_sequence for row in rows}
         self._event_sequences.update({i: found.get(i, 0) for i in wanted})
 
@@ -126,8 +126,15 @@ class Batch:
         """Which of these public events exist already (for events no operation guards)."""
         wanted = list(set(event_ids))
         if wanted:
-            rows = await self.conn.execute(sa.select(EVENTS.c.id).where(EVENTS.c.id.in_(wanted)))
-            self._published.update(row.id for row in rows)
+            self._published.update(row.id for row in await self._select(EVENTS, "id", "id", wanted))
+
+    async def _select(
+        self, table: sa.Table, columns: str, key: str, ids: list[uuid.UUID], *, lock: bool = False
+    ) -> sa.CursorResult[Any]:
+        """The rows whose ``key`` is one of ``ids``: a statement text the same for any number of ids."""
+        locking = " FOR UPDATE" if lock else ""
+        statement = f"SELECT {columns} FROM {_qualified(self._schema, table)} WHERE {key} = ANY($1::uuid[]){locking}"
+        return await self.conn.exec_driver_sql(statement, (ids,))
 
     def first_publication(self, event_id: uuid.UUID) -> bool:
         """``True`` once per public event id: not stored before, nor earlier in this batch."""
@@ -181,7 +188,8 @@ class Batch:
 
     async def flush(self) -> None:
         """Write everything stated so far: round by round, per table its updates, then its inserts
-        (an update may free a name a later insert takes), one statement per shape."""
+        (an update may free a name a later insert takes), one statement per shape; the statements
+        of a round go out together (``_send``)."""
         rows, self._rows = self._rows, {}
         depth = max((len(writes) for writes in rows.values()), default=0)
         for position in range(depth):
@@ -192,26 +200,57 @@ class Batch:
                     conflict = write.on_conflict if isinstance(write, _Insert) else None
                     shape = (table, isinstance(write, _Insert), frozenset(write.values), conflict)
                     shapes.setdefault(shape, []).append((key, write))
-            for (table, inserting, columns, conflict), keyed in sorted(shapes.items(), key=lambda s: s[0][1]):
-                if inserting:
-                    await self._insert(table, conflict, [write.values for _, write in keyed])
-                else:
-                    await self._update(table, columns, keyed)
-        ended, self._ended = self._ended, set()
-        if ended:
-            await self.conn.execute(NOTIFY_ENDED, {"channel": OPERATION_ENDED_CHANNEL, "ids": sorted(map(str, ended))})
+            statements = [
+                self._insert(table, conflict, [write.values for _, write in keyed])
+                if inserting
+                else self._update(table, columns, keyed)
+                for (table, inserting, columns, conflict), keyed in sorted(shapes.items(), key=lambda s: s[0][1])
+            ]
+            if position == depth - 1 and self._ended:
+                statements.append(
+                    _Statement(None, NOTIFY_ENDED, (OPERATION_ENDED_CHANNEL, sorted(map(str, self._ended))))
+                )
+            await self._send(statements)
+        self._ended = set()
 
-    async def _insert(self, table: sa.Table, conflict: frozenset[str] | None, rows: list[dict[str, Any]]) -> None:
+    async def _send(self, statements: list[_Statement]) -> None:
+        """Run the statements in order, as few round trips as they allow: consecutive statements on
+        different tables go out as ONE statement, all but the last as data-modifying ``WITH``
+        clauses. Those run on one snapshot, in no set order, which is all they need: each writes
+        its own table, and none reads a row another writes. A second statement on a table starts
+        the next round trip, so a table's updates still land before its inserts. The
+        announcement of ended operations comes last, as the main statement (a ``WITH`` clause
+        that only reads runs only when something reads it)."""
+        group: list[_Statement] = []
+        for statement in statements:
+            if any(statement.table is not None and statement.table is sent.table for sent in group):
+                await self._send_together(group)
+                group = []
+            group.append(statement)
+        if group:
+            await self._send_together(group)
+
+    async def _send_together(self, group: list[_Statement]) -> None:
+        clauses: list[str] = []
+        parameters: list[Any] = []
+        for statement in group:
+            clauses.append(renumbered(statement.sql, len(parameters)))
+            parameters.extend(statement.parameters)
+        *writes, main = clauses
+        together = ", ".join(f"w{n} AS ({write})" for n, write in enumerate(writes))
+        await self.conn.exec_driver_sql(f"WITH {together} {main}" if writes else main, tuple(parameters))
+
+    def _insert(self, table: sa.Table, conflict: frozenset[str] | None, rows: list[dict[str, Any]]) -> _Statement:
         defaulted = [column for column in table.columns if column.default is not None and column.name not in rows[0]]
         if defaulted:
             rows = [{column.name: _default(column) for column in defaulted} | row for row in rows]
         fields = [(name, table.c[name]) for name in sorted(rows[0])]
         statement = _insert_sql(self.conn.dialect, self._schema, table, tuple(name for name, _ in fields), conflict)
-        await self.conn.exec_driver_sql(statement, _arrays(fields, rows))
+        return _Statement(table, statement, _arrays(fields, rows))
 
-    async def _update(
+    def _update(
         self, table: sa.Table, columns: frozenset[str], writes: list[tuple[tuple[Any, ...], _Write]]
-    ) -> None:
+    ) -> _Statement:
         keys = _key_names(table)
         names = tuple(sorted(columns))
         fields = [(f"k_{name}", table.c[name]) for name in keys] + [(f"v_{name}", table.c[name]) for name in names]
@@ -220,8 +259,8 @@ class Batch:
             | {f"v_{name}": write.values[name] for name in names}
             for key, write in writes
         ]
-        await self.conn.exec_driver_sql(
-            _update_sql(self.conn.dialect, self._schema, table, keys, names), _arrays(fields, rows)
+        return _Statement(
+            table, _update_sql(self.conn.dialect, self._schema, table, keys, names), _arrays(fields, rows)
         )
 
 
@@ -233,6 +272,12 @@ def _arrays(fields: list[tuple[str, sa.Column[Any]]], rows: list[dict[str, Any]]
         values = [row[field] for row in rows]
         arrays.append([json.dumps(value) for value in values] if isinstance(column.type, sa.JSON) else values)
     return tuple(arrays)
+
+
+@functools.cache
+def renumbered(sql: str, by: int) -> str:
+    """``sql`` with its parameters ``$1``, ``$2``, … numbered ``by`` higher."""
+    return sql if by == 0 else _PARAMETER.sub(lambda found: f"${int(found[1]) + by}", sql)
 
 
 @functools.cache
@@ -263,6 +308,11 @@ def _array_type(dialect: sa.Dialect, column: sa.Column[Any]) -> str:
 
 def _qualified(schema: str | None, table: sa.Table) -> str:
     return f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
+
+
+def qualified(conn: AsyncConnection, table: sa.Table) -> str:
+    """The table's name as the connection's driver-level statements must write it (in a replay's schema)."""
+    return _qualified(_schema(conn), table)
 
 
 @functools.cache

@@ -23,19 +23,18 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import NamedTuple
 
-import sqlalchemy as sa
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from infra import tracing
 from infra.batch_pull import BatchPull, stream_sequence
 from infra.collector import holding_batches
 from infra.metrics import CONSUMER_PENDING, EVENTS_PROJECTED, PROJECTOR_BATCH_SECONDS
+from readmodel.batch import qualified
 from readmodel.projection import apply_events
 from readmodel.tables import CHECKPOINTS
 from schemas.envelope import Envelope
@@ -94,11 +93,7 @@ async def project_batch(
 
     With ``read_between``, events missing between the checkpoint and an event are read first.
     """
-    first = insert(CHECKPOINTS).values(name=checkpoint_name, last_sequence=0)
-    locked = first.on_conflict_do_update(  # the row, made if need be, and locked: one round trip
-        index_elements=[CHECKPOINTS.c.name], set_={"last_sequence": CHECKPOINTS.c.last_sequence}
-    )
-    last = (await conn.execute(locked.returning(CHECKPOINTS.c.last_sequence))).scalar_one()
+    last = await advance_checkpoint(conn, checkpoint_name, max((sequence for sequence, _ in events), default=0))
     applied = []
     for sequence, envelope in sorted(events, key=lambda event: event[0]):
         if sequence <= last:
@@ -111,8 +106,30 @@ async def project_batch(
                 applied.append(read_envelope)
             last = read_sequence
     await apply_events(conn, applied)
-    await conn.execute(sa.update(CHECKPOINTS).where(CHECKPOINTS.c.name == checkpoint_name).values(last_sequence=last))
     return Projected(int(last), applied)
+
+
+async def advance_checkpoint(conn: AsyncConnection, name: str, to: int) -> int:
+    """Lock the checkpoint ``name`` until the transaction ends, move it up to ``to`` (never down),
+    and return where it was: one round trip. Once per batch, so a batch of one event (the normal
+    case) costs one statement less than reading it first and writing it after the events.
+
+    Under READ COMMITTED a second projector waits on the lock, then reads the row as the first
+    one's commit left it (``FOR UPDATE`` returns the latest version), so each skips what the
+    other applied."""
+    table = qualified(conn, CHECKPOINTS)
+    advance = (
+        f"WITH before AS (SELECT last_sequence FROM {table} WHERE name = $1 FOR UPDATE) "
+        f"UPDATE {table} AS c SET last_sequence = greatest(before.last_sequence, $2) "
+        "FROM before WHERE c.name = $1 RETURNING before.last_sequence"
+    )
+    previous = (await conn.exec_driver_sql(advance, (name, to))).scalar_one_or_none()
+    if previous is None:  # the first batch ever (or of a replay): make the row, then take it as above
+        await conn.exec_driver_sql(
+            f"INSERT INTO {table} (name, last_sequence) VALUES ($1, 0) ON CONFLICT DO NOTHING", (name,)
+        )
+        previous = (await conn.exec_driver_sql(advance, (name, to))).scalar_one()
+    return int(previous)
 
 
 def read(stored: Iterable[Stored]) -> list[Read]:
