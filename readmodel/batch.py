@@ -9,7 +9,8 @@ is the same for any number of rows, so the server plans it once per connection (
 ``VALUES`` is a new statement, parsed and planned again, at every row count). Writes to
 different rows commute (the read model has no foreign keys and no statement reads another
 row), so only the order per row is kept; when two writes to one row cannot be merged, the
-second waits for a later round.
+second waits for a later round. A round's statements on different tables go out together, as
+one statement (``_send``): a batch of one event, the normal case, writes in one round trip.
 
 Operations that reach an end (succeeded, failed, compensated) are announced with ``pg_notify``
 on ``OPERATION_ENDED_CHANNEL``, which PostgreSQL delivers when the batch commits, so a caller
