@@ -235,7 +235,7 @@ class Batch:
         clauses: list[str] = []
         parameters: list[Any] = []
         for statement in group:
-            clauses.append(renumbered(statement.sql, len(parameters)))
+            clauses.append(_renumbered(statement.sql, len(parameters)))
             parameters.extend(statement.parameters)
         *writes, main = clauses
         together = ", ".join(f"w{n} AS ({write})" for n, write in enumerate(writes))
@@ -276,7 +276,7 @@ def _arrays(fields: list[tuple[str, sa.Column[Any]]], rows: list[dict[str, Any]]
 
 
 @functools.cache
-def renumbered(sql: str, by: int) -> str:
+def _renumbered(sql: str, by: int) -> str:
     """``sql`` with its parameters ``$1``, ``$2``, … numbered ``by`` higher."""
     return sql if by == 0 else _PARAMETER.sub(lambda found: f"${int(found[1]) + by}", sql)
 
