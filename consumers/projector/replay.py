@@ -4,6 +4,7 @@ sequence or a time, apply the events again to the live read model (``reproject``
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import uuid
@@ -17,7 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumers.projector.service import BATCH, LIVE, YOUNG_OBJECTS, Stored, project_batch, read, stored
+from consumers.projector.service import BATCH, LIVE, YOUNG_OBJECTS, Read, project_batch, read, stored
 from infra.batch_pull import BatchPull
 from infra.collector import holding_batches
 from readmodel.projection import apply_events
@@ -71,7 +72,7 @@ async def replay_projection(engine: AsyncEngine, nc: Client, subjects: Subjects,
             async for batch in batches(pull, up_to=live_position):
                 async with engine.begin() as conn:
                     conn = await conn.execution_options(schema_translate_map={None: schema})
-                    await project_batch(conn, read(batch))
+                    await project_batch(conn, batch)
     async with engine.begin() as conn:
         report = ReplayReport(schema, live_position, live, await table_hashes(conn, schema))
         if not keep:
@@ -118,7 +119,7 @@ async def reproject(
                     await conn.execute(
                         sa.select(CHECKPOINTS.c.last_sequence).where(CHECKPOINTS.c.name == LIVE).with_for_update()
                     )
-                    await apply_events(conn, [envelope for _, envelope in read(batch) if envelope is not None])
+                    await apply_events(conn, [envelope for _, envelope in batch if envelope is not None])
                 reached, applied = batch[-1][0], applied + len(batch)
     return Reprojected(first, reached, applied)
 
@@ -141,14 +142,21 @@ async def reading(nc: Client, subjects: Subjects, start: ConsumerConfig) -> Asyn
             await js.delete_consumer(subjects.events_stream, consumer)
 
 
-async def batches(pull: BatchPull, *, up_to: int) -> AsyncIterator[list[Stored]]:
-    """The stream's events in batches, up to stream sequence ``up_to`` (fewer when no more come)."""
-    reached = 0
-    while reached < up_to:
-        batch = [
-            (sequence, data) for sequence, data in stored(await pull.fetch(BATCH, timeout=2.0)) if sequence <= up_to
-        ]
-        if not batch:
-            return
-        yield batch
-        reached = batch[-1][0]
+async def batches(pull: BatchPull, *, up_to: int) -> AsyncIterator[list[Read]]:
+    """The stream's events in parsed batches, up to stream sequence ``up_to`` (fewer when no more
+    come). The next batch is fetched and parsed while the caller applies this one, as the live
+    projector does."""
+
+    async def after(reached: int) -> list[Read]:
+        if reached >= up_to:
+            return []
+        fetched = stored(await pull.fetch(BATCH, timeout=2.0))
+        return read([(sequence, data) for sequence, data in fetched if sequence <= up_to])
+
+    upcoming = asyncio.ensure_future(after(0))
+    try:
+        while batch := await upcoming:
+            upcoming = asyncio.ensure_future(after(batch[-1][0]))
+            yield batch
+    finally:
+        upcoming.cancel()
