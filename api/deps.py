@@ -25,7 +25,7 @@ log = logging.getLogger("pgplane.api")
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def get_platform(request: Request) -> Platform:
+async def get_platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
     return platform
 
@@ -73,12 +73,12 @@ CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def require_project_admin(request: Request) -> None:
+async def require_project_admin(request: Request) -> None:
     """Changes to a project's webhooks need the ``admin`` scope in it (a caller that can read them, reads them)."""
     request.state.needs = "admin"
 
 
-def require_admin(principal: CurrentPrincipal) -> Principal:
+async def require_admin(principal: CurrentPrincipal) -> Principal:
     if not principal.is_admin:
         raise ApiError(403, "forbidden", "this needs the admin token")
     return principal

@@ -14,6 +14,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from nats.js import JetStreamContext
@@ -41,12 +42,32 @@ class Outbox:
     async def event(self, conn: AsyncConnection, event: Envelope) -> None:
         """Apply an event made here to the read model now (read your writes) and queue it."""
         await apply(conn, event)
-        await _enqueue(conn, event, subject=self.subjects.event(event.type), stream=self.subjects.events_stream)
+        await _enqueue(conn, [self._event_row(event)])
 
     async def command(self, conn: AsyncConnection, command: Envelope, *, host_id: str, kind: OperationKind) -> None:
+        await _enqueue(conn, [self._command_row(command, host_id=host_id, kind=kind)])
+
+    async def event_and_command(
+        self, conn: AsyncConnection, event: Envelope, command: Envelope, *, host_id: str, kind: OperationKind
+    ) -> None:
+        """``event`` (applied now, as ``event`` does) and the command it announces, queued in one statement."""
+        await apply(conn, event)
+        await _enqueue(conn, [self._event_row(event), self._command_row(command, host_id=host_id, kind=kind)])
+
+    def _event_row(self, event: Envelope) -> Queued:
+        return Queued(event, self.subjects.event(event.type), self.subjects.events_stream)
+
+    def _command_row(self, command: Envelope, *, host_id: str, kind: OperationKind) -> Queued:
         subject = self.subjects.command(host_id, kind)
-        signed = self.signer.sign(command, subject)
-        await _enqueue(conn, signed, subject=subject, stream=self.subjects.commands_stream)
+        return Queued(self.signer.sign(command, subject), subject, self.subjects.commands_stream)
+
+
+class Queued(NamedTuple):
+    """A message as the outbox keeps it: what, and where it is published."""
+
+    envelope: Envelope
+    subject: str
+    stream: str
 
 
 async def request_operation(
@@ -91,7 +112,6 @@ async def request_operation(
         project_id=project_id,
         occurred_at=now,
     )
-    await outbox.event(conn, requested)
     message = Envelope.wrap(
         command,
         correlation_id=operation_id,
@@ -101,23 +121,29 @@ async def request_operation(
         causation_id=requested.id,
         occurred_at=now,
     )
-    await outbox.command(conn, message, host_id=host_id, kind=command.KIND)
+    await outbox.event_and_command(conn, requested, message, host_id=host_id, kind=command.KIND)
     return operation_id
 
 
 async def queue_event(conn: AsyncConnection, subjects: Subjects, event: Envelope) -> None:
     """Queue an event for the projector alone (no read-your-writes): one it must number in order."""
-    await _enqueue(conn, event, subject=subjects.event(event.type), stream=subjects.events_stream)
+    await _enqueue(conn, [Queued(event, subjects.event(event.type), subjects.events_stream)])
 
 
-async def _enqueue(conn: AsyncConnection, envelope: Envelope, *, subject: str, stream: str) -> None:
+async def _enqueue(conn: AsyncConnection, queued: list[Queued]) -> None:
+    """One statement; the rows' ids (the publishing order) follow the list's order."""
     await conn.execute(
         sa.insert(OUTBOX).values(
-            msg_id=envelope.msg_id,
-            subject=subject,
-            stream=stream,
-            payload=envelope.model_dump_json().encode(),
-            created_at=envelope.occurred_at,
+            [
+                {
+                    "msg_id": q.envelope.msg_id,
+                    "subject": q.subject,
+                    "stream": q.stream,
+                    "payload": q.envelope.model_dump_json().encode(),
+                    "created_at": q.envelope.occurred_at,
+                }
+                for q in queued
+            ]
         )
     )
 
@@ -137,7 +163,6 @@ async def request_cancel(
         project_id=project_id,
         actor=actor,
     )
-    await outbox.event(conn, requested)
     message = Envelope.wrap(
         command,
         correlation_id=requested.correlation_id,
@@ -146,7 +171,7 @@ async def request_cancel(
         project_id=project_id,
         causation_id=requested.id,
     )
-    await outbox.command(conn, message, host_id=host_id, kind=command.KIND)
+    await outbox.event_and_command(conn, requested, message, host_id=host_id, kind=command.KIND)
 
 
 def project_event(payload: Payload, *, project_id: uuid.UUID, actor: str) -> Envelope:
@@ -172,7 +197,8 @@ class OutboxRelay:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            for row in rows:
+            for row in rows:  # each after the one before is stored: an operation's requested event
+                # is on the events stream before its command can make the agent emit the next ones
                 await self._js.publish(
                     row.subject, row.payload, stream=row.stream, headers={"Nats-Msg-Id": row.msg_id}, timeout=10
                 )

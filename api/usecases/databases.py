@@ -46,59 +46,66 @@ class NewIdentity:
 SUSPENSION = frozenset({DatabaseStatus.SUSPENDING.value, DatabaseStatus.SUSPENDED.value, DatabaseStatus.RESUMING.value})
 
 
-async def reserve_name(platform: Platform, conn: AsyncConnection, project_id: uuid.UUID, name: str) -> str:
-    """Lock the project, then check the quota and that ``name`` is free; returns the project's plan."""
+async def reserve(platform: Platform, conn: AsyncConnection, project_id: uuid.UUID, name: str, host_id: str) -> str:
+    """Check the project admits a database named ``name`` on ``host_id`` (quota, free name, host
+    room), and hold the locks that keep it so until the commit; returns the project's plan.
+
+    Two statements. The first locks the project's row, then the host's transaction lock:
+    creations in one project, and on one host, are serialised. The second counts, and under READ
+    COMMITTED its snapshot is taken after both locks are held, so it sees every database committed
+    before them (the API writes a new database's row in the transaction that accepts it). A full
+    host is refused at once with a 503, never left to make tenants wait for a server connection."""
     suspended = sa.exists().where(
         ORGANIZATIONS.c.id == PROJECTS.c.organization_id, ORGANIZATIONS.c.suspended_at.is_not(None)
     )
-    project = (
-        await conn.execute(
-            sa.select(project_plan(), suspended.label("suspended"))
-            .where(PROJECTS.c.id == project_id, PROJECTS.c.deleted_at.is_(None))
-            .with_for_update(of=PROJECTS)
-        )
-    ).first()
+    locked = (
+        sa.select(project_plan(), suspended.label("suspended"))
+        .where(PROJECTS.c.id == project_id, PROJECTS.c.deleted_at.is_(None))
+        .with_for_update(of=PROJECTS)
+        .cte("locked")  # FOR UPDATE keeps the CTE apart: the row is locked before the host below
+    )
+    host_lock = sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"pgplane.host:{host_id}"))
+    project = (await conn.execute(sa.select(locked, host_lock.label("host_locked")))).first()
     if project is None:
         raise not_found("project")
     if project.suspended:
         raise ApiError(409, "organization_suspended", "the organization is suspended: nothing new is created")
-    live = sa.and_(DATABASES.c.project_id == project_id, DATABASES.c.status.not_in(GONE))
-    count = (await conn.execute(sa.select(sa.func.count()).where(live))).scalar_one()
+    live = DATABASES.c.status.not_in(GONE)
+    in_project = sa.and_(live, DATABASES.c.project_id == project_id)
+    on_host = sa.and_(live, DATABASES.c.host_id == host_id)
+    counted = (
+        await conn.execute(
+            sa.select(
+                sa.select(sa.func.count()).where(in_project).scalar_subquery().label("in_project"),
+                sa.exists().where(in_project, DATABASES.c.name == name).label("name_taken"),
+                sa.select(sa.func.count()).where(on_host).scalar_subquery().label("on_host"),
+            )
+        )
+    ).one()
     allowed = entitlements(platform.settings, project.plan).databases_per_project
-    if count >= allowed:
+    if counted.in_project >= allowed:
         raise ApiError(
             409,
             "quota_exceeded",
             f"the {project.plan} plan holds at most {allowed} databases per project: delete one, or upgrade",
         )
-    if (await conn.execute(sa.select(DATABASES.c.id).where(live, DATABASES.c.name == name))).first():
+    if counted.name_taken:
         raise ApiError(409, "name_taken", f"this project already has a database named {name!r}")
-    return str(project.plan)
-
-
-async def ensure_host_room(platform: Platform, conn: AsyncConnection, host_id: str) -> None:
-    """The data host admits one more database, or a 503: a full host is refused at once, never
-    left to make tenants wait for a server connection. Creations on one host are serialised by
-    a transaction lock held to the commit; the count then sees every committed one (the API
-    writes a new database's row in the transaction that accepts it; READ COMMITTED)."""
-    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"pgplane.host:{host_id}"))))
-    live = sa.and_(DATABASES.c.host_id == host_id, DATABASES.c.status.not_in(GONE))
-    count = (await conn.execute(sa.select(sa.func.count()).where(live))).scalar_one()
-    if count >= platform.settings.host_max_databases:
+    if counted.on_host >= platform.settings.host_max_databases:
         raise ApiError(
             503,
             "capacity_exhausted",
             f"the data host is full ({platform.settings.host_max_databases} databases): no new database can be"
             " placed until one is deleted or capacity is added",
         )
+    return str(project.plan)
 
 
 async def new_identity(
     platform: Platform, conn: AsyncConnection, project_id: uuid.UUID, name: str, *, host_id: str
 ) -> NewIdentity:
     """Reserve ``name`` in the project, check ``host_id`` has room, and make the identity of a new database."""
-    plan = await reserve_name(platform, conn, project_id, name)
-    await ensure_host_room(platform, conn, host_id)
+    plan = await reserve(platform, conn, project_id, name, host_id)
     database_id = uuid.uuid4()
     verifier, sealed = await store_password(platform, conn, database_id, 1)
     return NewIdentity(
