@@ -56,9 +56,10 @@ class Verified:
 
 
 async def authenticate(platform: Platform, credential: Credential, client: str) -> tuple[Principal, Quota | None]:
-    """The caller, and what is left of its plan's request rate (counted, shared by every API process)."""
+    """The caller, and what is left of its plan's request rate (counted, shared by every API process).
+    No transaction: every write here is one statement, atomic on its own."""
     quota = None
-    async with platform.engine.begin() as conn:
+    async with platform.autocommit.connect() as conn:
         await _refuse_if_throttled(conn, client, platform.settings.auth_failures_per_minute)
         verified = await _verify(conn, platform, credential)
         if verified is None:
@@ -77,7 +78,7 @@ async def authenticate(platform: Platform, credential: Credential, client: str) 
 
 async def reverify(platform: Platform, credential: Credential) -> Principal | None:
     """The credential's principal now, or ``None`` once it is revoked or expired (long-lived responses)."""
-    async with platform.engine.begin() as conn:
+    async with platform.autocommit.connect() as conn:
         verified = await _verify(conn, platform, credential)
     return verified.principal if verified else None
 
@@ -199,13 +200,13 @@ async def _refuse_if_throttled(conn: AsyncConnection, client: str, limit: int) -
 
 async def record_failure(platform: Platform, client: str) -> None:
     """A wrong password counts like a wrong token."""
-    async with platform.engine.begin() as conn:
+    async with platform.autocommit.connect() as conn:
         await _refuse_if_throttled(conn, client, platform.settings.auth_failures_per_minute)
         await _record_failure(conn, client)
 
 
 async def refuse_if_throttled(platform: Platform, client: str) -> None:
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         await _refuse_if_throttled(conn, client, platform.settings.auth_failures_per_minute)
 
 

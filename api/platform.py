@@ -27,6 +27,10 @@ class Platform:
 
     settings: Settings
     engine: AsyncEngine
+    autocommit: AsyncEngine
+    """The same pool without transactions, for reads and single-statement writes: no ``BEGIN`` and
+    ``ROLLBACK`` round trips around them. Under READ COMMITTED each statement sees its own snapshot
+    inside a transaction too, so a read sees nothing different."""
     bus: NATS
     heartbeats: Heartbeats
     relay: OutboxRelay

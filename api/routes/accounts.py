@@ -58,7 +58,7 @@ async def sign_in(*, platform: PlatformDep, request: Request, response: Response
     """Sign in with email and password. Wrong ones count like wrong tokens: past the limit, 429."""
     client = request.client.host if request.client else ""
     await refuse_if_throttled(platform, client)
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         user = await accounts.check_password(conn, body.email, body.password)
     if user is None:
         await record_failure(platform, client)
@@ -79,7 +79,7 @@ async def sign_out(*, platform: PlatformDep, principal: CurrentPrincipal, reques
 @router.get("/me", response_model=Me)
 async def read_me(*, platform: PlatformDep, principal: CurrentPrincipal) -> Me:
     """The signed-in user (or a personal token's) and their organizations with their roles."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await accounts.me(conn, principal)
 
 
@@ -95,7 +95,7 @@ async def create_token(*, principal: CurrentPrincipal, mutation: MutationDep, bo
 @router.get("/me/tokens", response_model=TokensPublic)
 async def read_tokens(*, platform: PlatformDep, principal: CurrentPrincipal) -> TokensPublic:
     """Your personal tokens, revoked ones included, never their secrets."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await accounts.list_personal_tokens(conn, principal)
 
 

@@ -102,7 +102,7 @@ async def read_mail(
     query = sa.select(MAIL).order_by(MAIL.c.created_at.desc()).limit(limit)
     if recipient is not None:
         query = query.where(MAIL.c.recipient == recipient)
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         rows = (await conn.execute(query)).all()
     data = [
         MailPublic(
@@ -149,7 +149,7 @@ async def search_organizations(
         .order_by(ORGANIZATIONS.c.created_at)
         .limit(limit)
     )
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         rows = (await conn.execute(query)).all()
     data = [OrganizationSummary.model_validate(dict(row._mapping)) for row in rows]
     return OrganizationSummaries(data=data, count=len(data))
@@ -165,7 +165,7 @@ async def search_users(
         .order_by(USERS.c.created_at)
         .limit(limit)
     )
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         rows = (await conn.execute(query)).all()
     return UsersPublic(data=[user_public(row) for row in rows], count=len(rows))
 
@@ -183,7 +183,7 @@ async def search_projects(
     query = sa.select(PROJECTS).where(PROJECTS.c.deleted_at.is_(None), _matches(q, PROJECTS.c.name, PROJECTS.c.id))
     if organization_id is not None:
         query = query.where(PROJECTS.c.organization_id == organization_id)
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         rows = (await conn.execute(query.order_by(PROJECTS.c.created_at).limit(limit))).all()
     return ProjectsPublic(data=[project_public(row) for row in rows], count=len(rows))
 
@@ -204,6 +204,6 @@ async def search_databases(
         query = query.where(DATABASES.c.project_id == project_id)
     if status is not None:
         query = query.where(DATABASES.c.status == status if NUL not in status else sa.false())
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         rows = (await conn.execute(query.order_by(DATABASES.c.created_at).limit(limit))).all()
     return DatabasesPublic(data=[database_public(platform, row) for row in rows], count=len(rows))

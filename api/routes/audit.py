@@ -38,7 +38,7 @@ async def read_audit_log(
         projects = principal.listed(project_id)
     if projects is not None:
         query = query.where(AUDIT.c.project_id.in_(projects))
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         rows = (await conn.execute(query)).all()
     entries = [AuditEntryPublic.model_validate(dict(r._mapping)) for r in rows]
     return AuditLogPublic(data=entries, count=len(entries))

@@ -44,14 +44,14 @@ async def create_backup(
 @router.get("/databases/{database_id}/backups", response_model=BackupsPublic, responses=errors(404))
 async def read_backups(*, platform: PlatformDep, principal: CurrentPrincipal, database_id: uuid.UUID) -> BackupsPublic:
     """A database's backups, newest first (deleted ones left out)."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await backups.list_backups(conn, principal, database_id)
 
 
 @router.get("/backups/{backup_id}", response_model=BackupPublic, responses=errors(404))
 async def read_backup(*, platform: PlatformDep, principal: CurrentPrincipal, backup_id: uuid.UUID) -> BackupPublic:
     """Status, size, checksum and last verified restore of one backup."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return backup_public(await load_backup(conn, backup_id, principal))
 
 
@@ -127,5 +127,5 @@ async def read_backup_policy(
     *, platform: PlatformDep, principal: CurrentPrincipal, database_id: uuid.UUID
 ) -> BackupPolicyPublic:
     """The database's backup policy (404 when none was set)."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await backups.read_backup_policy(conn, principal, database_id)

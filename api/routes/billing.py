@@ -21,7 +21,7 @@ async def read_billing(
     *, platform: PlatformDep, principal: CurrentPrincipal, organization_id: uuid.UUID
 ) -> BillingPublic:
     """The organization's plan and subscription (its admins)."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await billing.read(conn, principal, organization_id)
 
 

@@ -32,7 +32,7 @@ async def read_databases(
     """List a project's databases, deleted ones included (without ``project_id``: those of every
     project the caller sees)."""
     projects = principal.listed(project_id)
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await databases.list_databases(conn, platform, projects)
 
 
@@ -41,7 +41,7 @@ async def read_database(
     *, platform: PlatformDep, principal: CurrentPrincipal, database_id: uuid.UUID
 ) -> DatabasePublic:
     """Status and PgBouncer address of one database."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return database_public(platform, await load_database(conn, database_id, principal))
 
 

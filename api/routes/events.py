@@ -48,7 +48,7 @@ async def list_events(
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> EventsPage:
     """The project's events in sequence order (every event of the project, numbered from 1)."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         await load_project(conn, principal, project_id)
         events = await events_after(conn, project_id, after=after, types=types, limit=limit)
     return EventsPage(data=events, next_after=events[-1].sequence if events else after)
@@ -88,7 +88,7 @@ async def stream_events(
 ) -> StreamingResponse:
     """Server-Sent Events: `id` is the sequence, `event` the type, `data` the event; a comment
     keeps an idle stream open. Reconnect with `Last-Event-ID` to get exactly what was missed."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         await load_project(conn, principal, project_id)
     settings = platform.settings
     credential = request.state.credential
@@ -97,7 +97,7 @@ async def stream_events(
         now = await reverify(platform, credential)
         if now is None or not now.sees(project_id):
             return False
-        async with platform.engine.connect() as conn:
+        async with platform.autocommit.connect() as conn:
             try:
                 await load_project(conn, now, project_id)
             except ApiError:

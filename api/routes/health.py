@@ -62,7 +62,7 @@ async def metrics(*, platform: PlatformDep, principal: AdminPrincipal) -> Respon
     rejected = Gauge(
         "pgplane_commands_rejected", "Commands agents refused (unsigned, forged, malformed)", registry=registry
     )
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         counts = await conn.execute(
             sa.select(OPERATIONS.c.kind, OPERATIONS.c.status, sa.func.count()).group_by(
                 OPERATIONS.c.kind, OPERATIONS.c.status

@@ -152,7 +152,7 @@ async def decide(*, platform: PlatformDep, request: Request) -> HTMLResponse:
             await refuse_if_throttled(platform, client)
         except ApiError as error:
             return _page(f"<p>{html.escape(error.message)}</p>", 429)
-        async with platform.engine.connect() as conn:
+        async with platform.autocommit.connect() as conn:
             user = await accounts.check_password(conn, form.get("email", "").lower(), form.get("password", ""))
         if user is None:
             await record_failure(platform, client)

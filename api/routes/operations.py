@@ -41,7 +41,7 @@ async def read_operation(
     deadline = time.monotonic() + wait
     with platform.operation_ends.watch(str(operation_id)) as ended:  # before reading: no end is missed
         while True:
-            async with platform.engine.connect() as conn:
+            async with platform.autocommit.connect() as conn:
                 operation = await load_operation(conn, operation_id, principal)
             remaining = deadline - time.monotonic()
             if operation.status not in IN_FLIGHT or remaining <= 0:

@@ -43,7 +43,7 @@ async def create_organization(
 @router.get("/orgs", response_model=OrganizationsPublic)
 async def read_organizations(*, platform: PlatformDep, principal: CurrentPrincipal) -> OrganizationsPublic:
     """The organizations you belong to, with your role in each."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await organizations.list_organizations(conn, principal)
 
 
@@ -51,7 +51,7 @@ async def read_organizations(*, platform: PlatformDep, principal: CurrentPrincip
 async def read_organization(
     *, platform: PlatformDep, principal: CurrentPrincipal, organization_id: uuid.UUID
 ) -> OrganizationPublic:
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await organizations.read_organization(conn, principal, organization_id)
 
 
@@ -61,7 +61,7 @@ async def read_usage(
 ) -> OrganizationUsage:
     """What the organization uses: databases, their storage (from the data hosts' latest state
     reports) and database-hours since ``since`` (default: the first day of this month, UTC)."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await organizations.usage(conn, principal, organization_id, since or month_start())
 
 
@@ -69,7 +69,7 @@ async def read_usage(
 async def read_members(
     *, platform: PlatformDep, principal: CurrentPrincipal, organization_id: uuid.UUID
 ) -> MembersPublic:
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await organizations.list_members(conn, principal, organization_id)
 
 
@@ -124,7 +124,7 @@ async def invite(
 async def read_invitations(
     *, platform: PlatformDep, principal: CurrentPrincipal, organization_id: uuid.UUID
 ) -> InvitationsPublic:
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await organizations.list_invitations(conn, principal, organization_id)
 
 

@@ -19,7 +19,7 @@ async def read_restore_window(
     *, platform: PlatformDep, principal: CurrentPrincipal, database_id: uuid.UUID
 ) -> RestoreWindowPublic:
     """The earliest and latest moment the database can be restored to, and how archiving is doing."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await point_in_time.read_restore_window(conn, platform, principal, database_id)
 
 

@@ -38,14 +38,14 @@ async def create_project(*, principal: CurrentPrincipal, mutation: MutationDep, 
 async def read_projects(*, platform: PlatformDep, principal: CurrentPrincipal) -> ProjectsPublic:
     """The projects the caller sees: every one with the admin token, its own with a project token,
     its organizations' for a user."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await projects.list_projects(conn, principal)
 
 
 @router.get("/{project_id}", response_model=ProjectPublic, responses=errors(404))
 async def read_project(*, platform: PlatformDep, principal: CurrentPrincipal, project_id: uuid.UUID) -> ProjectPublic:
     """One project."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await projects.read_project(conn, principal, project_id)
 
 
@@ -55,7 +55,7 @@ async def read_usage(
 ) -> ProjectUsage:
     """What the project uses: its databases, their storage (from the data hosts' latest state
     reports) and database-hours since ``since`` (default: the first day of this month, UTC)."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await projects.project_usage(conn, principal, project_id, since or projects.month_start())
 
 
@@ -86,7 +86,7 @@ async def create_token(
 async def read_tokens(*, platform: PlatformDep, principal: CurrentPrincipal, project_id: uuid.UUID) -> TokensPublic:
     """The project's tokens, revoked ones included, never their secrets (admin token, or an admin of
     the project's organization)."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await projects.list_tokens(conn, principal, project_id)
 
 

@@ -42,13 +42,13 @@ async def create_webhook(
 
 @router.get("", response_model=WebhooksPublic, responses=errors(404))
 async def list_webhooks(*, platform: PlatformDep, principal: CurrentPrincipal, project_id: uuid.UUID) -> WebhooksPublic:
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await webhooks.list_endpoints(conn, principal, project_id)
 
 
 @router.get("/{endpoint_id}", response_model=WebhookPublic, responses=errors(404))
 async def read_webhook(*, platform: PlatformDep, principal: CurrentPrincipal, endpoint_id: uuid.UUID) -> WebhookPublic:
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return webhooks.webhook_public(await webhooks.load_endpoint(conn, principal, endpoint_id))
 
 
@@ -90,7 +90,7 @@ async def list_deliveries(
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> DeliveryAttemptsPublic:
     """Delivery attempts, newest first: the event, when, the HTTP status, how long, the next retry."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         return await webhooks.list_attempts(conn, principal, endpoint_id, limit=limit)
 
 

@@ -165,7 +165,7 @@ class Download:
 async def download_backup(platform: Platform, principal: Principal, backup_id: uuid.UUID) -> Download:
     """The decrypted dump as it streams; its first chunk is checked before anything is sent, and
     who took the data out is recorded in the audit log."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         backup = await load_backup(conn, backup_id, principal)
         check_completed(backup)
         database = (

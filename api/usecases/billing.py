@@ -105,7 +105,7 @@ async def checkout(platform: Platform, principal: Principal, organization_id: uu
 async def portal(platform: Platform, principal: Principal, organization_id: uuid.UUID) -> BillingSession:
     """A Stripe customer portal session: invoices, payment method, cancellation (its admins)."""
     stripe_client = client(platform.settings)
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         row = await read(conn, principal, organization_id)
     if row.customer is None:
         raise ApiError(409, "no_billing_account", "the organization has not subscribed yet: start with checkout")
@@ -119,7 +119,7 @@ async def _customer(
     platform: Platform, stripe_client: stripe.StripeClient, principal: Principal, organization_id: uuid.UUID
 ) -> str:
     """The organization's Stripe customer, made the first time (and kept: one per organization)."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         billing = await read(conn, principal, organization_id)
         email = None
         if principal.user_id is not None:

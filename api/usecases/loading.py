@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -58,22 +59,35 @@ def check_completed(backup: Row[Any]) -> None:
         raise ApiError(409, "backup_not_completed", f"the backup is {backup.status}, not completed")
 
 
+STEP_ROWS = (
+    sa.select(
+        sa.func.coalesce(
+            sa.func.json_agg(
+                aggregate_order_by(
+                    sa.func.json_build_array(STEPS.c.name, STEPS.c.status, STEPS.c.detail), STEPS.c.position
+                )
+            ),
+            sa.literal_column("'[]'::json"),
+        )
+    )
+    .where(STEPS.c.operation_id == OPERATIONS.c.id)
+    .scalar_subquery()
+)
+"""An operation's steps in order, as ``[name, status, detail]`` arrays: read with the operation."""
+
+
 async def load_operation(conn: AsyncConnection, operation_id: uuid.UUID, principal: Principal) -> OperationPublic:
-    row = (await conn.execute(sa.select(OPERATIONS).where(OPERATIONS.c.id == operation_id))).first()
+    """The operation and its steps, in one statement."""
+    query = sa.select(OPERATIONS, sa.type_coerce(STEP_ROWS, sa.JSON).label("step_rows"))
+    row = (await conn.execute(query.where(OPERATIONS.c.id == operation_id))).first()
     if row is None:
         raise not_found("operation")
     principal.admit(row.project_id, "operation")
-    steps = (
-        await conn.execute(
-            sa.select(STEPS.c.name, STEPS.c.status, STEPS.c.detail)
-            .where(STEPS.c.operation_id == operation_id)
-            .order_by(STEPS.c.position)
-        )
-    ).all()
     fields = {k: v for k, v in row._mapping.items() if k in OperationPublic.model_fields}
     if not principal.is_admin:
         fields["error_detail"] = None
-    return OperationPublic(**fields, steps=[StepPublic(name=s.name, status=s.status, detail=s.detail) for s in steps])
+    steps = [StepPublic(name=name, status=status, detail=detail) for name, status, detail in row.step_rows]
+    return OperationPublic(**fields, steps=steps)
 
 
 def database_public(platform: Platform, row: Row[Any]) -> DatabasePublic:

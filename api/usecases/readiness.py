@@ -31,7 +31,7 @@ def _down(exc: BaseException) -> ComponentReadiness:
 async def readiness(platform: Platform) -> Readiness:
     components: dict[str, ComponentReadiness] = {}
     try:
-        async with platform.engine.connect() as conn:
+        async with platform.autocommit.connect() as conn:
             await _within(conn.execute(sa.text("SELECT 1")))
         components["metadata"] = ComponentReadiness(ok=True, detail="answers")
     except Exception as exc:

@@ -215,7 +215,7 @@ async def replay(
 async def send_test(platform: Platform, principal: Principal, endpoint_id: uuid.UUID) -> WebhookTestSent:
     """A ``webhook.test`` event to this endpoint now, signed like any delivery; the attempt is
     listed. No transaction is held while the endpoint answers (up to the send timeout)."""
-    async with platform.engine.connect() as conn:
+    async with platform.autocommit.connect() as conn:
         endpoint = await load_endpoint(conn, principal, endpoint_id)
     now = datetime.now(UTC)
     data = WebhookTest(project_id=endpoint.project_id, endpoint_id=endpoint_id)

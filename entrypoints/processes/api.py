@@ -49,6 +49,7 @@ def api(settings: Settings, *, faults: Faults = NO_FAULTS, store: ObjectStore | 
             app.state.platform = Platform(
                 settings=settings,
                 engine=engine,
+                autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
                 bus=nc,
                 heartbeats=heartbeats(settings, nc),
                 relay=outgoing,
