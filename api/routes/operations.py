@@ -17,8 +17,10 @@ from readmodel.tables import IN_FLIGHT
 
 router = APIRouter(prefix="/operations", tags=["operations"], responses=errors(401, 403, 422, 429))
 MAX_WAIT_SECONDS = 60
-LOOK_AGAIN_SECONDS = 1.0
-"""A waiting request reads the operation again this often, even without a notification."""
+LOOK_AGAIN_SECONDS = 5.0
+"""A waiting request reads the operation again this often, even without a notification (the
+listener wakes every waiting request when it listens again after a lost connection; this covers a
+connection lost without a word)."""
 
 
 @router.get("/{operation_id}", response_model=OperationPublic, responses=errors(404))

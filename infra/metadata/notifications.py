@@ -72,9 +72,16 @@ class Waiters:
             if not watching:
                 del self._by_key[key]
 
+    def wake_all(self) -> None:
+        for watching in self._by_key.values():
+            for wakeup in watching:
+                wakeup.notified()
+
     async def listen(self, engine: AsyncEngine, channel: str, stop: asyncio.Event) -> None:
         """Hold a ``LISTEN`` on ``channel`` until ``stop``, on a connection of its own, opened again
-        when it is lost. Notifications sent meanwhile are missed: watchers look again on a timeout."""
+        when it is lost. Notifications sent while no connection listened are missed, so every
+        watcher wakes once each time the ``LISTEN`` is in place (and looks again); a connection
+        lost without a word is what their own timeout is for."""
         while not stop.is_set():
             try:
                 await self._listen_once(engine, channel, stop)
@@ -90,6 +97,7 @@ class Waiters:
             assert raw is not None  # asyncpg's connection, held by this context
             raw.add_termination_listener(lambda _: lost.set())
             await raw.add_listener(channel, self.notified)
+            self.wake_all()
             waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
             try:
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

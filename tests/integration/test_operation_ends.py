@@ -105,13 +105,17 @@ async def test_an_operation_wakes_its_watcher_when_the_batch_that_ends_it_commit
 
 async def test_a_lost_listening_connection_is_opened_again(engine: AsyncEngine, waiters: Waiters) -> None:
     (pid,) = await listeners(engine)
-    async with engine.connect() as conn:
-        raw = (await conn.get_raw_connection()).driver_connection
-        assert raw is not None
-        await raw.execute(f"SELECT pg_terminate_backend({pid})")
-    async with asyncio.timeout(WOKEN):
-        while (await listeners(engine)) in ([], [pid]):
-            await asyncio.sleep(0.05)
+    with waiters.watch(str(uuid.uuid4())) as watching:
+        assert not await watching.wait(0.1)
+        async with engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None
+            await raw.execute(f"SELECT pg_terminate_backend({pid})")
+        async with asyncio.timeout(WOKEN):
+            while (await listeners(engine)) in ([], [pid]):
+                await asyncio.sleep(0.05)
+        # what was notified while nobody listened is lost: every watcher is told to look again
+        assert await watching.wait(WOKEN)
 
     events = create_events()
     with waiters.watch(str(events[0].correlation_id)) as ended:
