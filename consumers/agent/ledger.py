@@ -34,13 +34,24 @@ class Ledger:
             )
             return [Envelope.model_validate(row[0]) for row in await cur.fetchall()]
 
-    async def record(self, envelope: Envelope) -> None:
+    async def record(self, envelope: Envelope) -> str | None:
+        """Record the event (a second time does nothing) and return who asked to cancel its
+        operation, if anyone did: read by the same statement, so a saga knows before its next step
+        without a round trip of its own."""
         async with self._pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO ledger_events (operation_id, sequence, type, envelope) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT DO NOTHING",
-                (envelope.correlation_id, envelope.sequence, envelope.type, Jsonb(envelope.model_dump(mode="json"))),
+            cur = await conn.execute(
+                "WITH recorded AS (INSERT INTO ledger_events (operation_id, sequence, type, envelope)"
+                " VALUES (%(operation)s, %(sequence)s, %(type)s, %(envelope)s) ON CONFLICT DO NOTHING)"
+                " SELECT actor FROM cancel_requests WHERE operation_id = %(operation)s",
+                {
+                    "operation": envelope.correlation_id,
+                    "sequence": envelope.sequence,
+                    "type": envelope.type,
+                    "envelope": Jsonb(envelope.model_dump(mode="json")),
+                },
             )
+            row = await cur.fetchone()
+            return row[0] if row else None
 
     async def note_failure(self, operation_id: uuid.UUID, error: str) -> None:
         async with self._pool.connection() as conn:

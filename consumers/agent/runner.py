@@ -164,6 +164,9 @@ class _Run:
         self.saga = saga
         self.history = history
         self.announcer = Announcer(runner.publish)
+        self._cancelled_by: str | None = None
+        self._cancel_read = False
+        """Whether ``_cancelled_by`` was read since the last step began (the last record reads it)."""
 
     @property
     def finished(self) -> bool:
@@ -193,9 +196,17 @@ class _Run:
             project_id=self.command.project_id,
             causation_id=self.command.id,
         )
-        await self.runner.ledger.record(envelope)
+        self._cancelled_by, self._cancel_read = await self.runner.ledger.record(envelope), True
         self.history.append(envelope)
         self.announcer.announce(envelope)
+
+    async def _cancel_requested(self) -> str | None:
+        """Who asked to stop the operation: as recording the last event read it, or (the first step
+        a redelivered command resumes at) asked now."""
+        if not self._cancel_read:
+            self._cancelled_by = await self.runner.ledger.cancel_requested(self.command.correlation_id)
+        self._cancel_read = False
+        return self._cancelled_by
 
     def results(self) -> Results:
         """What the completed steps recorded, by step name."""
@@ -213,7 +224,7 @@ class _Run:
                 continue
             with tracing.span(f"step {step.name}", attributes={"pgplane.step": step.name}) as span:
                 try:
-                    if actor := await self.runner.ledger.cancel_requested(self.command.correlation_id):
+                    if actor := await self._cancel_requested():
                         raise PermanentError(f"cancelled by {actor}")
                     faults.before_step(f"{kind}.{step.name}")
                     with timed_step(kind, step.name):

@@ -37,8 +37,9 @@ class FakeLedger:
     async def history(self, operation_id: uuid.UUID) -> list[Envelope]:
         return [e for e in self.events if e.correlation_id == operation_id]
 
-    async def record(self, envelope: Envelope) -> None:
+    async def record(self, envelope: Envelope) -> str | None:
         self.events.append(envelope)
+        return self.cancelled_by
 
     async def cancel_requested(self, operation_id: uuid.UUID) -> str | None:
         return self.cancelled_by
@@ -116,6 +117,22 @@ async def test_a_cancel_request_stops_before_the_next_step() -> None:
     assert done == ["a", "undo a"]
     assert types[-1] == "compensated"
     assert ledger.events[-1].data["reason"] == "cancelled by token:someone"
+
+
+async def test_a_resumed_saga_asks_whether_it_was_cancelled_before_its_first_step() -> None:
+    """A cancel that came while the agent was down: no record of this run has read it yet."""
+    done: list[str] = []
+    ledger, op = FakeLedger(), command()
+    steps = [recorder(done, "a"), recorder(done, "b")]
+    published: list[Envelope] = []
+    await runner_for(steps, fake_host(ledger), published).run(op)
+    ledger.events = [e for e in ledger.events if e.data.get("step") == "a" or "started" in e.type]
+    ledger.cancelled_by, done[:] = "token:someone", []
+
+    await runner_for(steps, fake_host(ledger), published).run(op)  # the command, redelivered
+    assert done == ["undo a"]
+    assert published[-1].type == "pgplane.operation.compensated"
+    assert published[-1].data["reason"] == "cancelled by token:someone"
 
 
 def downloading(work_dir: Path, done: list[str]) -> Step:
