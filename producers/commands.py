@@ -186,25 +186,29 @@ class OutboxRelay:
         self._ttl = idempotency_ttl
 
     async def drain(self) -> int:
-        """Publish every pending message in order; rows locked by a concurrent drain are skipped."""
+        """Publish every pending message in order; rows locked by a concurrent drain are skipped.
+
+        The statement that picks the rows marks them published (one round trip, the locks held
+        to the commit); a publish that fails rolls the mark back, and the rows stay pending."""
         async with self._engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(OUTBOX.c.id, OUTBOX.c.msg_id, OUTBOX.c.subject, OUTBOX.c.stream, OUTBOX.c.payload)
-                    .where(OUTBOX.c.published_at.is_(None))
-                    .order_by(OUTBOX.c.id)
-                    .limit(500)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            pending = (
+                sa.select(OUTBOX.c.id)
+                .where(OUTBOX.c.published_at.is_(None))
+                .order_by(OUTBOX.c.id)
+                .limit(500)
+                .with_for_update(skip_locked=True)
+            )
+            picked = (
+                sa.update(OUTBOX)
+                .where(OUTBOX.c.id.in_(pending.scalar_subquery()))
+                .values(published_at=sa.func.now())
+                .returning(OUTBOX.c.id, OUTBOX.c.msg_id, OUTBOX.c.subject, OUTBOX.c.stream, OUTBOX.c.payload)
+            )
+            rows = sorted((await conn.execute(picked)).all(), key=lambda row: row.id)
             for row in rows:  # each after the one before is stored: an operation's requested event
                 # is on the events stream before its command can make the agent emit the next ones
                 await self._js.publish(
                     row.subject, row.payload, stream=row.stream, headers={"Nats-Msg-Id": row.msg_id}, timeout=10
-                )
-            if rows:
-                await conn.execute(
-                    sa.update(OUTBOX).where(OUTBOX.c.id.in_([r.id for r in rows])).values(published_at=sa.func.now())
                 )
             return len(rows)
 
