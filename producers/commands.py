@@ -42,7 +42,7 @@ class Outbox:
     async def event(self, conn: AsyncConnection, event: Envelope) -> None:
         """Apply an event made here to the read model now (read your writes) and queue it."""
         await apply(conn, event)
-        await _enqueue(conn, [self._event_row(event)])
+        await _enqueue(conn, [_event_row(self.subjects, event)])
 
     async def command(self, conn: AsyncConnection, command: Envelope, *, host_id: str, kind: OperationKind) -> None:
         await _enqueue(conn, [self._command_row(command, host_id=host_id, kind=kind)])
@@ -52,10 +52,7 @@ class Outbox:
     ) -> None:
         """``event`` (applied now, as ``event`` does) and the command it announces, queued in one statement."""
         await apply(conn, event)
-        await _enqueue(conn, [self._event_row(event), self._command_row(command, host_id=host_id, kind=kind)])
-
-    def _event_row(self, event: Envelope) -> Queued:
-        return Queued(event, self.subjects.event(event.type), self.subjects.events_stream)
+        await _enqueue(conn, [_event_row(self.subjects, event), self._command_row(command, host_id=host_id, kind=kind)])
 
     def _command_row(self, command: Envelope, *, host_id: str, kind: OperationKind) -> Queued:
         subject = self.subjects.command(host_id, kind)
@@ -68,6 +65,10 @@ class Queued(NamedTuple):
     envelope: Envelope
     subject: str
     stream: str
+
+
+def _event_row(subjects: Subjects, event: Envelope) -> Queued:
+    return Queued(event, subjects.event(event.type), subjects.events_stream)
 
 
 async def request_operation(
@@ -127,7 +128,7 @@ async def request_operation(
 
 async def queue_event(conn: AsyncConnection, subjects: Subjects, event: Envelope) -> None:
     """Queue an event for the projector alone (no read-your-writes): one it must number in order."""
-    await _enqueue(conn, [Queued(event, subjects.event(event.type), subjects.events_stream)])
+    await _enqueue(conn, [_event_row(subjects, event)])
 
 
 async def _enqueue(conn: AsyncConnection, queued: list[Queued]) -> None:
