@@ -147,6 +147,12 @@ async def sustained(fn: Provision, seconds: float) -> Sustained:
     return result
 
 
+def in_turn(paths: dict[str, Provision], i: int) -> list[tuple[str, Provision]]:
+    """The paths in order the ``i``-th time, the other way round the time after."""
+    turns = list(paths.items())
+    return turns if i % 2 == 0 else turns[::-1]
+
+
 async def compare(raw: Provision, ours: Provision) -> dict[str, dict[str, Any]]:
     """Both paths, taking turns (see the module's docstring)."""
     paths = {"raw": raw, "ours": ours}
@@ -155,13 +161,11 @@ async def compare(raw: Provision, ours: Provision) -> dict[str, dict[str, Any]]:
             await fn()
     sequential: dict[str, list[float]] = {name: [] for name in paths}
     for i in range(N):
-        turns = list(paths.items())
-        for name, fn in turns if i % 2 == 0 else reversed(turns):
+        for name, fn in in_turn(paths, i):
             sequential[name].append(await timed(fn))
     bursts: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
     for i in range(BURSTS):
-        turns = list(paths.items())
-        for name, fn in turns if i % 2 == 0 else reversed(turns):
+        for name, fn in in_turn(paths, i):
             bursts[name].append(await at_once(fn))
     half = SUSTAIN_SECONDS / 2
     raw_first = await sustained(raw, half)

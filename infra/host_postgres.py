@@ -16,6 +16,9 @@ TENANTS = "pgplane_tenants"
 """The group role of every tenant role: pg_hba refuses it anywhere but PgBouncer's socket."""
 WARM_PREFIX = "warm_"
 """Databases made ahead of the creates that take them (``take_warm_database``)."""
+SESSIONS_GONE_SECONDS = 2.0
+"""How long ending a database's sessions waits for their server processes to exit."""
+SESSIONS_GONE_POLL_SECONDS = 0.002
 
 
 class HostPostgres:
@@ -141,8 +144,12 @@ class HostPostgres:
         )
 
     async def drop_database(self, dbname: str) -> None:
-        """Ends every session on it first (``WITH (FORCE)``)."""
-        await self._ddl(sql.SQL("DROP DATABASE IF EXISTS {db} WITH (FORCE)").format(db=sql.Identifier(dbname)))
+        """Ends every session on it first (``end_sessions_on``; ``WITH (FORCE)`` ends any that
+        came meanwhile)."""
+        async with self._pool.connection() as conn:
+            await conn.set_autocommit(True)
+            await end_sessions_on(conn, [dbname])
+            await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {db} WITH (FORCE)").format(db=sql.Identifier(dbname)))
 
     async def tenant_databases(self) -> list[tuple[str, str, int]]:
         """Every tenant-named database: (name, owner, size in bytes)."""
@@ -217,10 +224,7 @@ class HostPostgres:
         for attempt in range(50):
             async with self._pool.connection() as conn:
                 await conn.set_autocommit(True)
-                await conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ANY(%s)",
-                    ([live, replacement],),
-                )
+                await end_sessions_on(conn, [live, replacement])
                 try:
                     async with conn.transaction():
                         rename = sql.SQL("ALTER DATABASE {} RENAME TO {}")
@@ -236,6 +240,27 @@ class HostPostgres:
         async with self._pool.connection() as conn:
             await conn.set_autocommit(True)
             await conn.execute(statement)
+
+
+async def end_sessions_on(conn: psycopg.AsyncConnection[tuple[object, ...]], dbnames: list[str]) -> None:
+    """End every session on ``dbnames`` and wait until their server processes are gone, for up to
+    ``SESSIONS_GONE_SECONDS`` (``conn`` in autocommit, so each look is a fresh ``pg_stat_activity``).
+
+    ``DROP DATABASE`` and ``ALTER DATABASE ... RENAME`` refuse a database a server process is
+    still on, and one just told to end is still on it for a few milliseconds: ``DROP ... WITH
+    (FORCE)`` then sleeps 100 ms before it looks again (a reset with its tenant connected, say: the
+    DROP of a database with an open session took 113 ms that way, 16 ms after this wait), and a
+    rename fails and is tried again 100 ms later. Whatever is left after the wait is left to that
+    statement."""
+    await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ANY(%s)", (dbnames,))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SESSIONS_GONE_SECONDS
+    while loop.time() < deadline:
+        cur = await conn.execute("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = ANY(%s))", (dbnames,))
+        row = await cur.fetchone()
+        if row is None or not row[0]:
+            return
+        await asyncio.sleep(SESSIONS_GONE_POLL_SECONDS)
 
 
 async def check_login(*, host: str, port: int, dbname: str, user: str, password: str) -> None:

@@ -1,0 +1,48 @@
+"""Ending a database's sessions waits until PostgreSQL lists none of their processes, and gives
+up after ``SESSIONS_GONE_SECONDS`` (the statement after it then meets what is left)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infra import host_postgres
+from infra.host_postgres import end_sessions_on
+
+
+class Cursor:
+    def __init__(self, row: tuple[Any, ...] | None) -> None:
+        self._row = row
+
+    async def fetchone(self) -> tuple[Any, ...] | None:
+        return self._row
+
+
+class Server:
+    """Sessions still listed for the first ``listed_for`` looks after they are told to end."""
+
+    def __init__(self, listed_for: int) -> None:
+        self.listed_for = listed_for
+        self.statements: list[str] = []
+
+    async def execute(self, query: str, params: tuple[Any, ...]) -> Cursor:
+        self.statements.append(query.split()[1])
+        if "pg_terminate_backend" in query:
+            return Cursor(None)
+        listed = self.listed_for > 0
+        self.listed_for -= 1
+        return Cursor((listed,))
+
+
+async def test_it_looks_until_no_process_is_listed() -> None:
+    server = Server(listed_for=3)
+    await end_sessions_on(server, ["db_a"])  # type: ignore[arg-type]
+    assert server.statements == ["pg_terminate_backend(pid)", "EXISTS", "EXISTS", "EXISTS", "EXISTS"]
+
+
+async def test_it_gives_up_after_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(host_postgres, "SESSIONS_GONE_SECONDS", 0.05)
+    server = Server(listed_for=10**6)
+    await end_sessions_on(server, ["db_a"])  # type: ignore[arg-type]
+    assert 2 < len(server.statements) < 10**6
