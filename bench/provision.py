@@ -1,8 +1,8 @@
 """Provisioning latency: raw DDL + PgBouncer reload vs our end-to-end path, in one run.
 
 (a) raw: the statements of a create with nothing made ahead (role with SCRAM verifier,
-    ``CREATE DATABASE``, revoke, PgBouncer route + RELOAD, a login through PgBouncer) straight
-    through psycopg;
+    ``CREATE DATABASE``, revoke, PgBouncer route (its line written beside the others) + RELOAD, a
+    login through PgBouncer) straight through psycopg;
 (b) ours: POST /databases → GET /operations/{id}?wait=60, which answers once it has ended,
     ``succeeded`` (the agent renames a warm database when it has one, and makes another meanwhile).
 Each sequentially (N times), 50 at once (``BENCH_BURSTS`` bursts of ``BENCH_CONCURRENT``, default 4
@@ -189,7 +189,7 @@ async def raw_path(root: Path) -> AsyncIterator[Provision]:
     try:
         stack.start_servers()
         bouncer = stack.bouncer()
-        routes: list[Route] = []
+        bouncer.write_files([])
         async with AsyncConnectionPool(cluster.superuser_dsn(), min_size=2, max_size=12, open=False) as pool:
             host = HostPostgres(pool)
             await host.lock_down()  # the tenants' group role, as the agent makes it when it starts
@@ -200,10 +200,12 @@ async def raw_path(root: Path) -> AsyncIterator[Provision]:
                 await host.ensure_role(role, verifier=verifier, connection_limit=20)
                 await host.ensure_database(dbname, owner=role)
                 await host.revoke_public(dbname, owner=role)
-                routes.append(
-                    Route(database_id=uuid.uuid4(), dbname=dbname, role=role, verifier=verifier, max_connections=20)
-                )
-                await bouncer.apply(list(routes))
+                route = Route(database_id=uuid.uuid4(), dbname=dbname, role=role, verifier=verifier, max_connections=20)
+
+                async def new_route() -> Route:
+                    return route
+
+                await bouncer.apply_one(dbname, new_route)
                 await check_login(
                     host="127.0.0.1", port=stack.pgbouncer_port, dbname=dbname, user=role, password=password
                 )

@@ -1,9 +1,15 @@
 """PgBouncer routes: the agent owns ``databases.ini`` and ``userlist.txt`` and reloads.
 
 ``pgbouncer.ini`` (written once by whoever deploys PgBouncer) ends with
-``%include databases.ini``. The files are rewritten whole from the agent's ledger, atomically
-(write + rename), then the admin console is told to ``RELOAD``: the ledger is the source of
-truth, so a rewrite is idempotent and a crash between write and reload heals on the next one.
+``%include databases.ini``. The files are rewritten whole, atomically (write + rename), then the
+admin console is told to ``RELOAD``: the ledger is the source of truth, so a rewrite is
+idempotent and a crash between write and reload heals on the next one.
+
+The lines come from the ledger: all of them when the agent starts (``apply``), and after that one
+database's at a time (``apply_one``; the others are kept from before, so a change costs the same
+with a thousand routes as with one). Either reads the ledger under the route lock, so a full
+reading never overwrites a newer change to one database. Changes made at once share a reload:
+one that began after a change's files were written carries it too.
 """
 
 from __future__ import annotations
@@ -12,8 +18,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
-from operator import attrgetter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -61,6 +66,10 @@ pidfile = {directory / "pgbouncer.pid"}
 """
 
 
+class RoutesNotLoaded(RuntimeError):
+    """One database's route was changed before the whole set was read (``apply``)."""
+
+
 class PgBouncer:
     def __init__(self, *, directory: Path, port: int, admin_password: str, server_host: str, server_port: int) -> None:
         self._dir = directory
@@ -69,25 +78,67 @@ class PgBouncer:
         self._admin_verifier = scram_verifier(admin_password)
         self._server = f"host={server_host} port={server_port}"
         self._lock = asyncio.Lock()
+        self._lines: dict[str, tuple[str, str]] | None = None
+        """Each routed database's line in ``databases.ini`` and its role's in ``userlist.txt``, as
+        last written (``None``: this process has not read the routes yet)."""
+        self._written = 0
+        """How many times the files were written."""
+        self._reloaded = 0
+        """How many writes the last ``RELOAD`` began after."""
         self._console: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._console_lock = asyncio.Lock()
 
-    async def apply(self, routes: list[Route]) -> None:
-        """Make PgBouncer route exactly ``routes`` (plus the admin console)."""
+    async def apply(self, read: Callable[[], Awaitable[list[Route]]]) -> None:
+        """Make PgBouncer route exactly the routes ``read`` returns (plus the admin console)."""
         async with self._lock:
-            self.write_files(routes)
-            await self.admin("RELOAD")
+            self._lines = {route.dbname: self._lines_of(route) for route in await read()}
+            written = self._write()
+        await self._reload(written)
+
+    async def apply_one(self, dbname: str, read: Callable[[], Awaitable[Route | None]]) -> None:
+        """Route ``dbname`` as ``read`` says now (``None``: not at all), the others as before."""
+        async with self._lock:
+            if self._lines is None:
+                raise RoutesNotLoaded(f"the route of {dbname} changed before the routes were read")
+            route = await read()
+            if route is None:
+                self._lines.pop(dbname, None)
+            else:
+                self._lines[dbname] = self._lines_of(route)
+            written = self._write()
+        await self._reload(written)
 
     def write_files(self, routes: list[Route]) -> None:
-        ordered = sorted(routes, key=attrgetter("dbname"))  # the same routes, the same files
-        databases = ["[databases]"] + [
+        """Write the files for ``routes`` (a new PgBouncer's, before it starts: no reload)."""
+        self._lines = {route.dbname: self._lines_of(route) for route in routes}
+        self._write()
+
+    def _lines_of(self, r: Route) -> tuple[str, str]:
+        return (
             f"{r.dbname} = {self._server} dbname={r.dbname} pool_size={r.max_connections}"
-            f" max_db_connections={r.max_connections}"
-            for r in ordered
-        ]
-        users = [f'"{ADMIN_USER}" "{self._admin_verifier}"'] + [f'"{r.role}" "{r.verifier}"' for r in ordered]
-        _replace(self._dir / "databases.ini", "\n".join(databases) + "\n", mode=0o644)
-        _replace(self._dir / "userlist.txt", "\n".join(users) + "\n", mode=0o600)
+            f" max_db_connections={r.max_connections}",
+            f'"{r.role}" "{r.verifier}"',
+        )
+
+    def _write(self) -> int:
+        assert self._lines is not None
+        ordered = sorted(self._lines.items())  # the same routes, the same files
+        databases = "\n".join(["[databases]", *(line for _, (line, _) in ordered)])
+        users = "\n".join([f'"{ADMIN_USER}" "{self._admin_verifier}"', *(line for _, (_, line) in ordered)])
+        _replace(self._dir / "databases.ini", databases + "\n", mode=0o644)
+        _replace(self._dir / "userlist.txt", users + "\n", mode=0o600)
+        self._written += 1
+        return self._written
+
+    async def _reload(self, written: int) -> None:
+        """Have PgBouncer read the files as they were after write number ``written`` (or later): a
+        ``RELOAD`` that began after it, this one's or another change's."""
+        async with self._lock:
+            if self._reloaded >= written:
+                return
+            reloading = self._written
+            await self.admin("RELOAD")
+            self._reloaded = reloading
 
     async def disconnect(self, dbname: str) -> None:
         """Drop every client and server connection of one database, then let new ones in."""

@@ -4,6 +4,7 @@ store and its keys, a work directory, and the fault hooks."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,12 @@ class Host:
     """Databases made ahead for creates (``None``: each create makes its own)."""
 
     async def reroute(self) -> None:
-        await self.bouncer.apply(await self.ledger.routes())
+        """PgBouncer routes every database as the ledger says."""
+        await self.bouncer.apply(self.ledger.routes)
+
+    async def reroute_database(self, database_id: uuid.UUID, dbname: str) -> None:
+        """PgBouncer routes one database as the ledger says, the others as before."""
+        await self.bouncer.apply_one(dbname, lambda: self.ledger.route(database_id))
 
     async def lock_down(self) -> None:
         """The host's tenant boundary in place, for tenant roles made by earlier releases too."""

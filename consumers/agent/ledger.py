@@ -22,6 +22,11 @@ from psycopg_pool import AsyncConnectionPool
 from infra.pgbouncer import Route
 from schemas.envelope import Envelope
 
+_ROUTES = (
+    "SELECT database_id, dbname, role, verifier, max_connections FROM host_databases"
+    " WHERE routed AND deleted_at IS NULL AND verifier IS NOT NULL"
+)
+
 
 class Ledger:
     def __init__(self, pool: AsyncConnectionPool) -> None:
@@ -133,11 +138,15 @@ class Ledger:
 
     async def routes(self) -> list[Route]:
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT database_id, dbname, role, verifier, max_connections FROM host_databases"
-                " WHERE routed AND deleted_at IS NULL AND verifier IS NOT NULL"
-            )
+            cur = await conn.execute(_ROUTES)
             return [Route._make(row) for row in await cur.fetchall()]
+
+    async def route(self, database_id: uuid.UUID) -> Route | None:
+        """The database's route (``None``: not routed, deleted, or without a verifier yet)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_ROUTES + " AND database_id = %s", (database_id,))
+            row = await cur.fetchone()
+            return Route._make(row) if row else None
 
     # --- WAL archive and base backups (point-in-time restore) -------------------------------
 

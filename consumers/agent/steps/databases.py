@@ -39,15 +39,18 @@ class TenantDatabase:
     async def drop_role(self) -> None:
         await self.host.postgres.drop_role(self.cmd.role)
 
+    async def reroute(self) -> None:
+        await self.host.reroute_database(self.cmd.database_id, self.cmd.dbname)
+
     async def remove_route(self) -> None:
         """PgBouncer stops routing the database and drops its sessions."""
         await self.host.ledger.set_route(self.cmd.database_id, routed=False)
-        await self.host.reroute()
+        await self.reroute()
         await self.host.bouncer.disconnect(self.cmd.dbname)
 
     async def restore_route(self) -> None:
         await self.host.ledger.set_route(self.cmd.database_id, routed=True)
-        await self.host.reroute()
+        await self.reroute()
 
     async def reset_connections(self) -> None:
         await self.host.bouncer.disconnect(self.cmd.dbname)
@@ -137,11 +140,11 @@ class RotatedTenantDatabase(TenantDatabase):
 
     async def update_route(self) -> None:
         await self.host.ledger.set_verifier(self.cmd.database_id, self.cmd.password_verifier)
-        await self.host.reroute()
+        await self.reroute()
 
     async def restore_previous_route(self) -> None:
         await self.host.ledger.restore_previous_verifier(self.cmd.database_id, replaced=self.cmd.password_verifier)
-        await self.host.reroute()
+        await self.reroute()
 
     async def verify_login(self) -> None:
         await self.host.verify_login(self.cmd)
