@@ -101,11 +101,16 @@ class PgBouncer:
             if self._lines is None:
                 raise RoutesNotLoaded(f"the route of {dbname} changed before the routes were read")
             route = await read()
-            if route is None:
-                self._lines.pop(dbname, None)
-            else:
+            before = self._lines.pop(dbname, None)
+            if route is not None:
                 self._lines[dbname] = self._lines_of(route)
-            written = self._write()
+            after = self._lines.get(dbname)
+            if before == after:
+                written = self._written  # no change: only a reload the last one may still owe
+            elif before is None or after is None:
+                written = self._write()
+            else:  # a rotation changes only the login's line
+                written = self._write(databases=before[0] != after[0], users=before[1] != after[1])
         await self._reload(written)
 
     def write_files(self, routes: list[Route]) -> None:
@@ -120,13 +125,16 @@ class PgBouncer:
             f'"{r.role}" "{r.verifier}"',
         )
 
-    def _write(self) -> int:
+    def _write(self, databases: bool = True, users: bool = True) -> int:
+        """Rewrite the routes file, the logins file, or both; returns the write's number."""
         assert self._lines is not None
         ordered = sorted(self._lines.items())  # the same routes, the same files
-        databases = "\n".join(["[databases]", *(line for _, (line, _) in ordered)])
-        users = "\n".join([f'"{ADMIN_USER}" "{self._admin_verifier}"', *(line for _, (_, line) in ordered)])
-        _replace(self._dir / "databases.ini", databases + "\n", mode=0o644)
-        _replace(self._dir / "userlist.txt", users + "\n", mode=0o600)
+        if databases:
+            text = "\n".join(["[databases]", *(line for _, (line, _) in ordered)])
+            _replace(self._dir / "databases.ini", text + "\n", mode=0o644)
+        if users:
+            text = "\n".join([f'"{ADMIN_USER}" "{self._admin_verifier}"', *(line for _, (_, line) in ordered)])
+            _replace(self._dir / "userlist.txt", text + "\n", mode=0o600)
         self._written += 1
         return self._written
 

@@ -75,10 +75,15 @@ async def test_one_database_changes_and_the_others_stay(
     await bouncer.apply_one(route(2).dbname, lambda: read(route(2).dbname))
     assert routed(tmp_path) == [route(n).dbname for n in (1, 2, 3)]
 
+    routes_file = (tmp_path / "databases.ini").stat().st_ino
     ledger.routes[route(1).dbname] = route(1, verifier="SCRAM-SHA-256$4096:n$e:w")
     await bouncer.apply_one(route(1).dbname, lambda: read(route(1).dbname))
     assert f'"{route(1).role}" "SCRAM-SHA-256$4096:n$e:w"' in users(tmp_path)
     assert len(users(tmp_path)) == 3
+    assert (tmp_path / "databases.ini").stat().st_ino == routes_file  # a rotation rewrites only the logins
+
+    await bouncer.apply_one(route(1).dbname, lambda: read(route(1).dbname))  # nothing changed: nothing to do
+    assert len(console.reloads) == 3
 
     del ledger.routes[route(3).dbname]
     await bouncer.apply_one(route(3).dbname, lambda: read(route(3).dbname))
