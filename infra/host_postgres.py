@@ -6,6 +6,7 @@ Each function checks reality first, so running it twice does nothing twice.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 import psycopg
@@ -16,6 +17,9 @@ TENANTS = "pgplane_tenants"
 """The group role of every tenant role: pg_hba refuses it anywhere but PgBouncer's socket."""
 WARM_PREFIX = "warm_"
 """Databases made ahead of the creates that take them (``take_warm_database``)."""
+log = logging.getLogger("pgplane.host_postgres")
+GONE_PREFIX = "gone_"
+"""Databases and roles set aside by a delete or a reset, dropped in the background (``drop_gone``)."""
 SESSIONS_GONE_SECONDS = 2.0
 """How long ending a database's sessions waits for their server processes to exit."""
 SESSIONS_GONE_POLL_SECONDS = 0.002
@@ -216,20 +220,71 @@ class HostPostgres:
         )
 
     async def swap_databases(self, *, live: str, replacement: str, keep_as: str) -> None:
-        """In ONE transaction: ``live`` becomes ``keep_as`` and ``replacement`` becomes ``live``.
+        """In ONE transaction: ``live`` becomes ``keep_as`` and ``replacement`` becomes ``live``."""
+        rename = sql.SQL("ALTER DATABASE {} RENAME TO {}")
+        await self._free_and_alter(
+            [live, replacement],
+            [
+                rename.format(sql.Identifier(live), sql.Identifier(keep_as)),
+                rename.format(sql.Identifier(replacement), sql.Identifier(live)),
+            ],
+        )
 
-        Renaming needs both databases free of sessions, so they are ended first; a session that
-        races in makes the transaction fail whole, and it is tried again.
-        """
+    async def set_aside_database(self, dbname: str) -> None:
+        """``dbname`` out of everyone's reach at once, its space freed soon after: its sessions
+        ended, closed to connections and renamed ``gone_<hex>`` in one transaction, to be dropped
+        by ``drop_gone``. A catalog update of a few milliseconds, where ``DROP DATABASE`` has
+        PostgreSQL 15 checkpoint the whole cluster first (100 ms and more on a busy host). Nothing
+        when it is not there."""
+        if not await self.database_exists(dbname):
+            return
+        db = sql.Identifier(dbname)
+        await self._free_and_alter(
+            [dbname],
+            [
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(db),
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(db, sql.Identifier(_gone_name())),
+            ],
+        )
+
+    async def set_aside_role(self, role: str) -> None:
+        """``role`` may no longer log in and is renamed ``gone_<hex>`` (in one transaction), to be
+        dropped by ``drop_gone`` once the databases set aside, which it may own or hold objects
+        in, are gone. Nothing when it is not there."""
+        if not await self.role_exists(role):
+            return
+        name = sql.Identifier(role)
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(sql.SQL("ALTER ROLE {} WITH NOLOGIN").format(name))
+            await conn.execute(sql.SQL("ALTER ROLE {} RENAME TO {}").format(name, sql.Identifier(_gone_name())))
+
+    async def drop_gone(self) -> None:
+        """Drop every database set aside, then every role (one still holding objects somewhere is
+        left for the next time, and logged)."""
+        async with self._pool.connection() as conn:
+            await conn.set_autocommit(True)
+            cur = await conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (GONE_PREFIX,))
+            for (name,) in await cur.fetchall():
+                await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            cur = await conn.execute("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (GONE_PREFIX,))
+            for (name,) in await cur.fetchall():
+                try:
+                    await conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+                except psycopg.errors.DependentObjectsStillExist as exc:
+                    log.warning("role %s was set aside but cannot be dropped yet: %s", name, exc)
+
+    async def _free_and_alter(self, dbnames: list[str], statements: list[sql.Composed]) -> None:
+        """End every session on ``dbnames``, then run ``statements`` in one transaction. Renaming
+        needs the databases free of sessions: one that races in makes the transaction fail whole,
+        and it is all tried again."""
         for attempt in range(50):
             async with self._pool.connection() as conn:
                 await conn.set_autocommit(True)
-                await end_sessions_on(conn, [live, replacement])
+                await end_sessions_on(conn, dbnames)
                 try:
                     async with conn.transaction():
-                        rename = sql.SQL("ALTER DATABASE {} RENAME TO {}")
-                        await conn.execute(rename.format(sql.Identifier(live), sql.Identifier(keep_as)))
-                        await conn.execute(rename.format(sql.Identifier(replacement), sql.Identifier(live)))
+                        for statement in statements:
+                            await conn.execute(statement)
                     return
                 except psycopg.errors.ObjectInUse:
                     if attempt == 49:
@@ -240,6 +295,10 @@ class HostPostgres:
         async with self._pool.connection() as conn:
             await conn.set_autocommit(True)
             await conn.execute(statement)
+
+
+def _gone_name() -> str:
+    return f"{GONE_PREFIX}{uuid.uuid4().hex}"
 
 
 async def end_sessions_on(conn: psycopg.AsyncConnection[tuple[object, ...]], dbnames: list[str]) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 
+from consumers.agent.graveyard import Graveyard
 from consumers.agent.ledger import Ledger
 from consumers.agent.warm_databases import WarmDatabases
 from infra.backup_crypto import BackupKeys
@@ -27,10 +28,12 @@ from schemas.commands import (
 
 @dataclass(frozen=True, kw_only=True)
 class Host:
-    """What a saga acts on: this host's PostgreSQL, its PgBouncer, the agent's ledger, the object
-    store and backup keys, and a work directory for downloads."""
+    """What a saga acts on: this host's PostgreSQL (and the job that drops what deletes set aside),
+    its PgBouncer, the agent's ledger, the object store and backup keys, and a work directory for
+    downloads."""
 
     postgres: HostPostgres
+    graveyard: Graveyard
     bouncer: PgBouncer
     ledger: Ledger
     bouncer_host: str

@@ -14,11 +14,10 @@ the reconciler and a restore's selective unpack pass them by.
 from __future__ import annotations
 
 import asyncio
-import logging
 
+from consumers.agent.woken_job import WokenJob
 from infra.host_postgres import HostPostgres
 
-log = logging.getLogger("pgplane.agent.warm")
 LOOK_AGAIN_SECONDS = 5.0
 """How often the job checks the count even when no create took one (a failed fill is retried)."""
 
@@ -27,7 +26,7 @@ class WarmDatabases:
     def __init__(self, postgres: HostPostgres, size: int) -> None:
         self._postgres = postgres
         self.size = size
-        self._taken = asyncio.Event()
+        self._job = WokenJob("making warm databases", self.fill, every_seconds=LOOK_AGAIN_SECONDS)
 
     async def take(self, dbname: str, *, owner: str) -> bool:
         """``dbname`` from a warm database (see ``HostPostgres.take_warm_database``)."""
@@ -36,22 +35,12 @@ class WarmDatabases:
         try:
             return await self._postgres.take_warm_database(dbname, owner=owner)
         finally:
-            self._taken.set()
+            self._job.wake()
 
     async def fill(self) -> None:
         for _ in range(self.size - await self._postgres.warm_databases()):
             await self._postgres.make_warm_database()
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set() and self.size > 0:
-            self._taken.clear()
-            try:
-                await self.fill()
-            except Exception:
-                log.exception("making warm databases failed; trying again")
-            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._taken.wait())]
-            try:
-                await asyncio.wait(waits, timeout=LOOK_AGAIN_SECONDS, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for wait in waits:
-                    wait.cancel()
+        if self.size > 0:
+            await self._job.run(stop)

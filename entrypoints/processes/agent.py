@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from consumers.agent import ledger_schema
 from consumers.agent.base_backups import BaseBackups
+from consumers.agent.graveyard import Graveyard
 from consumers.agent.host import Host
 from consumers.agent.host_state import StateReporter
 from consumers.agent.key_service import KeyService
@@ -63,8 +64,10 @@ async def run_agent(
         stack.push_async_callback(bouncer.close)
         postgres = HostPostgres(admin_pool)
         warm = WarmDatabases(postgres, settings.agent_warm_databases)
+        graveyard = Graveyard(postgres)
         host = Host(
             postgres=postgres,
+            graveyard=graveyard,
             bouncer=bouncer,
             ledger=ledger,
             bouncer_host="127.0.0.1",
@@ -101,7 +104,7 @@ async def run_agent(
         )
         beating = partial(heartbeats(settings, nc).run, f"agent.{settings.host_id}")
         reporting = partial(StateReporter(host, agent.publish_event).run, interval=settings.state_report_seconds)
-        await agent.serve(stop, [beating, reporting, warm.run, *_pitr_jobs(settings, host, agent)])
+        await agent.serve(stop, [beating, reporting, warm.run, graveyard.run, *_pitr_jobs(settings, host, agent)])
 
 
 def _pitr_jobs(settings: Settings, host: Host, agent: Agent) -> list[BackgroundJob]:

@@ -8,7 +8,7 @@ import nats
 import psycopg
 
 from devstack.stack import Stack
-from infra.host_postgres import WARM_PREFIX
+from infra.host_postgres import GONE_PREFIX, WARM_PREFIX
 from schemas.subjects import Subjects
 from tests.platform_client import PlatformClient, new_key
 from tests.stacks import shared_stack
@@ -34,10 +34,12 @@ stack = shared_stack({"PGPLANE_DATABASES_PER_PROJECT_FREE": "3"})  # each test w
 
 
 def host_database_count(stack: Stack) -> int:
-    """Databases on the host but the warm ones, which the agent makes again after any create."""
+    """Databases on the host but the warm ones, which the agent makes again after any create, and
+    those set aside, which it drops in the background after a delete."""
     with psycopg.connect(stack.cluster.superuser_dsn()) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_database WHERE NOT starts_with(datname, %s)", (WARM_PREFIX,)
+            "SELECT count(*) FROM pg_database WHERE NOT starts_with(datname, %s) AND NOT starts_with(datname, %s)",
+            (WARM_PREFIX, GONE_PREFIX),
         ).fetchone()
     assert row is not None
     return int(row[0])

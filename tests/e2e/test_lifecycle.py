@@ -19,6 +19,31 @@ def connect(uri: str) -> psycopg.Connection:
     return psycopg.connect(uri, connect_timeout=5, autocommit=True)
 
 
+def host_oids(client: PlatformClient, dbname: str, role: str) -> tuple[int, int]:
+    """The database's and the role's OIDs (a rename keeps them)."""
+    with psycopg.connect(client.stack.cluster.superuser_dsn()) as conn:
+        row = conn.execute(
+            "SELECT (SELECT oid FROM pg_database WHERE datname = %s), (SELECT oid FROM pg_roles WHERE rolname = %s)",
+            (dbname, role),
+        ).fetchone()
+    assert row is not None and None not in row
+    return int(row[0]), int(row[1])
+
+
+async def until_dropped(client: PlatformClient, *, database: int, role: int | None = None) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            with psycopg.connect(client.stack.cluster.superuser_dsn()) as conn:
+                row = conn.execute(
+                    "SELECT EXISTS (SELECT FROM pg_database WHERE oid = %s)"
+                    " OR EXISTS (SELECT FROM pg_roles WHERE oid = %s)",
+                    (database, role),
+                ).fetchone()
+            if row == (False,):
+                return
+            await asyncio.sleep(0.1)
+
+
 async def test_database_lifecycle(client: PlatformClient) -> None:
     tenant = await client.tenant()
     key = new_key()
@@ -58,11 +83,15 @@ async def test_database_lifecycle(client: PlatformClient) -> None:
     with connect(new["uri"]) as conn:
         assert conn.execute("SELECT body FROM notes").fetchone() == ("hello",)
 
+    before_reset = host_oids(client, database["dbname"], database["user"])
     reset = await client.http.post(f"/databases/{database_id}/reset", headers=tenant.headers)
     assert reset.status_code == 202, reset.text
     await client.succeeded(tenant, reset.json()["operation"]["id"])
     with connect(new["uri"]) as conn:
         assert conn.execute("SELECT to_regclass('notes')").fetchone() == (None,)
+    await until_dropped(client, database=before_reset[0])  # the old one, set aside, is dropped in the background
+
+    before_delete = host_oids(client, database["dbname"], database["user"])
 
     delete = await client.http.delete(f"/databases/{database_id}", headers=tenant.headers)
     assert delete.status_code == 202, delete.text
@@ -71,6 +100,7 @@ async def test_database_lifecycle(client: PlatformClient) -> None:
         connect(new["uri"]).close()
     assert client.host_has(database["dbname"], database["user"]) == (0, 0)
     assert (await client.http.get(f"/databases/{database_id}", headers=tenant.headers)).json()["status"] == "deleted"
+    await until_dropped(client, database=before_delete[0], role=before_delete[1])  # the space is freed too
 
     audit = (await client.http.get("/audit-log", headers=tenant.headers)).json()
     outcomes = {(e["action"], e["outcome"]) for e in audit["data"]}

@@ -31,13 +31,15 @@ class TenantDatabase:
             await self.host.postgres.ensure_database(self.cmd.dbname, owner=self.cmd.role)
 
     async def drop_database(self) -> None:
-        await self.host.postgres.drop_database(self.cmd.dbname)
+        """Out of reach at once, dropped in the background (``consumers.agent.graveyard``)."""
+        await self.host.graveyard.set_aside_database(self.cmd.dbname)
 
     async def revoke_public(self) -> None:
         await self.host.postgres.revoke_public(self.cmd.dbname, owner=self.cmd.role)
 
     async def drop_role(self) -> None:
-        await self.host.postgres.drop_role(self.cmd.role)
+        """No more logins at once, dropped in the background after the databases."""
+        await self.host.graveyard.set_aside_role(self.cmd.role)
 
     async def reroute(self) -> None:
         await self.host.reroute_database(self.cmd.database_id, self.cmd.dbname)
