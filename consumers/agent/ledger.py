@@ -86,12 +86,19 @@ class Ledger:
             row = await cur.fetchone()
             return row is not None and row[0] is not None
 
-    async def set_deleted(self, database_id: uuid.UUID, deleted: bool) -> None:
+    async def clear_tombstone(self, database_id: uuid.UUID) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute("UPDATE host_databases SET deleted_at = NULL WHERE database_id = %s", (database_id,))
+
+    async def tombstone(self, database_id: uuid.UUID, *, dbname: str, role: str) -> None:
+        """Mark the database deleted (remembered first when this host never had it), in one
+        statement; the time of the first tombstone stays."""
         async with self._pool.connection() as conn:
             await conn.execute(
-                "UPDATE host_databases SET deleted_at = CASE WHEN %s THEN coalesce(deleted_at, now()) END"
-                " WHERE database_id = %s",
-                (deleted, database_id),
+                "INSERT INTO host_databases (database_id, dbname, role, max_connections, deleted_at)"
+                " VALUES (%s, %s, %s, 1, now())"
+                " ON CONFLICT (database_id) DO UPDATE SET deleted_at = coalesce(host_databases.deleted_at, now())",
+                (database_id, dbname, role),
             )
 
     async def set_suspended(self, database_id: uuid.UUID, suspended: bool) -> None:
@@ -117,6 +124,15 @@ class Ledger:
                 "UPDATE host_databases SET previous_verifier = verifier, verifier = %s"
                 " WHERE database_id = %s AND verifier IS DISTINCT FROM %s",
                 (verifier, database_id, verifier),
+            )
+
+    async def route_with(self, database_id: uuid.UUID, verifier: str) -> None:
+        """``set_verifier`` and ``set_route(routed=True)`` in one statement."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE host_databases SET routed = true, verifier = %s, previous_verifier = CASE"
+                " WHEN verifier IS DISTINCT FROM %s THEN verifier ELSE previous_verifier END WHERE database_id = %s",
+                (verifier, verifier, database_id),
             )
 
     async def restore_previous_verifier(self, database_id: uuid.UUID, *, replaced: str) -> None:

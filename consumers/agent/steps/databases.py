@@ -92,8 +92,8 @@ class NewTenantDatabase(TenantDatabase):
         )
 
     async def add_route(self) -> None:
-        await self.host.ledger.set_verifier(self.cmd.database_id, self.cmd.password_verifier)
-        await self.restore_route()
+        await self.host.ledger.route_with(self.cmd.database_id, self.cmd.password_verifier)
+        await self.reroute()
 
     async def verify_login(self) -> None:
         await self.host.verify_login(self.cmd)
@@ -107,11 +107,10 @@ class DeletedTenantDatabase(TenantDatabase):
 
     async def tombstone(self) -> None:
         cmd = self.cmd
-        await self.host.ledger.remember_database(cmd.database_id, dbname=cmd.dbname, role=cmd.role, max_connections=1)
-        await self.host.ledger.set_deleted(cmd.database_id, True)
+        await self.host.ledger.tombstone(cmd.database_id, dbname=cmd.dbname, role=cmd.role)
 
     async def remove_tombstone(self) -> None:
-        await self.host.ledger.set_deleted(self.cmd.database_id, False)
+        await self.host.ledger.clear_tombstone(self.cmd.database_id)
 
     async def end_writes(self) -> WritesEnded:
         await self.remove_route()
