@@ -52,21 +52,19 @@ class HostPostgres:
     async def ensure_role(self, role: str, *, verifier: str, connection_limit: int, login: bool = True) -> None:
         """A login role (``login=False``: a suspended tenant's) that can do nothing but own its
         database, in the tenants' group, whose failing statements PostgreSQL never writes to its
-        log (they could hold a password)."""
+        log (they could hold a password): all three in one transaction, so no role can log in
+        unconfined (and one commit instead of three)."""
         verb = "ALTER" if await self.role_exists(role) else "CREATE"
         options = sql.SQL(
             ("LOGIN" if login else "NOLOGIN") + " NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
             " CONNECTION LIMIT {limit} PASSWORD {verifier}"
         ).format(limit=sql.Literal(connection_limit), verifier=sql.Literal(verifier))
-        await self._ddl(
-            sql.SQL(verb + " ROLE {role} WITH {options}").format(role=sql.Identifier(role), options=options)
-        )
-        await self.confine(role)
+        made = sql.SQL(verb + " ROLE {role} WITH {options}").format(role=sql.Identifier(role), options=options)
+        await self._ddl(sql.SQL("; ").join([made, *_confinement(role)]))  # one query: one implicit transaction
 
     async def confine(self, role: str) -> None:
         """Put a tenant role in the tenants' group and keep its statements out of the log (idempotent)."""
-        await self._ddl(sql.SQL("GRANT {} TO {}").format(sql.Identifier(TENANTS), sql.Identifier(role)))
-        await self._ddl(sql.SQL("ALTER ROLE {} SET log_min_error_statement = 'panic'").format(sql.Identifier(role)))
+        await self._ddl(sql.SQL("; ").join(_confinement(role)))
 
     async def verifier(self, role: str) -> str | None:
         """The password verifier PostgreSQL holds for ``role`` (a tenant can change its own)."""
@@ -305,6 +303,13 @@ _END = "SELECT pg_terminate_backend(pg_stat_get_backend_pid(s)) FROM pg_stat_get
 _END_SESSIONS_ON = _END + _ON_DATABASES
 _END_SESSIONS_OF_ROLE = _END + "pg_stat_get_backend_userid(s) = (SELECT oid FROM pg_roles WHERE rolname = %s)"
 _SESSIONS_ON = "SELECT 1 FROM pg_stat_get_backend_idset() AS s WHERE " + _ON_DATABASES
+
+
+def _confinement(role: str) -> list[sql.Composed]:
+    return [
+        sql.SQL("GRANT {} TO {}").format(sql.Identifier(TENANTS), sql.Identifier(role)),
+        sql.SQL("ALTER ROLE {} SET log_min_error_statement = 'panic'").format(sql.Identifier(role)),
+    ]
 
 
 def _gone_name() -> str:
