@@ -83,6 +83,8 @@ class PgBouncer:
         last written (``None``: this process has not read the routes yet)."""
         self._written = 0
         """How many times the files were written."""
+        self._files_hold_lines = False
+        """Whether the files hold ``_lines`` (not after a write that failed)."""
         self._reloaded = 0
         """How many writes the last ``RELOAD`` began after."""
         self._console: psycopg.AsyncConnection[tuple[object, ...]] | None = None
@@ -105,9 +107,9 @@ class PgBouncer:
             if route is not None:
                 self._lines[dbname] = self._lines_of(route)
             after = self._lines.get(dbname)
-            if before == after:
+            if before == after and self._files_hold_lines:
                 written = self._written  # no change: only a reload the last one may still owe
-            elif before is None or after is None:
+            elif before is None or after is None or not self._files_hold_lines:
                 written = self._write()
             else:  # a rotation changes only the login's line
                 written = self._write(databases=before[0] != after[0], users=before[1] != after[1])
@@ -128,6 +130,7 @@ class PgBouncer:
     def _write(self, databases: bool = True, users: bool = True) -> int:
         """Rewrite the routes file, the logins file, or both; returns the write's number."""
         assert self._lines is not None
+        self._files_hold_lines = False
         ordered = sorted(self._lines.items())  # the same routes, the same files
         if databases:
             text = "\n".join(["[databases]", *(line for _, (line, _) in ordered)])
@@ -135,6 +138,7 @@ class PgBouncer:
         if users:
             text = "\n".join([f'"{ADMIN_USER}" "{self._admin_verifier}"', *(line for _, (_, line) in ordered)])
             _replace(self._dir / "userlist.txt", text + "\n", mode=0o600)
+        self._files_hold_lines = True
         self._written += 1
         return self._written
 

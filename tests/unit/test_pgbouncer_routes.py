@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from infra import pgbouncer
 from infra.pgbouncer import PgBouncer, Route, RoutesNotLoaded
 
 
@@ -153,3 +154,26 @@ async def test_a_full_reading_never_overwrites_a_newer_change(
     go_on.set()
     await asyncio.gather(full, one)
     assert routed(tmp_path) == [route(1).dbname, route(2).dbname]
+
+
+async def test_after_a_failed_write_the_next_change_writes_again(
+    bouncer_and_console: tuple[PgBouncer, Console], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bouncer, console = bouncer_and_console
+    await bouncer.apply(Ledger(route(1)).all)
+    rotated = route(1, verifier="SCRAM-SHA-256$4096:n$e:w")
+
+    async def read() -> Route:
+        return rotated
+
+    def full_disk(path: Path, text: str, *, mode: int) -> None:
+        raise OSError("no space left on device")
+
+    writes = pgbouncer._replace
+    monkeypatch.setattr(pgbouncer, "_replace", full_disk)
+    with pytest.raises(OSError):
+        await bouncer.apply_one(rotated.dbname, read)
+    monkeypatch.setattr(pgbouncer, "_replace", writes)
+    await bouncer.apply_one(rotated.dbname, read)  # the step again: the same route, but the files missed it
+    assert f'"{rotated.role}" "{rotated.verifier}"' in users(tmp_path)
+    assert len(console.reloads) == 2
