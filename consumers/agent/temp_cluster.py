@@ -178,13 +178,8 @@ class TempCluster:
         return (fatal or lines or ["PostgreSQL exited without a message"])[-1]
 
     async def stop(self) -> None:
-        """Immediate shutdown (nothing in it is worth a checkpoint) of the postmaster its pid file
-        names or, before it has written one, of the one this object started: a restore cancelled
-        while the cluster starts would otherwise leave it recovering, alone."""
+        """Immediate shutdown (nothing in it is worth a checkpoint)."""
         pid = self._pid()
-        starting = self._proc if self._proc is not None and self._proc.poll() is None else None
-        if pid is None and starting is not None:
-            pid = starting.pid
         if pid is None:
             return
         try:
@@ -192,7 +187,7 @@ class TempCluster:
         except ProcessLookupError:
             return
         for _ in range(600):
-            if not self._running() and (starting is None or starting.poll() is not None):
+            if not self._running():
                 return
             await asyncio.sleep(0.05)
         os.kill(pid, signal.SIGKILL)

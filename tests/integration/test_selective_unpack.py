@@ -4,7 +4,6 @@ database, scratch and platform databases) is written."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import shutil
 import tarfile
@@ -20,8 +19,6 @@ from consumers.agent.steps.point_in_time import _other_databases
 from consumers.agent.temp_cluster import TempCluster
 from devstack.state import scratch_root
 from infra.errors import PermanentError
-from infra.pg_tools import pg_bindir
-from infra.processes import owned_dir, spawn
 
 FILES = [
     "PG_VERSION",
@@ -89,24 +86,3 @@ def test_a_missing_page_outside_the_left_out_databases_fails_the_recovery(tmp_pa
     with pytest.raises(PermanentError, match="pages missing from the base backup") as refused:
         cluster._check_missing_pages([16390])
     assert refused.value.detail == "base/16384/2600"
-
-
-async def test_a_cluster_stopped_while_it_starts_is_stopped() -> None:
-    """A cancel can land between the postmaster's start and its pid file: stop ends it anyway."""
-    root = scratch_root("pgplane-starting-")
-    try:
-        cluster = TempCluster(root / "cluster", "postgresql://unused")
-        owned_dir(cluster.root)
-        initdb = spawn(
-            [str(pg_bindir() / "initdb"), "-D", str(cluster.data)], root / "initdb.log", as_service_user=True
-        )
-        assert await asyncio.to_thread(initdb.wait) == 0, (root / "initdb.log").read_text()
-        starting = asyncio.create_task(cluster.start())
-        await asyncio.sleep(0)  # the postmaster is spawned; its pid file is not written yet
-        starting.cancel()
-        await asyncio.gather(starting, return_exceptions=True)
-        assert cluster._proc is not None and cluster._proc.poll() is None
-        await cluster.stop()
-        assert cluster._proc.poll() is not None
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
