@@ -117,22 +117,15 @@ class Ledger:
         async with self._pool.connection() as conn:
             await conn.execute("UPDATE host_databases SET routed = %s WHERE database_id = %s", (routed, database_id))
 
-    async def set_verifier(self, database_id: uuid.UUID, verifier: str) -> None:
-        """Keep the previous verifier so a failed rotation can put it back; twice is once."""
+    async def set_verifier(self, database_id: uuid.UUID, verifier: str, *, route: bool = False) -> None:
+        """Keep the previous verifier so a failed rotation can put it back; twice is once. With
+        ``route``, the database is routed in the same statement (a create's route)."""
         async with self._pool.connection() as conn:
             await conn.execute(
-                "UPDATE host_databases SET previous_verifier = verifier, verifier = %s"
-                " WHERE database_id = %s AND verifier IS DISTINCT FROM %s",
-                (verifier, database_id, verifier),
-            )
-
-    async def route_with(self, database_id: uuid.UUID, verifier: str) -> None:
-        """``set_verifier`` and ``set_route(routed=True)`` in one statement."""
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                "UPDATE host_databases SET routed = true, verifier = %s, previous_verifier = CASE"
-                " WHEN verifier IS DISTINCT FROM %s THEN verifier ELSE previous_verifier END WHERE database_id = %s",
-                (verifier, verifier, database_id),
+                "UPDATE host_databases SET routed = routed OR %(route)s, verifier = %(verifier)s,"
+                " previous_verifier = CASE WHEN verifier IS DISTINCT FROM %(verifier)s THEN verifier"
+                " ELSE previous_verifier END WHERE database_id = %(id)s",
+                {"route": route, "verifier": verifier, "id": database_id},
             )
 
     async def restore_previous_verifier(self, database_id: uuid.UUID, *, replaced: str) -> None:

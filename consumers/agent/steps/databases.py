@@ -92,7 +92,7 @@ class NewTenantDatabase(TenantDatabase):
         )
 
     async def add_route(self) -> None:
-        await self.host.ledger.route_with(self.cmd.database_id, self.cmd.password_verifier)
+        await self.host.ledger.set_verifier(self.cmd.database_id, self.cmd.password_verifier, route=True)
         await self.reroute()
 
     async def verify_login(self) -> None:
