@@ -29,6 +29,9 @@ WANTED = ".wanted"
 END = ".end"
 MISSING_PAGE = re.compile(r"page \d+ of relation (\S+) (?:is uninitialized|does not exist)")
 """How PostgreSQL names a page WAL replay could not find (``report_invalid_page``)."""
+POLL_SECONDS = 0.05
+STOP_POLLS = 600
+"""30 s: for the postmaster to start, or to stop."""
 
 
 class TempCluster:
@@ -150,10 +153,10 @@ class TempCluster:
         for name, value in options.items():
             args += ["-c", f"{name}={value}"]
         self._proc = spawn(args, self.log, as_service_user=True)
-        for _ in range(600):
+        for _ in range(STOP_POLLS):
             if self._running() or self._proc.poll() is not None:
                 return
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(POLL_SECONDS)
 
     def _pid(self) -> int | None:
         try:
@@ -178,19 +181,30 @@ class TempCluster:
         return (fatal or lines or ["PostgreSQL exited without a message"])[-1]
 
     async def stop(self) -> None:
-        """Immediate shutdown (nothing in it is worth a checkpoint)."""
+        """Immediate shutdown (nothing in it is worth a checkpoint), waited for.
+
+        A restore cancelled while the cluster starts finds no pid file yet: the postmaster this
+        object spawned is then waited for until it writes one (by then it has its signal handlers;
+        a SIGQUIT sent earlier is lost when the agent was started with it ignored, as a
+        background job of a script is) or exits, so it is not left recovering, alone."""
+        starting = self._proc if self._proc is not None and self._proc.poll() is None else None
         pid = self._pid()
+        for _ in range(STOP_POLLS):
+            if pid is not None or starting is None or starting.poll() is not None:
+                break
+            await asyncio.sleep(POLL_SECONDS)
+            pid = self._pid()
         if pid is None:
             return
-        try:
-            os.kill(pid, signal.SIGQUIT)
-        except ProcessLookupError:
-            return
-        for _ in range(600):
-            if not self._running():
+        for sig in (signal.SIGQUIT, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
                 return
-            await asyncio.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
+            for _ in range(STOP_POLLS):
+                if not self._running() and (starting is None or starting.poll() is not None):
+                    return
+                await asyncio.sleep(POLL_SECONDS)
 
     async def remove(self) -> None:
         await self.stop()

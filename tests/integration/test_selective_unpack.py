@@ -4,8 +4,10 @@ database, scratch and platform databases) is written."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import shutil
+import signal
 import tarfile
 import uuid
 from collections.abc import AsyncIterator
@@ -19,6 +21,8 @@ from consumers.agent.steps.point_in_time import _other_databases
 from consumers.agent.temp_cluster import TempCluster
 from devstack.state import scratch_root
 from infra.errors import PermanentError
+from infra.pg_tools import pg_bindir
+from infra.processes import owned_dir, spawn
 
 FILES = [
     "PG_VERSION",
@@ -86,3 +90,29 @@ def test_a_missing_page_outside_the_left_out_databases_fails_the_recovery(tmp_pa
     with pytest.raises(PermanentError, match="pages missing from the base backup") as refused:
         cluster._check_missing_pages([16390])
     assert refused.value.detail == "base/16384/2600"
+
+
+async def test_a_cluster_stopped_while_it_starts_is_stopped() -> None:
+    """A cancel can land between the postmaster's start and its pid file: stop ends it anyway,
+    also when the agent, and so the postmaster until it sets its handlers, ignores SIGQUIT."""
+    root = scratch_root("pgplane-starting-")
+    try:
+        cluster = TempCluster(root / "cluster", "postgresql://unused")
+        owned_dir(cluster.root)
+        initdb = spawn(
+            [str(pg_bindir() / "initdb"), "-D", str(cluster.data)], root / "initdb.log", as_service_user=True
+        )
+        assert await asyncio.to_thread(initdb.wait) == 0, (root / "initdb.log").read_text()
+        ignored = signal.signal(signal.SIGQUIT, signal.SIG_IGN)  # as in a script's background job
+        try:
+            starting = asyncio.create_task(cluster.start())
+            await asyncio.sleep(0)  # the postmaster is spawned; its pid file is not written yet
+        finally:
+            signal.signal(signal.SIGQUIT, ignored)
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        assert cluster._proc is not None and cluster._proc.poll() is None
+        await cluster.stop()
+        assert cluster._proc.poll() == 0, "stopped by its immediate shutdown, not killed"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
