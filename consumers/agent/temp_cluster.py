@@ -212,11 +212,12 @@ class TempCluster:
 
 
 def _restore_command(wal: Path) -> str:
-    """A shell command for ``restore_command``: the segment ``%f`` once it is in ``wal``."""
+    """A shell command for ``restore_command``: the segment ``%f`` once it is in ``wal`` (it gives
+    up when the directory is gone: a cluster removed under a recovery that outlived its agent)."""
     script = (
         'case "$1" in *.*) exit 1;; esac; echo "$1" > "$2/' + WANTED + '"; '
         'while [ ! -f "$2/$1" ]; do '
-        'if [ -f "$2/' + END + '" ]; then [ -f "$2/$1" ] || exit 1; break; fi; sleep 0.05; done; '
+        'if [ -f "$2/' + END + '" ] || [ ! -d "$2" ]; then [ -f "$2/$1" ] || exit 1; break; fi; sleep 0.05; done; '
         'exec cp "$2/$1" "$3"'
     )
     return f"sh -c {shlex.quote(script)} restore %f {shlex.quote(str(wal))} %p"
