@@ -32,8 +32,9 @@ FILES = [
     "base/16390/2600",
     "base/16390/2601",
     "base/163900/2600",  # another directory that starts like a left-out one
+    "base/16400/2600",
 ]
-OIDS = {"template1": 1, "db_restored": 16384, "db_neighbour": 16390, "rs_scratch": 163900}
+OIDS = {"template1": 1, "db_restored": 16384, "db_neighbour": 16390, "rs_scratch": 163900, "gone_1a2b": 16400}
 
 
 def base_tar_gz() -> bytes:
@@ -66,7 +67,7 @@ async def test_only_the_other_tenants_databases_are_left_out() -> None:
         database_oids=OIDS,
     )
     leave_out = _other_databases(base, "db_restored")
-    assert leave_out == [16390]
+    assert leave_out == [16390, 16400]
     assert _other_databases(BaseBackup(**{**base.__dict__, "database_oids": None}), "db_restored") == []
 
     root = scratch_root("pgplane-unpack-")
@@ -74,7 +75,7 @@ async def test_only_the_other_tenants_databases_are_left_out() -> None:
         cluster = TempCluster(root / "cluster", "postgresql://unused")
         await cluster.unpack([pieces(base_tar_gz())], leave_out=leave_out)
         unpacked = sorted(str(p.relative_to(cluster.data)) for p in cluster.data.rglob("*") if p.is_file())
-        assert unpacked == sorted(name for name in FILES if not name.startswith("base/16390/"))
+        assert unpacked == sorted(name for name in FILES if not name.startswith(("base/16390/", "base/16400/")))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -25,6 +25,7 @@ from consumers.agent.temp_cluster import TempCluster
 from consumers.agent.wal_archiver import decompressed
 from infra.backup_crypto import BackupIntegrityError, decrypt_stream
 from infra.errors import PermanentError, within_deadline
+from infra.host_postgres import GONE_PREFIX
 from infra.object_store import ObjectNotFound
 from infra.pg_tools import PgToolError, pg_dump, pg_restore
 from infra.processes import owned_file
@@ -50,13 +51,18 @@ def _other_databases(base: BaseBackup, dbname: str) -> list[int]:
     """The OIDs of the other tenants' databases in the base backup; none when the backup does not
     say which directory is which.
 
-    Only live tenant databases (``db_<id>``) are left out: no rename ever gives one of them another
-    live tenant database's name, while a scratch (``rs_``) or kept (``ro_``) database of a restore
-    may become the restored database by the target time, and so may a warm one (``warm_``, renamed by
-    a create). System, platform and warm databases are small.
+    Left out: live tenant databases (``db_<id>``), as no rename ever gives one of them another live
+    tenant database's name, and databases a delete or a reset set aside (``gone_``), which are only
+    ever dropped. A scratch (``rs_``) or kept (``ro_``) database of a restore may become the
+    restored database by the target time, and so may a warm one (``warm_``, renamed by a create):
+    they stay. System, platform and warm databases are small.
     """
     oids = base.database_oids or {}
-    return [oid for name, oid in oids.items() if name.startswith(TENANT_DATABASE_PREFIX) and name != dbname]
+    return [
+        oid
+        for name, oid in oids.items()
+        if (name.startswith(TENANT_DATABASE_PREFIX) and name != dbname) or name.startswith(GONE_PREFIX)
+    ]
 
 
 def _ahead(segment: str, count: int) -> str:
