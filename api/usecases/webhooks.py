@@ -202,7 +202,7 @@ async def replay(
     if len(events) > REPLAY_LIMIT:
         raise ApiError(422, "validation_error", f"more than {REPLAY_LIMIT} events in that range; narrow it")
     now = datetime.now(UTC)
-    rows = [pending_delivery(endpoint, event, now) for event in events]
+    rows = [pending_delivery(endpoint.id, endpoint.project_id, event, now) for event in events]
     if rows:
         statement = insert(WEBHOOK_DELIVERIES)
         again = {"status": "pending", "attempts": 0, "next_attempt_at": now, "last_error": None}

@@ -267,12 +267,13 @@ class WebhookDelivery(SQLModel, table=True):
     delivered_at: datetime | None = Field(default=None, sa_type=TZ)
 
 
-def pending_delivery(endpoint: Any, event: Any, now: datetime) -> dict[str, Any]:
-    """The row that queues ``event`` (a row of ``events``) for ``endpoint``, due at once."""
+def pending_delivery(endpoint_id: uuid.UUID, project_id: uuid.UUID, event: Any, now: datetime) -> dict[str, Any]:
+    """The row that queues ``event`` (its ``id``, ``sequence`` and ``data`` as in ``events``) for
+    the endpoint ``endpoint_id`` of project ``project_id``, due at once."""
     return {
-        "endpoint_id": endpoint.id,
+        "endpoint_id": endpoint_id,
         "event_id": event.id,
-        "project_id": endpoint.project_id,
+        "project_id": project_id,
         "sequence": event.sequence,
         "ordering_key": str(event.data.get("database_id", "")),
         "status": "pending",
