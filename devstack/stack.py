@@ -4,19 +4,15 @@ API, agent, projector and scheduler as child processes, each given only the cred
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
-from http import HTTPStatus
 from pathlib import Path
 
 import psycopg
@@ -30,7 +26,7 @@ from infra import bus_permissions
 from infra.bus_permissions import Role
 from infra.metadata import migrate
 from infra.pgbouncer import PgBouncer, pgbouncer_ini
-from infra.processes import STARTUP_TIMEOUT, owned_dir, service_user, spawn, stop, tail, wait_for_port
+from infra.processes import owned_dir, service_user, spawn, stop, tail, wait_for_http, wait_for_port
 from infra.secrets import new_password
 from infra.settings import Settings
 from schemas.subjects import Subjects
@@ -239,8 +235,7 @@ class Stack:
             env = self.env(name, overrides) | (faults.env() if faults else {})
             proc = spawn([sys.executable, "-m", launcher, name], log, env=env)
             if name == "api":
-                wait_for_port(self.api_port, proc, log, "the API")
-                wait_for_liveness(f"{self.api_url}/healthz", proc, log)
+                wait_for_http(f"{self.api_url}/healthz", proc, log, "the API")
         self.procs[name] = proc
         return proc
 
@@ -273,21 +268,3 @@ class Stack:
         proc = spawn([binary, str(directory / "pgbouncer.ini")], log, as_service_user=True)
         wait_for_port(self.pgbouncer_port, proc, log, "PgBouncer")
         return proc
-
-
-def wait_for_liveness(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Until the API we started answers ``url`` with 200: a port that accepts connections may
-    still be something else's (another server took it between our choice and the API's bind)."""
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy's answer
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the API exited with {proc.returncode}:\n{tail(log)}")
-        try:
-            with direct.open(url, timeout=5) as answer:
-                if answer.status == HTTPStatus.OK:
-                    return
-        except (OSError, http.client.HTTPException):
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"the API did not answer {url} within {STARTUP_TIMEOUT}s:\n{tail(log)}")

@@ -3,12 +3,16 @@ the unprivileged user that PostgreSQL and PgBouncer run as when we are root (bot
 
 from __future__ import annotations
 
+import http.client
 import os
 import pwd
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
+from collections.abc import Callable
+from http import HTTPStatus
 from pathlib import Path
 
 STARTUP_TIMEOUT = 60.0
@@ -34,15 +38,37 @@ def port_is_free(port: int) -> bool:
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    def listening() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    _wait_until(listening, proc, log, what, f"listen on {port}")
+
+
+def wait_for_http(url: str, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    """Until ``url`` answers 200: a port that accepts connections may still be something else's
+    (another server took it between our choice and our server's bind)."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy's answer
+
+    def answering() -> bool:
+        try:
+            with direct.open(url, timeout=5) as answer:
+                return bool(answer.status == HTTPStatus.OK)
+        except (OSError, http.client.HTTPException):
+            return False
+
+    _wait_until(answering, proc, log, what, f"answer {url}")
+
+
+def _wait_until(ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, what: str, doing: str) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail(log)}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
+        if ready():
+            return
         time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on {port} within {STARTUP_TIMEOUT}s:\n{tail(log)}")
+    raise RuntimeError(f"{what} did not {doing} within {STARTUP_TIMEOUT}s:\n{tail(log)}")
 
 
 def tail(log: Path, lines: int = 30) -> str:

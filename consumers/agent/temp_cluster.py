@@ -30,7 +30,7 @@ END = ".end"
 MISSING_PAGE = re.compile(r"page \d+ of relation (\S+) (?:is uninitialized|does not exist)")
 """How PostgreSQL names a page WAL replay could not find (``report_invalid_page``)."""
 POLL_SECONDS = 0.05
-STOP_POLLS = 600
+WAIT_POLLS = 600
 """30 s: for the postmaster to start, or to stop."""
 
 
@@ -153,7 +153,7 @@ class TempCluster:
         for name, value in options.items():
             args += ["-c", f"{name}={value}"]
         self._proc = spawn(args, self.log, as_service_user=True)
-        for _ in range(STOP_POLLS):
+        for _ in range(WAIT_POLLS):
             if self._running() or self._proc.poll() is not None:
                 return
             await asyncio.sleep(POLL_SECONDS)
@@ -189,7 +189,7 @@ class TempCluster:
         background job of a script is) or exits, so it is not left recovering, alone."""
         starting = self._proc if self._proc is not None and self._proc.poll() is None else None
         pid = self._pid()
-        for _ in range(STOP_POLLS):
+        for _ in range(WAIT_POLLS):
             if pid is not None or starting is None or starting.poll() is not None:
                 break
             await asyncio.sleep(POLL_SECONDS)
@@ -201,7 +201,7 @@ class TempCluster:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 return
-            for _ in range(STOP_POLLS):
+            for _ in range(WAIT_POLLS):
                 if not self._running() and (starting is None or starting.poll() is not None):
                     return
                 await asyncio.sleep(POLL_SECONDS)
