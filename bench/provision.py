@@ -229,7 +229,7 @@ async def our_path(root: Path) -> AsyncIterator[Provision]:
         namespace="bench",
         meta_db="bench_meta",
         ledger_db="bench_ledger",
-        extra_env={"PGPLANE_DATABASES_PER_PROJECT_PRO": "100000"}
+        extra_env={"PGPLANE_DATABASES_PER_PROJECT_PRO": "100000", "PGPLANE_HOST_MAX_DATABASES": "100000"}
         | UNTHROTTLED
         | ({"PGPLANE_AGENT_CONCURRENCY": CONCURRENCY} if CONCURRENCY else {})
         | ({"PGPLANE_AGENT_WARM_DATABASES": WARM} if WARM else {}),
