@@ -140,7 +140,7 @@ async def test_each_kind_of_due_work_is_found_and_done(engine: AsyncEngine) -> N
     )
     late = await policy(engine, set_at=NOW - timedelta(hours=1))
     async with engine.begin() as conn:  # its slot two hours ago ran a backup that failed: report it missed
-        project_id = (await conn.execute(sa.select(DATABASES.c.project_id).where(DATABASES.c.id == late))).scalar()
+        project_id = (await conn.execute(sa.select(DATABASES.c.project_id).where(DATABASES.c.id == late))).scalar_one()
         slot = NOW - timedelta(hours=2)
         failed = await backup(conn, late, project_id, status=BackupStatus.FAILED, made=slot)
         await conn.execute(sa.insert(SLOTS).values(database_id=late, slot=slot, operation_id=failed))
