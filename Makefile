@@ -19,13 +19,19 @@ lint: deps
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
-# The fleet benchmark goes first: it compares a host measured minutes apart, and the provisioning
-# benchmark's clean-up deletes about a million files, which slows the disk's next file creations.
+# The fleet and provisioning benchmarks delete hundreds of thousands of files when they end; ext4
+# skips inodes freed in the last minute (longer while their tables are not written back), which
+# makes the next benchmark's file creations (CREATE DATABASE) pay for it. So the disk settles
+# after each: its writes flushed, then a minute.
+SETTLE = sync && sleep 60
+
 bench: deps
 	$(PY) -m bench.fleet
+	$(SETTLE)
 	$(PY) -m bench.projector
 	$(PY) -m bench.webhooks
 	$(PY) -m bench.provision
+	$(SETTLE)
 	$(PY) -m bench.backup
 	$(PY) -m bench.pitr
 
