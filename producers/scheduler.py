@@ -1,5 +1,5 @@
 """The backup scheduler: one backup command per schedule slot, ``backup.missed`` for slots that
-passed without a completed backup, and retention.
+passed without a completed backup, and retention. Settled slots are forgotten after a week.
 
 Any number of replicas may run. A slot is claimed by inserting ``(database, slot)`` into
 ``backup_slots`` in the same transaction that queues the backup (outbox): the primary key lets
@@ -33,6 +33,9 @@ from schemas.events import BackupMissed
 
 log = logging.getLogger("pgplane.scheduler")
 ACTOR = "scheduler"
+SETTLED_SLOTS_KEPT = timedelta(days=7)
+"""How long a settled slot (its backup completed, or it was reported missed) stays on record."""
+PRUNE_EVERY = timedelta(hours=1)
 
 
 class BackupScheduler:
@@ -40,6 +43,7 @@ class BackupScheduler:
         self._engine = engine
         self._settings = settings
         self._outbox = outbox
+        self._pruned_at: datetime | None = None
 
     async def run(self, stop: asyncio.Event, relay: OutboxRelay) -> None:
         """A pass every ``scheduler_interval_seconds``; what it queued is published right after."""
@@ -78,6 +82,13 @@ class BackupScheduler:
                 await self._purge_deleted(conn, now)
         except Exception:
             log.exception("purging the backups of deleted databases failed; next pass retries")
+        if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+            try:
+                async with self._engine.begin() as conn:
+                    await _prune_settled_slots(conn, now)
+                self._pruned_at = now
+            except Exception:
+                log.exception("pruning settled backup slots failed; a later pass retries")
 
     def _has_work(self, policy: Row[Any], now: datetime) -> bool:
         """Whether ``policy`` has anything due, read from its signs: exactly what its transaction
@@ -232,6 +243,24 @@ def _slot_backup() -> sa.ColumnElement[bool]:
     """A slot's backup: the one its operation makes (of the slot's database, which lets the join
     use the backups' index on ``database_id``)."""
     return sa.and_(BACKUPS.c.operation_id == SLOTS.c.operation_id, BACKUPS.c.database_id == SLOTS.c.database_id)
+
+
+async def _prune_settled_slots(conn: AsyncConnection, now: datetime) -> None:
+    """Forget the slots settled more than ``SETTLED_SLOTS_KEPT`` ago (their backup completed, or
+    they were reported missed): nothing reads them again, and every pass's work signs read a
+    policy's slots, one per schedule slot for as long as the policy runs. A database's newest
+    slot stays whatever its age: claims start after it."""
+    newer = SLOTS.alias("newer")
+    newest = sa.select(sa.func.max(newer.c.slot)).where(newer.c.database_id == SLOTS.c.database_id)
+    backed_up = sa.exists().where(
+        _slot_backup(), BACKUPS.c.status.in_([BackupStatus.COMPLETED, BackupStatus.DELETING, BackupStatus.DELETED])
+    )
+    settled = sa.or_(SLOTS.c.missed_at.is_not(None), backed_up)
+    await conn.execute(
+        sa.delete(SLOTS).where(
+            SLOTS.c.slot < now - SETTLED_SLOTS_KEPT, SLOTS.c.slot < newest.scalar_subquery(), settled
+        )
+    )
 
 
 def _policies_with_work_signs() -> sa.Select[Any]:

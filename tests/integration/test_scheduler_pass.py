@@ -162,3 +162,30 @@ async def test_each_kind_of_due_work_is_found_and_done(engine: AsyncEngine) -> N
     assert sum(subject.endswith(".delete_backup") for subject in subjects) == 1
     assert subjects.count("passes.evt.backup.missed") == 1
     assert idle not in slots
+
+
+async def test_settled_slots_are_forgotten_after_a_week_but_each_database_keeps_its_newest(engine: AsyncEngine) -> None:
+    kept_alone, pruned = (
+        await policy(engine, set_at=NOW, schedule=None),
+        await policy(engine, set_at=NOW, schedule=None),
+    )
+    async with engine.begin() as conn:
+        ids = (await conn.execute(sa.select(DATABASES.c.id, DATABASES.c.project_id))).all()
+        projects = {row.id: row.project_id for row in ids}
+
+        async def slot(database_id: uuid.UUID, days_ago: int, *, status: str | None, missed: bool = False) -> None:
+            at = NOW - timedelta(days=days_ago)
+            made = await backup(conn, database_id, projects[database_id], status=status, made=at) if status else None
+            values = {"database_id": database_id, "slot": at, "operation_id": made, "missed_at": at if missed else None}
+            await conn.execute(sa.insert(SLOTS).values(**values))
+
+        await slot(kept_alone, 30, status=BackupStatus.COMPLETED)  # settled and old, but its database's newest
+        await slot(pruned, 10, status=BackupStatus.COMPLETED)
+        await slot(pruned, 9, status=None, missed=True)
+        await slot(pruned, 8, status=BackupStatus.FAILED)  # not reported yet: kept for the report
+        await slot(pruned, 2, status=BackupStatus.COMPLETED)  # settled less than a week ago
+
+    await scheduler(engine).tick(NOW)
+
+    left = {(row.database_id, (NOW - row.slot).days) for row in await rows(engine, sa.select(SLOTS))}
+    assert left == {(kept_alone, 30), (pruned, 8), (pruned, 2)}
