@@ -15,7 +15,7 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -60,8 +60,8 @@ async def authenticate(platform: Platform, credential: Credential, client: str) 
     No transaction: every write here is one statement, atomic on its own."""
     quota = None
     async with platform.autocommit.connect() as conn:
-        await _refuse_if_throttled(conn, client, platform.settings.auth_failures_per_minute)
-        verified = await _verify(conn, platform, credential)
+        throttle = Throttle(client, platform.settings.auth_failures_per_minute)
+        verified = await _verify(conn, platform, credential, throttle)
         if verified is None:
             await _record_failure(conn, client)
         elif verified.rate_keys:
@@ -79,19 +79,61 @@ async def authenticate(platform: Platform, credential: Credential, client: str) 
 async def reverify(platform: Platform, credential: Credential) -> Principal | None:
     """The credential's principal now, or ``None`` once it is revoked or expired (long-lived responses)."""
     async with platform.autocommit.connect() as conn:
-        verified = await _verify(conn, platform, credential)
+        verified = await _verify(conn, platform, credential, None)
     return verified.principal if verified else None
 
 
-async def _verify(conn: AsyncConnection, platform: Platform, credential: Credential) -> Verified | None:
+@dataclass(frozen=True)
+class Throttle:
+    """The client a credential came from, refused (429) for the rest of the minute once it has
+    presented ``limit`` wrong credentials in it: before its credential is looked at, so a right
+    guess then is not confirmed either."""
+
+    client: str
+    limit: int
+
+    def failures(self) -> list[sa.ColumnElement[Any]]:
+        """The client's failure window as two more columns of a credential's lookup (``NULL`` when
+        it has none): the check then costs no statement of its own."""
+        window = sa.select(AUTH_FAILURES.c.window_started, AUTH_FAILURES.c.failures).where(
+            AUTH_FAILURES.c.client == self.client
+        )
+        return [
+            window.with_only_columns(AUTH_FAILURES.c.window_started).scalar_subquery().label("failed_since"),
+            window.with_only_columns(AUTH_FAILURES.c.failures).scalar_subquery().label("failures"),
+        ]
+
+    def check(self, failed_since: datetime | None, failures: int | None) -> None:
+        if failed_since is None or failures is None or failures < self.limit:
+            return
+        left = (failed_since + WINDOW - datetime.now(UTC)).total_seconds()
+        if left > 0:
+            raise ApiError(
+                429,
+                "too_many_failed_attempts",
+                f"too many wrong credentials from this address: try again in {math.ceil(left)} s",
+                headers={"Retry-After": str(math.ceil(left))},
+            )
+
+    async def check_alone(self, conn: AsyncConnection) -> None:
+        """The check as a statement of its own (a credential with nothing to look up)."""
+        row = (await conn.execute(sa.select(*self.failures()))).one()
+        self.check(row.failed_since, row.failures)
+
+
+async def _verify(
+    conn: AsyncConnection, platform: Platform, credential: Credential, throttle: Throttle | None
+) -> Verified | None:
+    """The credential's principal (``None``: not valid), the client's throttle checked first (``None``: not)."""
     if credential.kind == "session":
-        return await _verify_session(conn, credential.value)
+        return await _verify_session(conn, credential.value, throttle)
     admin = platform.settings.admin_token
-    if admin is not None and hmac.compare_digest(credential.value.encode(), admin.get_secret_value().encode()):
-        return Verified(Principal.admin())
-    parsed = parse_token(credential.value)
-    if parsed is None:
-        return None
+    is_admin = admin is not None and hmac.compare_digest(credential.value.encode(), admin.get_secret_value().encode())
+    parsed = None if is_admin else parse_token(credential.value)
+    if parsed is None:  # the admin token, or a malformed one: nothing to look up
+        if throttle is not None:
+            await throttle.check_alone(conn)
+        return Verified(Principal.admin()) if is_admin else None
     token_id, secret = parsed
     row = (
         await conn.execute(
@@ -105,11 +147,17 @@ async def _verify(conn: AsyncConnection, platform: Platform, credential: Credent
                 project_plan(),
                 PROJECTS.c.organization_id,
                 PROJECTS.c.deleted_at,
+                *(throttle.failures() if throttle else ()),
             )
             .outerjoin(PROJECTS, PROJECTS.c.id == TOKENS.c.project_id)
             .where(TOKENS.c.id == token_id, TOKENS.c.revoked_at.is_(None))
         )
     ).first()
+    if throttle is not None:
+        if row is None:
+            await throttle.check_alone(conn)
+        else:
+            throttle.check(row.failed_since, row.failures)
     now = datetime.now(UTC)
     if row is None or not hmac.compare_digest(row.secret_digest, token_digest(secret)):
         return None
@@ -128,18 +176,28 @@ async def _verify(conn: AsyncConnection, platform: Platform, credential: Credent
     return Verified(principal, tuple(keys), (str(row.plan),))
 
 
-async def _verify_session(conn: AsyncConnection, cookie: str) -> Verified | None:
+async def _verify_session(conn: AsyncConnection, cookie: str, throttle: Throttle | None) -> Verified | None:
     parsed = parse_session(cookie)
     if parsed is None:
+        if throttle is not None:
+            await throttle.check_alone(conn)
         return None
     session_id, secret = parsed
     row = (
         await conn.execute(
-            sa.select(SESSIONS.c.user_id, SESSIONS.c.secret_digest, SESSIONS.c.expires_at).where(
-                SESSIONS.c.id == session_id, SESSIONS.c.revoked_at.is_(None)
-            )
+            sa.select(
+                SESSIONS.c.user_id,
+                SESSIONS.c.secret_digest,
+                SESSIONS.c.expires_at,
+                *(throttle.failures() if throttle else ()),
+            ).where(SESSIONS.c.id == session_id, SESSIONS.c.revoked_at.is_(None))
         )
     ).first()
+    if throttle is not None:
+        if row is None:
+            await throttle.check_alone(conn)
+        else:
+            throttle.check(row.failed_since, row.failures)
     if row is None or not hmac.compare_digest(row.secret_digest, token_digest(secret)):
         return None
     if row.expires_at <= datetime.now(UTC):
@@ -180,34 +238,16 @@ async def _user(
     return Verified(principal, (f"user:{user_id}", *keys), tuple(str(p.plan) for p in projects))
 
 
-async def _refuse_if_throttled(conn: AsyncConnection, client: str, limit: int) -> None:
-    row = (
-        await conn.execute(
-            sa.select(AUTH_FAILURES.c.window_started, AUTH_FAILURES.c.failures).where(AUTH_FAILURES.c.client == client)
-        )
-    ).first()
-    if row is None or row.failures < limit:
-        return
-    left = (row.window_started + WINDOW - datetime.now(UTC)).total_seconds()
-    if left > 0:
-        raise ApiError(
-            429,
-            "too_many_failed_attempts",
-            f"too many wrong credentials from this address: try again in {math.ceil(left)} s",
-            headers={"Retry-After": str(math.ceil(left))},
-        )
-
-
 async def record_failure(platform: Platform, client: str) -> None:
     """A wrong password counts like a wrong token."""
     async with platform.autocommit.connect() as conn:
-        await _refuse_if_throttled(conn, client, platform.settings.auth_failures_per_minute)
+        await Throttle(client, platform.settings.auth_failures_per_minute).check_alone(conn)
         await _record_failure(conn, client)
 
 
 async def refuse_if_throttled(platform: Platform, client: str) -> None:
     async with platform.autocommit.connect() as conn:
-        await _refuse_if_throttled(conn, client, platform.settings.auth_failures_per_minute)
+        await Throttle(client, platform.settings.auth_failures_per_minute).check_alone(conn)
 
 
 async def _record_failure(conn: AsyncConnection, client: str) -> None:

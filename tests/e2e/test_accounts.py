@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -281,3 +282,15 @@ async def test_the_admin_api_searches_across_tenants_and_an_operator_makes_a_pla
         return [e["actor"] for e in entries["data"] if e["action"] == "project.plan_change"]
 
     assert await eventually(audited) == [f"user:{frank.id}"]
+
+
+async def test_a_signed_in_browser_is_throttled_with_its_address(client: PlatformClient) -> None:
+    """The throttle is read with the session in one statement; a right session from an address
+    that guessed wrong ten times is refused like a right token."""
+    frank = await sign_up(client, f"frank-{uuid.uuid4().hex[:8]}@example.com", "Frank")
+    address = {"X-Forwarded-For": "198.51.100.23"}
+    wrong = address | {"Authorization": "Bearer pgp_" + "0" * 32 + "_" + "x" * 43 + "_000000"}
+    assert [(await client.http.get("/projects", headers=wrong)).status_code for _ in range(10)] == [401] * 10
+    throttled = await client.http.get("/projects", headers=address | frank.cookie)
+    assert throttled.status_code == 429 and throttled.json()["error"]["code"] == "too_many_failed_attempts"
+    assert (await frank.get("/projects")).status_code == 200  # from its own address
