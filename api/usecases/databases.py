@@ -104,35 +104,48 @@ async def reserve(platform: Platform, conn: AsyncConnection, project_id: uuid.UU
 async def new_identity(
     platform: Platform, conn: AsyncConnection, project_id: uuid.UUID, name: str, *, host_id: str
 ) -> NewIdentity:
-    """Reserve ``name`` in the project, check ``host_id`` has room, and make the identity of a new database."""
-    plan = await reserve(platform, conn, project_id, name, host_id)
+    """Reserve ``name`` in the project, check ``host_id`` has room, and make the identity of a new
+    database. Its password's verifier (PBKDF2, the costly part) is made before the reservation's
+    locks are taken: creations on one host wait for each other only as long as their statements."""
     database_id = uuid.uuid4()
-    verifier, sealed = await store_password(platform, conn, database_id, 1)
+    password = NewPassword.make(platform, database_id)
+    plan = await reserve(platform, conn, project_id, name, host_id)
+    await password.store(platform, conn, 1)
     return NewIdentity(
         database_id=database_id,
         dbname=f"db_{database_id.hex}",
         role=f"u_{database_id.hex}",
-        password_verifier=verifier,
-        sealed_password=sealed,
+        password_verifier=password.verifier,
+        sealed_password=password.sealed,
         connection_limit=entitlements(platform.settings, plan).connections_per_database,
     )
 
 
-async def store_password(
-    platform: Platform, conn: AsyncConnection, database_id: uuid.UUID, version: int
-) -> tuple[str, str]:
-    """A fresh password: stored encrypted, returned as (SCRAM verifier, sealed for the host)."""
-    password = new_password()
-    await conn.execute(
-        sa.insert(CREDENTIALS).values(
-            database_id=database_id,
-            version=version,
-            created_at=datetime.now(UTC),
-            password_encrypted=platform.box.encrypt(password, context=f"{database_id}:{version}"),
+@dataclass(frozen=True)
+class NewPassword:
+    """A fresh password for a database: its SCRAM verifier, and the password sealed for the host."""
+
+    database_id: uuid.UUID
+    password: str
+    verifier: str
+    sealed: str
+
+    @classmethod
+    def make(cls, platform: Platform, database_id: uuid.UUID) -> NewPassword:
+        password = new_password()
+        sealed = seal(password, public_key_b64=platform.settings.host_public_key, context=str(database_id))
+        return cls(database_id, password, scram_verifier(password), sealed)
+
+    async def store(self, platform: Platform, conn: AsyncConnection, version: int) -> None:
+        """Keep it, encrypted, as the database's credentials ``version``."""
+        await conn.execute(
+            sa.insert(CREDENTIALS).values(
+                database_id=self.database_id,
+                version=version,
+                created_at=datetime.now(UTC),
+                password_encrypted=platform.box.encrypt(self.password, context=f"{self.database_id}:{version}"),
+            )
         )
-    )
-    sealed = seal(password, public_key_b64=platform.settings.host_public_key, context=str(database_id))
-    return scram_verifier(password), sealed
 
 
 async def create_database(
@@ -209,13 +222,14 @@ async def rotate_credentials(
         await conn.execute(sa.select(sa.func.max(CREDENTIALS.c.version)).where(CREDENTIALS.c.database_id == db.id))
     ).scalar_one()
     version = latest + 1
-    verifier, sealed = await store_password(platform, conn, db.id, version)
+    password = NewPassword.make(platform, db.id)
+    await password.store(platform, conn, version)
     command = RotateCredentials(
         database_id=db.id,
         dbname=db.dbname,
         role=db.role,
-        password_verifier=verifier,
-        sealed_password=sealed,
+        password_verifier=password.verifier,
+        sealed_password=password.sealed,
         credentials_version=version,
     )
     return await _accept_change(conn, platform, principal, command, db, version)
