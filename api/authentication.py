@@ -95,12 +95,10 @@ class Throttle:
     def failures(self) -> list[sa.ColumnElement[Any]]:
         """The client's failure window as two more columns of a credential's lookup (``NULL`` when
         it has none): the check then costs no statement of its own."""
-        window = sa.select(AUTH_FAILURES.c.window_started, AUTH_FAILURES.c.failures).where(
-            AUTH_FAILURES.c.client == self.client
-        )
+        mine = AUTH_FAILURES.c.client == self.client
         return [
-            window.with_only_columns(AUTH_FAILURES.c.window_started).scalar_subquery().label("failed_since"),
-            window.with_only_columns(AUTH_FAILURES.c.failures).scalar_subquery().label("failures"),
+            sa.select(AUTH_FAILURES.c.window_started).where(mine).scalar_subquery().label("failed_since"),
+            sa.select(AUTH_FAILURES.c.failures).where(mine).scalar_subquery().label("failures"),
         ]
 
     def check(self, failed_since: datetime | None, failures: int | None) -> None:
@@ -121,6 +119,16 @@ class Throttle:
         self.check(row.failed_since, row.failures)
 
 
+async def _check_throttle(conn: AsyncConnection, throttle: Throttle | None, looked_up: Any) -> None:
+    """The throttle (if any) from the credential's lookup row, or alone when nothing was found."""
+    if throttle is None:
+        return
+    if looked_up is None:
+        await throttle.check_alone(conn)
+    else:
+        throttle.check(looked_up.failed_since, looked_up.failures)
+
+
 async def _verify(
     conn: AsyncConnection, platform: Platform, credential: Credential, throttle: Throttle | None
 ) -> Verified | None:
@@ -131,8 +139,7 @@ async def _verify(
     is_admin = admin is not None and hmac.compare_digest(credential.value.encode(), admin.get_secret_value().encode())
     parsed = None if is_admin else parse_token(credential.value)
     if parsed is None:  # the admin token, or a malformed one: nothing to look up
-        if throttle is not None:
-            await throttle.check_alone(conn)
+        await _check_throttle(conn, throttle, None)
         return Verified(Principal.admin()) if is_admin else None
     token_id, secret = parsed
     row = (
@@ -153,11 +160,7 @@ async def _verify(
             .where(TOKENS.c.id == token_id, TOKENS.c.revoked_at.is_(None))
         )
     ).first()
-    if throttle is not None:
-        if row is None:
-            await throttle.check_alone(conn)
-        else:
-            throttle.check(row.failed_since, row.failures)
+    await _check_throttle(conn, throttle, row)
     now = datetime.now(UTC)
     if row is None or not hmac.compare_digest(row.secret_digest, token_digest(secret)):
         return None
@@ -179,8 +182,7 @@ async def _verify(
 async def _verify_session(conn: AsyncConnection, cookie: str, throttle: Throttle | None) -> Verified | None:
     parsed = parse_session(cookie)
     if parsed is None:
-        if throttle is not None:
-            await throttle.check_alone(conn)
+        await _check_throttle(conn, throttle, None)
         return None
     session_id, secret = parsed
     row = (
@@ -193,11 +195,7 @@ async def _verify_session(conn: AsyncConnection, cookie: str, throttle: Throttle
             ).where(SESSIONS.c.id == session_id, SESSIONS.c.revoked_at.is_(None))
         )
     ).first()
-    if throttle is not None:
-        if row is None:
-            await throttle.check_alone(conn)
-        else:
-            throttle.check(row.failed_since, row.failures)
+    await _check_throttle(conn, throttle, row)
     if row is None or not hmac.compare_digest(row.secret_digest, token_digest(secret)):
         return None
     if row.expires_at <= datetime.now(UTC):

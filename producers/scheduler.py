@@ -36,6 +36,8 @@ ACTOR = "scheduler"
 SETTLED_SLOTS_KEPT = timedelta(days=7)
 """How long a settled slot (its backup completed, or it was reported missed) stays on record."""
 PRUNE_EVERY = timedelta(hours=1)
+BACKED_UP = (BackupStatus.COMPLETED, BackupStatus.DELETING, BackupStatus.DELETED)
+"""A slot's backup in one of these completed (retention may have removed it since): nothing to report."""
 
 
 class BackupScheduler:
@@ -61,7 +63,7 @@ class BackupScheduler:
         """One pass over every policy: claim due slots, report missed ones, retain.
 
         One statement reads every policy with what tells whether it has anything to do
-        (``_work_signs``); only a policy that has opens a transaction, and there the work is
+        (``_policies_with_work_signs``); only a policy that has opens a transaction, and there the work is
         decided again on fresh rows. A fleet whose policies have nothing due costs a pass one
         statement, not a transaction of four per database."""
         async with self._engine.connect() as conn:
@@ -181,14 +183,12 @@ class BackupScheduler:
                     SLOTS.c.database_id == policy.database_id,
                     SLOTS.c.missed_at.is_(None),
                     SLOTS.c.slot < overdue,
-                    sa.or_(BACKUPS.c.status.is_(None), BACKUPS.c.status != BackupStatus.COMPLETED),
+                    sa.or_(BACKUPS.c.status.is_(None), BACKUPS.c.status.not_in(BACKED_UP)),
                 )
                 .with_for_update(of=SLOTS, skip_locked=True)
             )
         ).all()
         for row in rows:
-            if row.status in (BackupStatus.DELETING, BackupStatus.DELETED):
-                continue  # it did complete; retention removed it since
             reason = f"the backup {row.status}" + (f": {row.error}" if row.error else "") if row.status else ""
             await conn.execute(
                 sa.update(SLOTS)
@@ -252,9 +252,7 @@ async def _prune_settled_slots(conn: AsyncConnection, now: datetime) -> None:
     slot stays whatever its age: claims start after it."""
     newer = SLOTS.alias("newer")
     newest = sa.select(sa.func.max(newer.c.slot)).where(newer.c.database_id == SLOTS.c.database_id)
-    backed_up = sa.exists().where(
-        _slot_backup(), BACKUPS.c.status.in_([BackupStatus.COMPLETED, BackupStatus.DELETING, BackupStatus.DELETED])
-    )
+    backed_up = sa.exists().where(_slot_backup(), BACKUPS.c.status.in_(BACKED_UP))
     settled = sa.or_(SLOTS.c.missed_at.is_not(None), backed_up)
     await conn.execute(
         sa.delete(SLOTS).where(
@@ -269,10 +267,7 @@ def _policies_with_work_signs() -> sa.Select[Any]:
     (``oldest_unreported``; one whose backup completed and was deleted since is never reported),
     and its completed backups' count and oldest (``completed``, ``oldest_completed``)."""
     of_policy = SLOTS.c.database_id == POLICIES.c.database_id
-    unreported = sa.or_(
-        BACKUPS.c.status.is_(None),
-        BACKUPS.c.status.not_in([BackupStatus.COMPLETED, BackupStatus.DELETING, BackupStatus.DELETED]),
-    )
+    unreported = sa.or_(BACKUPS.c.status.is_(None), BACKUPS.c.status.not_in(BACKED_UP))
     completed = sa.and_(BACKUPS.c.database_id == POLICIES.c.database_id, BACKUPS.c.status == BackupStatus.COMPLETED)
     return (
         sa.select(
