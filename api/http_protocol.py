@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import uuid
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from api.middleware import error_body
 
 
-class JsonErrorsH11Protocol(H11Protocol):
+class JsonErrorsHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         body = error_body("bad_http_request", f"the request is not valid HTTP: {msg}", uuid.uuid4().hex)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
+        head = [
+            STATUS_LINE[400],
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
         ]
-        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body)):
-            self.transport.write(self.conn.send(event))
-        self.transport.write(self.conn.send(h11.EndOfMessage()))
+        self.transport.write(b"".join(head) + body)
         self.transport.close()

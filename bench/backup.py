@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import uvloop
 
 from devstack.cluster import Cluster
 from devstack.stack import UNTHROTTLED, Stack
@@ -331,4 +332,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())

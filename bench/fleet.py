@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import uvloop
 from psycopg_pool import AsyncConnectionPool
 
 from bench.provision import summary
@@ -213,4 +214,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())

@@ -64,6 +64,7 @@ from typing import IO, Any
 
 import httpx
 import psycopg
+import uvloop
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -715,4 +716,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())

@@ -32,6 +32,7 @@ from typing import Any
 import nats
 import psycopg
 import sqlalchemy as sa
+import uvloop
 
 from devstack.cluster import Cluster
 from devstack.stack import Stack
@@ -250,4 +251,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvloop
 from psycopg_pool import AsyncConnectionPool
 
 from devstack.cluster import Cluster
@@ -287,4 +288,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())

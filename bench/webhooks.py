@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import uvloop
 from psycopg.types.json import Jsonb
 
 from devstack.cluster import Cluster
@@ -207,4 +208,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())

@@ -3,6 +3,9 @@
 Operator commands (``migrate``, ``replay``) read the settings the local stack wrote into its state
 directory (``pgplane.env``), under whatever ``PGPLANE_*`` variables are set; they give up within
 seconds when a server does not answer, and exit 2 on any error (``replay`` exits 1 for drift).
+
+Every process runs its event loop on uvloop, and the API reads HTTP with httptools: the same
+code, a few percent less CPU per request and per event than asyncio's own loop and h11.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+
+import uvloop
 
 from infra import logs
 from infra.faults import NO_FAULTS, Faults
@@ -64,24 +69,25 @@ def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
-    _fail_cleanly(lambda: asyncio.run(runner()))
+    _fail_cleanly(lambda: uvloop.run(runner()))
 
 
 def cmd_api(settings: Settings, _: argparse.Namespace, faults: Faults) -> None:
     import uvicorn
 
-    from api.http_protocol import JsonErrorsH11Protocol
+    from api.http_protocol import JsonErrorsHttpToolsProtocol
     from entrypoints import control_plane
     from entrypoints.processes import api as api_process
 
-    _fail_cleanly(lambda: asyncio.run(control_plane.check_metadata(settings)))
+    _fail_cleanly(lambda: uvloop.run(control_plane.check_metadata(settings)))
     app = api_process.api(settings, faults=faults)
     uvicorn.run(
         app,
         host=settings.api_host,
         port=settings.api_port,
         log_level="warning",
-        http=JsonErrorsH11Protocol,
+        loop="uvloop",
+        http=JsonErrorsHttpToolsProtocol,
         timeout_keep_alive=settings.api_keep_alive_seconds,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,  # event streams never end by themselves
     )
@@ -119,11 +125,11 @@ def cmd_replay(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
     if args.from_sequence is not None or args.since is not None:
         since = datetime.fromisoformat(args.since) if args.since else None
         done = _operator(
-            lambda: asyncio.run(operator.reproject(settings, from_sequence=args.from_sequence, since=since))
+            lambda: uvloop.run(operator.reproject(settings, from_sequence=args.from_sequence, since=since))
         )
         print(json.dumps(asdict(done), indent=2))
         return
-    report = _operator(lambda: asyncio.run(operator.replay(settings, keep=args.keep)))
+    report = _operator(lambda: uvloop.run(operator.replay(settings, keep=args.keep)))
     print(json.dumps(asdict(report) | {"matches": report.matches}, indent=2))
     sys.exit(0 if report.matches else 1)
 
@@ -159,7 +165,7 @@ def cmd_ops(settings: Settings, args: argparse.Namespace, _: Faults) -> None:
             return {"discarded": _sequence(args)}
         return await ops.dead_letters()
 
-    print(json.dumps(_operator(lambda: asyncio.run(run_ops(settings, act))), indent=2, default=str))
+    print(json.dumps(_operator(lambda: uvloop.run(run_ops(settings, act))), indent=2, default=str))
 
 
 def _sequence(args: argparse.Namespace) -> int:
@@ -184,10 +190,10 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace, _: Faults) -> None
             revision = _operator(lambda: operator.migrate_metadata(settings))
             print(f"metadata database: revision {revision or 'none'} -> {head()}")
         elif target == "ledger":
-            before, after = _operator(lambda: asyncio.run(operator.migrate_ledger(settings)))
+            before, after = _operator(lambda: uvloop.run(operator.migrate_ledger(settings)))
             print(f"agent ledger: version {before} -> {after}")
         else:
-            made = _operator(lambda: asyncio.run(operator.setup_bus(settings)))
+            made = _operator(lambda: uvloop.run(operator.setup_bus(settings)))
             print(f"bus: streams and consumers in place: {', '.join(made)}")
 
 
