@@ -12,7 +12,7 @@ import contextlib
 import os
 import pwd
 import shutil
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -160,8 +160,7 @@ async def run_fed(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         env=env,
-        user=user.pw_uid if user else None,
-        group=user.pw_gid if user else None,
+        preexec_fn=_switching_to(user) if user else None,
     )
     stderr = asyncio.create_task(_collect(proc.stderr))
     assert proc.stdin is not None
@@ -178,6 +177,19 @@ async def run_fed(
         stderr.cancel()
         raise
     await _finish(proc, stderr, what)
+
+
+def _switching_to(user: pwd.struct_passwd) -> Callable[[], None]:
+    """What the child does before it runs the tool: become ``user``, with no supplementary groups
+    (uvloop's subprocesses take no ``user``/``group``; this is what they would do, and drops the
+    groups they would keep)."""
+
+    def switch() -> None:
+        os.setgroups([])
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+
+    return switch
 
 
 async def pg_restore(dsn: str, dbname: str, dump: AsyncIterable[bytes], *, role: str | None) -> None:
