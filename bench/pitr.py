@@ -73,7 +73,7 @@ from devstack.cluster import Cluster
 from devstack.stack import Stack
 from devstack.state import scratch_root
 from infra.pg_tools import pg_bindir, tool_args
-from infra.processes import free_port, owned_dir, service_user, spawn, stop
+from infra.processes import becoming, free_port, owned_dir, service_user, spawn, stop
 from infra.wal import SEGMENT, next_segment
 from schemas.events import OperationStarted
 
@@ -124,15 +124,13 @@ async def checked(
     args: list[str], *, env: dict[str, str] | None = None, stdin: IO[bytes] | None = None, as_service_user: bool = False
 ) -> None:
     """Run a tool to its end; a non-zero exit raises with the tail of its stderr."""
-    user = service_user() if as_service_user else None
     proc = await asyncio.create_subprocess_exec(
         *args,
         stdin=stdin or subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=env,
-        user=user.pw_uid if user else None,
-        group=user.pw_gid if user else None,
+        preexec_fn=becoming(service_user() if as_service_user else None),
     )
     _, stderr = await proc.communicate()
     if proc.returncode != 0:

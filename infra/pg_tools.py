@@ -12,10 +12,12 @@ import contextlib
 import os
 import pwd
 import shutil
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from infra.processes import becoming
 
 READ_SIZE = 256 * 1024
 STDERR_LIMIT = 4000
@@ -160,7 +162,7 @@ async def run_fed(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         env=env,
-        preexec_fn=_switching_to(user) if user else None,
+        preexec_fn=becoming(user),
     )
     stderr = asyncio.create_task(_collect(proc.stderr))
     assert proc.stdin is not None
@@ -177,19 +179,6 @@ async def run_fed(
         stderr.cancel()
         raise
     await _finish(proc, stderr, what)
-
-
-def _switching_to(user: pwd.struct_passwd) -> Callable[[], None]:
-    """What the child does before it runs the tool: become ``user``, with no supplementary groups
-    (uvloop's subprocesses take no ``user``/``group``; this is what they would do, and drops the
-    groups they would keep)."""
-
-    def switch() -> None:
-        os.setgroups([])
-        os.setgid(user.pw_gid)
-        os.setuid(user.pw_uid)
-
-    return switch
 
 
 async def pg_restore(dsn: str, dbname: str, dump: AsyncIterable[bytes], *, role: str | None) -> None:

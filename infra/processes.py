@@ -87,6 +87,20 @@ def service_user() -> pwd.struct_passwd | None:
     raise RuntimeError("running as root needs a 'postgres' or 'nobody' user to run PostgreSQL as")
 
 
+def becoming(user: pwd.struct_passwd | None) -> Callable[[], None] | None:
+    """A child's ``preexec_fn`` that makes it ``user`` (no supplementary groups) before it runs its
+    program; ``None`` for no user. uvloop's subprocesses take no ``user``/``group`` arguments."""
+    if user is None:
+        return None
+
+    def become() -> None:
+        os.setgroups([])
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+
+    return become
+
+
 def owned_dir(path: Path) -> Path:
     """A directory the service user owns (PostgreSQL wants its data dir 0700 and its own)."""
     path.mkdir(parents=True, exist_ok=True)
