@@ -183,7 +183,7 @@ class BackupScheduler:
                     SLOTS.c.database_id == policy.database_id,
                     SLOTS.c.missed_at.is_(None),
                     SLOTS.c.slot < overdue,
-                    sa.or_(BACKUPS.c.status.is_(None), BACKUPS.c.status.not_in(BACKED_UP)),
+                    _not_backed_up(),
                 )
                 .with_for_update(of=SLOTS, skip_locked=True)
             )
@@ -245,6 +245,11 @@ def _slot_backup() -> sa.ColumnElement[bool]:
     return sa.and_(BACKUPS.c.operation_id == SLOTS.c.operation_id, BACKUPS.c.database_id == SLOTS.c.database_id)
 
 
+def _not_backed_up() -> sa.ColumnElement[bool]:
+    """A slot (joined to its backup) whose backup has not completed: none yet, or one still running or failed."""
+    return sa.or_(BACKUPS.c.status.is_(None), BACKUPS.c.status.not_in(BACKED_UP))
+
+
 async def _prune_settled_slots(conn: AsyncConnection, now: datetime) -> None:
     """Forget the slots settled more than ``SETTLED_SLOTS_KEPT`` ago (their backup completed, or
     they were reported missed): nothing reads them again, and every pass's work signs read a
@@ -267,7 +272,6 @@ def _policies_with_work_signs() -> sa.Select[Any]:
     (``oldest_unreported``; one whose backup completed and was deleted since is never reported),
     and its completed backups' count and oldest (``completed``, ``oldest_completed``)."""
     of_policy = SLOTS.c.database_id == POLICIES.c.database_id
-    unreported = sa.or_(BACKUPS.c.status.is_(None), BACKUPS.c.status.not_in(BACKED_UP))
     completed = sa.and_(BACKUPS.c.database_id == POLICIES.c.database_id, BACKUPS.c.status == BackupStatus.COMPLETED)
     return (
         sa.select(
@@ -277,7 +281,7 @@ def _policies_with_work_signs() -> sa.Select[Any]:
             sa.select(sa.func.max(SLOTS.c.slot)).where(of_policy).scalar_subquery().label("last_slot"),
             sa.select(sa.func.min(SLOTS.c.slot))
             .select_from(SLOTS.outerjoin(BACKUPS, _slot_backup()))
-            .where(of_policy, SLOTS.c.missed_at.is_(None), unreported)
+            .where(of_policy, SLOTS.c.missed_at.is_(None), _not_backed_up())
             .scalar_subquery()
             .label("oldest_unreported"),
             sa.select(sa.func.count()).where(completed).scalar_subquery().label("completed"),

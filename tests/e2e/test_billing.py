@@ -171,7 +171,15 @@ async def test_usage_is_metered_to_stripe_by_the_hour_once(
     assert billing is not None
     engine = make_engine(settings.metadata_dsn, pool_size=1)
     meter = UsageMeter(engine, settings, billing)
-    later = datetime.now(UTC) + timedelta(hours=2)  # two hours have ended since the organization began
+    with psycopg.connect(stack.cluster.superuser_dsn(stack.meta_db)) as conn:  # not the clock: it may pass an hour
+        times = conn.execute(
+            "SELECT o.created_at, d.created_at FROM organizations o, databases d WHERE o.id = %s AND d.id = %s",
+            (org_id, created.json()["database"]["id"]),
+        ).fetchone()
+    assert times is not None
+    began, made = times
+    later = began + timedelta(hours=2)  # two hours have ended since the organization began
+    first = hour_of(began)
 
     def reported() -> int:
         with psycopg.connect(stack.cluster.superuser_dsn(stack.meta_db)) as conn:
@@ -193,12 +201,6 @@ async def test_usage_is_metered_to_stripe_by_the_hour_once(
     finally:
         await engine.dispose()
     events = metered()
-    with psycopg.connect(stack.cluster.superuser_dsn(stack.meta_db)) as conn:
-        began, made = conn.execute(
-            "SELECT o.created_at, d.created_at FROM organizations o, databases d WHERE o.id = %s AND d.id = %s",
-            (org_id, created.json()["database"]["id"]),
-        ).fetchone() or (None, None)
-    first = hour_of(began)  # the organization's first hour (not the clock's now: the test may cross an hour)
     assert sorted(e["identifier"] for e in events) == [
         f"{org_id}:{first:%Y-%m-%dT%H}",
         f"{org_id}:{first + timedelta(hours=1):%Y-%m-%dT%H}",
